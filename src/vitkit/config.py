@@ -1,0 +1,155 @@
+"""Typed configs: dataclasses that merge overrides with type checks and round-trip through JSON/YAML.
+
+Every model, objective and run config in vitkit is a dataclass. `replace_config` is the single way overrides
+(keyword arguments, ``--set key=value`` strings, YAML mappings) are applied: nested dataclasses merge from dicts,
+unknown keys raise an error that lists the valid ones, and values are checked against the field types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Mapping, TypeVar
+
+C = TypeVar("C")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a dataclass config (tuples become lists), ready for JSON or YAML."""
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"expected a dataclass config, got {type(cfg).__name__}")
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+    """Build dataclass `cls` from a (possibly partial) mapping, defaults filling the rest."""
+    return replace_config(_default_instance(cls), data)
+
+
+def _default_instance(cls: type[C]) -> C:
+    try:
+        return cls()
+    except TypeError as e:
+        raise TypeError(f"{cls.__name__} needs every field given: {e}") from None
+
+
+def replace_config(cfg: C, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> C:
+    """Return a copy of `cfg` with `overrides` applied, merging nested dataclasses and checking types.
+
+    Keys may be dotted (``"encoder.dim"``) or nested mappings (``{"encoder": {"dim": 64}}``).
+
+    Raises:
+        KeyError: an unknown field, with the closest valid names.
+        TypeError: a value that does not fit the field's annotated type.
+    """
+    merged: dict[str, Any] = {}
+    for key, value in {**(overrides or {}), **kwargs}.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            merged.setdefault(head, {})
+            if not isinstance(merged[head], dict):
+                raise TypeError(f"cannot set {key!r}: {head!r} was also given a whole value")
+            merged[head][rest] = value
+        else:
+            merged[head] = value
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    for name, value in merged.items():
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(fields)}"
+            raise KeyError(f"{type(cfg).__name__} has no field {name!r}{hint}")
+        current = getattr(cfg, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[name] = replace_config(current, value)
+        else:
+            changes[name] = _coerce(value, hints[name], f"{type(cfg).__name__}.{name}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against type `hint`, converting lists to tuples and ints to floats where asked."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                return _coerce(value, option, where)
+            except TypeError as e:
+                errors.append(str(e))
+        raise TypeError(f"{where}: {value!r} fits none of {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise TypeError(f"{where}: expected None, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise TypeError(f"{where}: {value!r} is not one of {list(args)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where}: expected a sequence, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise TypeError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            raise TypeError(f"{where}: expected {origin.__name__}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return config_from_dict(hint, value)
+        raise TypeError(f"{where}: expected {hint.__name__} or a mapping, got {value!r}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(hint, type):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        raise TypeError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def parse_set_items(items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings (values read as YAML scalars, so ``3``, ``1e-3``, ``true``, ``[1,2]``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    """How images must be prepared for a model's weights; saved in every checkpoint's config.
+
+    mean/std are per channel on [0, 1] pixels; `crop_pct` is the centre-crop fraction used at evaluation
+    (1.0 = resize straight to `input_size`); `label_names` index the classifier's outputs.
+    """
+
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+    label_names: tuple[str, ...] = ()

@@ -1,0 +1,98 @@
+"""Multi-head self-attention, one implementation for every vitkit model.
+
+Shapes: B batch · T tokens · D width · H heads · d = D / H head width.
+
+The seed's attention: one fused qkv projection to 3·D, per-head scaled dot product with an optional mask, output
+projection; xavier-uniform weights and zero biases. The fused path runs `F.scaled_dot_product_attention`; the
+explicit path computes the weights itself and hands them back (`return_weights=True`) or to an observer installed
+by `vitkit.record_attention` for the duration of one ``with`` block.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+AttentionObserver = Callable[[Tensor], None]
+
+
+def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Turn a boolean mask (True = may attend) into an additive one (0 or -inf); float masks pass through."""
+    if mask is None or mask.dtype != torch.bool:
+        return None if mask is None else mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                       dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention that also returns the weights.
+
+    Args:
+        q, k, v: (B, H, T, d).
+        mask: broadcastable to (B, H, T, T); boolean (True = may attend) or additive.
+        dropout_p: dropout on the weights used for the output (the returned weights are before dropout).
+
+    Returns:
+        out (B, H, T, d) and weights (B, H, T, T), rows summing to 1.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T)
+    bias = additive_mask(mask, scores.dtype)
+    if bias is not None:
+        scores = scores + bias
+    weights = scores.softmax(dim=-1)
+    used = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    return used @ v, weights
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection.
+
+    Args:
+        dim: token width D.
+        num_heads: H; D must be divisible by H.
+        qkv_bias: bias on the qkv projection.
+        attn_drop: dropout on attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        # Set only by vitkit.record_attention for the length of its `with` block; routes this layer through the
+        # explicit path and passes it the weights (B, H, T, T).
+        self.observer: AttentionObserver | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for linear in (self.qkv, self.proj):
+            nn.init.xavier_uniform_(linear.weight)
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None,
+                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, T, D), mask broadcastable to (B, H, T, T) → out (B, T, D) [, weights (B, H, T, T)]."""
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, d)
+        dropout_p = self.attn_drop if self.training else 0.0
+        if return_weights or self.observer is not None:
+            out, weights = explicit_attention(q, k, v, mask, dropout_p)
+            if self.observer is not None:
+                self.observer(weights)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            weights = None
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, T, D)))  # (B, H, T, d) → (B, T, D)
+        return (out, weights) if return_weights else out
