@@ -1,0 +1,290 @@
+"""Dense Prediction Transformer (Ranftl et al., "Vision Transformers for Dense Prediction", ICCV 2021).
+
+images → ViT encoder (`forward_intermediates` at 4 taps; the hybrid taps its two early ResNet stages instead of
+the first two blocks) → reassemble (readout ignore / add / project, tokens → image-like map, 1×1 projection,
+resample to strides 4/8/16/32, 3×3 conv to the fusion width) → fusion (RefineNet-style blocks with residual conv
+units, coarse to fine, each upsampling to the next map's size) → head (depth or segmentation) at input size.
+
+Shapes: B batch · H, W image sides · p patch (total stride of the patch embedder) · (gh, gw) = (H/p, W/p) patch
+grid · N = gh·gw · P prefix tokens · T = P + N tokens · D encoder width · F fusion width · K classes.
+
+Unlike the reference code and HF (which reshape tokens to a square and upsample by exactly ×2), every reshape uses
+the real patch grid and every upsampling targets the next feature map's size, so any input whose sides are
+multiples of the patch works, non-square included; on even grids this equals the ×2 cascade of the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .vit import ViTConfig, VisionTransformer
+
+
+@dataclass
+class DPTConfig:
+    """A DPT: a ViT (or hybrid) encoder config plus the reassemble / fusion / head layout.
+
+    stage_taps: ResNet stages of a hybrid encoder tapped directly (DPT-Hybrid: (0, 1)); () for a plain ViT.
+    block_taps: encoder blocks tapped (ViT-B: 2, 5, 8, 11; ViT-L: 5, 11, 17, 23; hybrid: 8, 11).
+    features: reassembled width per tap, fine to coarse; strides: output stride per tap (4, 8, 16, 32).
+    task: which head `build_dpt` injects ("depth": non-negative (B, H, W); "segment": logits (B, K, H, W)).
+    """
+
+    encoder: ViTConfig = field(default_factory=lambda: ViTConfig(image_size=(384, 384), num_classes=0))
+    stage_taps: tuple[int, ...] = ()
+    block_taps: tuple[int, ...] = (2, 5, 8, 11)
+    readout: Literal["ignore", "add", "project"] = "project"
+    features: tuple[int, ...] = (96, 192, 384, 768)
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    fusion_dim: int = 256
+    fusion_batch_norm: bool = False
+    fusion_bias: bool | None = None  # default: not fusion_batch_norm
+    task: Literal["depth", "segment"] = "depth"
+    depth_projection: bool = False  # an extra 3×3 conv + ReLU before the depth head (DPT-Hybrid MiDaS)
+    num_classes: int = 150
+    aux_head: bool = True  # segmentation: an auxiliary classifier on the finest fused map (training only)
+    head_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        n = len(self.stage_taps) + len(self.block_taps)
+        if not n == len(self.features) == len(self.strides):
+            raise ValueError(f"DPT needs one feature width and stride per tap: {n} taps, "
+                             f"{len(self.features)} features, {len(self.strides)} strides")
+        if n < 2:
+            raise ValueError("DPT fuses at least two taps")
+
+
+# ---- reassemble ---------------------------------------------------------------------------------------------
+class ReadoutIgnore(nn.Module):
+    """Drop the prefix ([CLS]) tokens: (B, P + N, D) → (B, N, D)."""
+
+    def __init__(self, dim: int, num_prefix: int) -> None:
+        super().__init__()
+        self.num_prefix = num_prefix
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return tokens[:, self.num_prefix:]
+
+
+class ReadoutAdd(ReadoutIgnore):
+    """Add the readout ([CLS]) token to every patch token."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return tokens[:, self.num_prefix:] + tokens[:, :1]
+
+
+class ReadoutProject(ReadoutIgnore):
+    """Concatenate the readout token to every patch token, then Linear(2D → D) + GELU."""
+
+    def __init__(self, dim: int, num_prefix: int) -> None:
+        super().__init__(dim, num_prefix)
+        self.proj = nn.Linear(2 * dim, dim)
+        self.act = nn.GELU()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        patches = tokens[:, self.num_prefix:]
+        readout = tokens[:, :1].expand_as(patches)  # (B, N, D)
+        return self.act(self.proj(torch.cat([patches, readout], dim=-1)))  # (B, N, 2D) → (B, N, D)
+
+
+READOUTS: dict[str, type[ReadoutIgnore]] = {"ignore": ReadoutIgnore, "add": ReadoutAdd, "project": ReadoutProject}
+
+
+def build_readout(kind: str, dim: int, num_prefix: int) -> ReadoutIgnore:
+    if kind not in READOUTS:
+        raise ValueError(f"unknown readout {kind!r}; choose one of {', '.join(READOUTS)}")
+    if kind != "ignore" and num_prefix == 0:
+        raise ValueError(f"readout {kind!r} needs a [CLS] token; the encoder has none (use readout='ignore')")
+    return READOUTS[kind](dim, num_prefix)
+
+
+def build_resample(channels: int, patch: int, stride: int) -> nn.Module:
+    """Resample a map at stride `patch` to stride `stride`: transposed conv up, identity, or strided 3×3 down."""
+    if patch % stride == 0:
+        up = patch // stride
+        return nn.ConvTranspose2d(channels, channels, up, stride=up) if up > 1 else nn.Identity()
+    if stride % patch == 0:
+        return nn.Conv2d(channels, channels, 3, stride=stride // patch, padding=1)
+    raise ValueError(f"cannot resample patch stride {patch} to stride {stride}: one must divide the other")
+
+
+class TokenReassemble(nn.Module):
+    """Reassemble one tap of tokens (B, P + N, D) into a map (B, F, gh·p/s, gw·p/s)."""
+
+    def __init__(self, readout: ReadoutIgnore, dim: int, features: int, patch: int, stride: int,
+                 fusion_dim: int) -> None:
+        super().__init__()
+        self.readout = readout
+        self.proj = nn.Conv2d(dim, features, 1)
+        self.resample = build_resample(features, patch, stride)
+        self.to_fusion = nn.Conv2d(features, fusion_dim, 3, padding=1, bias=False)
+
+    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        patches = self.readout(tokens)  # (B, N, D)
+        maps = patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)  # (B, N, D) → (B, D, gh, gw)
+        return self.to_fusion(self.resample(self.proj(maps)))
+
+
+class MapReassemble(nn.Module):
+    """A convolutional feature map (a hybrid's ResNet stage) needs only the 3×3 conv to the fusion width."""
+
+    def __init__(self, features: int, fusion_dim: int) -> None:
+        super().__init__()
+        self.to_fusion = nn.Conv2d(features, fusion_dim, 3, padding=1, bias=False)
+
+    def forward(self, maps: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
+        return self.to_fusion(maps)
+
+
+# ---- fusion ---------------------------------------------------------------------------------------------------
+class ResidualConvUnit(nn.Module):
+    """Pre-activation residual unit: x + conv(ReLU(conv(ReLU(x)))), optional BatchNorm after each conv."""
+
+    def __init__(self, dim: int, batch_norm: bool = False, bias: bool | None = None) -> None:
+        super().__init__()
+        bias = not batch_norm if bias is None else bias
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1, bias=bias)
+        self.norm1 = nn.BatchNorm2d(dim) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1, bias=bias)
+        self.norm2 = nn.BatchNorm2d(dim) if batch_norm else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm1(self.conv1(F.relu(x)))
+        return x + self.norm2(self.conv2(F.relu(y)))
+
+
+class FeatureFusionBlock(nn.Module):
+    """x (+ RCU(skip)) → RCU → bilinear upsample to `size` → 1×1 projection. The coarsest block has no skip."""
+
+    def __init__(self, dim: int, has_skip: bool, batch_norm: bool = False, bias: bool | None = None) -> None:
+        super().__init__()
+        self.rcu1 = ResidualConvUnit(dim, batch_norm, bias) if has_skip else None
+        self.rcu2 = ResidualConvUnit(dim, batch_norm, bias)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor, skip: Tensor | None, size: tuple[int, int]) -> Tensor:
+        if self.rcu1 is not None and skip is not None:
+            x = x + self.rcu1(skip)
+        x = F.interpolate(self.rcu2(x), size=size, mode="bilinear", align_corners=True)
+        return self.proj(x)
+
+
+# ---- heads: head(fused (B, F, h, w), size) → prediction -----------------------------------------------------
+class DepthHead(nn.Module):
+    """Conv(F → F/2) → upsample to `size` → Conv(→ 32) → ReLU → Conv(→ 1) → ReLU: depth (B, H, W) ≥ 0."""
+
+    def __init__(self, dim: int, hidden: int = 32, projection: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(dim, dim, 3, padding=1) if projection else None
+        self.conv1 = nn.Conv2d(dim, dim // 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim // 2, hidden, 3, padding=1)
+        self.conv3 = nn.Conv2d(hidden, 1, 1)
+
+    def forward(self, fused: Tensor, size: tuple[int, int]) -> Tensor:
+        x = fused if self.proj is None else F.relu(self.proj(fused))
+        x = F.interpolate(self.conv1(x), size=size, mode="bilinear", align_corners=True)
+        return F.relu(self.conv3(F.relu(self.conv2(x)))).squeeze(1)  # (B, 1, H, W) → (B, H, W)
+
+
+class SegmentationHead(nn.Module):
+    """Conv3×3 → BatchNorm → ReLU → Dropout → Conv1×1 (→ K) → bilinear upsample to `size` (None: keep)."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(dim)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Conv2d(dim, num_classes, 1)
+
+    def forward(self, fused: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        logits = self.classifier(self.drop(F.relu(self.norm(self.conv(fused)))))  # (B, K, h, w)
+        if size is None:
+            return logits
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+
+def build_heads(cfg: DPTConfig) -> tuple[nn.Module, nn.Module | None]:
+    """The (head, auxiliary head) a config asks for."""
+    if cfg.task == "depth":
+        return DepthHead(cfg.fusion_dim, projection=cfg.depth_projection), None
+    if cfg.task == "segment":
+        aux = SegmentationHead(cfg.fusion_dim, cfg.num_classes, 0.1) if cfg.aux_head else None
+        return SegmentationHead(cfg.fusion_dim, cfg.num_classes, cfg.head_dropout), aux
+    raise ValueError(f"unknown DPT task {cfg.task!r}; choose 'depth' or 'segment'")
+
+
+@dataclass
+class DPTOutput:
+    """pred: depth (B, H, W) or logits (B, K, H, W); aux: auxiliary logits (B, K, H/2, W/2) or None."""
+
+    pred: Tensor
+    aux: Tensor | None = None
+
+
+# ---- the model ------------------------------------------------------------------------------------------------
+class DPT(nn.Module):
+    """Encoder → reassemble → fusion → head. Heads are modules: pass your own, or let the config choose.
+
+    The encoder is used only through its public methods (`forward_intermediates`, and for a hybrid the patch
+    embedder's `forward_stages`), so any VisionTransformer checkpoint initialises it.
+    """
+
+    def __init__(self, cfg: DPTConfig, head: nn.Module | None = None, aux_head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = VisionTransformer(cfg.encoder)
+        patch, dim, prefix = self.encoder.patch_size, cfg.encoder.dim, self.encoder.num_prefix_tokens
+        if cfg.stage_taps and cfg.encoder.backbone is None:
+            raise ValueError("stage_taps need a hybrid encoder (encoder.backbone set)")
+        n_stage = len(cfg.stage_taps)
+        self.reassemble = nn.ModuleList(
+            [MapReassemble(f, cfg.fusion_dim) for f in cfg.features[:n_stage]]
+            + [TokenReassemble(build_readout(cfg.readout, dim, prefix), dim, f, patch, s, cfg.fusion_dim)
+               for f, s in zip(cfg.features[n_stage:], cfg.strides[n_stage:])])
+        last = len(cfg.features) - 1
+        self.fusion = nn.ModuleList([FeatureFusionBlock(cfg.fusion_dim, i < last, cfg.fusion_batch_norm,
+                                                        cfg.fusion_bias) for i in range(last + 1)])
+        default_head, default_aux = build_heads(cfg)
+        self.head = head if head is not None else default_head
+        self.aux_head = aux_head if aux_head is not None else default_aux
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.encoder.set_grad_checkpointing(enable)
+
+    def forward_taps(self, images: Tensor) -> list[Tensor]:
+        """images (B, C, H, W) → raw taps, fine to coarse: ResNet stage maps (B, C_i, h_i, w_i) for a hybrid,
+        then block tokens (B, T, D)."""
+        taps: list[Tensor] = []
+        if self.config.stage_taps:
+            stages = self.encoder.patch_embed.forward_stages(images)
+            taps += [stages[i] for i in self.config.stage_taps]
+        return taps + self.encoder.forward_intermediates(images, list(self.config.block_taps))
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """images (B, C, H, W) → the finest fused map (B, F, 2·H/s_0, 2·W/s_0) (H/2 × W/2 for stride 4)."""
+        p = self.encoder.patch_size
+        grid = (images.shape[-2] // p, images.shape[-1] // p)
+        maps = [r(t, grid) for r, t in zip(self.reassemble, self.forward_taps(images))]  # (B, F, h_i, w_i)
+        x = self.fusion[-1](maps[-1], None, maps[-2].shape[-2:])
+        for i in range(len(maps) - 2, -1, -1):
+            size = maps[i - 1].shape[-2:] if i else (2 * maps[0].shape[-2], 2 * maps[0].shape[-1])
+            x = self.fusion[i](x, maps[i], size)
+        return x
+
+    def forward_dense(self, images: Tensor) -> DPTOutput:
+        """The head's prediction at input size, plus auxiliary logits when the model has an auxiliary head."""
+        fused = self.forward_features(images)
+        aux = self.aux_head(fused) if self.aux_head is not None else None
+        return DPTOutput(self.head(fused, images.shape[-2:]), aux)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (B, C, H, W), sides multiples of the patch → depth (B, H, W) or logits (B, K, H, W)."""
+        return self.head(self.forward_features(images), images.shape[-2:])

@@ -1,0 +1,47 @@
+"""DPT presets: ViT-B/16, ViT-L/16 and hybrid (R50 + ViT-B/16) encoders × depth and segmentation heads, plus a
+tiny DPT for the built-in procedural dense data (64×64 scenes)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import PreprocessConfig
+from .dpt import DPT, DPTConfig
+from .registry import register_model, register_model_type
+from .resnetv2 import ResNetV2Config
+from .vit import ViTConfig
+from .vit_presets import vit_config
+
+register_model_type("dpt", DPTConfig, DPT)
+
+_DPT_PREPROCESS = PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
+
+
+def _encoder(spec: str, **overrides) -> ViTConfig:
+    return vit_config(spec, 384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS, **overrides)
+
+
+def hybrid_encoder(image_size: int = 384, **overrides) -> ViTConfig:
+    """The ViT paper's hybrid R50+ViT-B/16 (ResNetV2 stages 3, 4, 9 at stride 16, then 1×1 patches)."""
+    base = vit_config("B/1", image_size, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS,
+                      backbone=ResNetV2Config(layers=(3, 4, 9)))
+    return dataclasses.replace(base, **overrides)
+
+
+_BASE = DPTConfig(encoder=_encoder("B/16"), block_taps=(2, 5, 8, 11), features=(96, 192, 384, 768))
+_LARGE = DPTConfig(encoder=_encoder("L/16"), block_taps=(5, 11, 17, 23), features=(256, 512, 1024, 1024))
+_HYBRID = DPTConfig(encoder=hybrid_encoder(), stage_taps=(0, 1), block_taps=(8, 11),
+                    features=(256, 512, 768, 768))
+_SEGMENT = dict(task="segment", num_classes=150, fusion_batch_norm=True)
+
+for _name, _cfg in (("base", _BASE), ("large", _LARGE), ("hybrid", _HYBRID)):
+    register_model(f"dpt_{_name}_depth", dataclasses.replace(_cfg, task="depth",
+                                                             depth_projection=_name == "hybrid"))
+    register_model(f"dpt_{_name}_segment", dataclasses.replace(_cfg, **_SEGMENT))
+
+# Tiny DPT for the built-in shapes scenes (64×64, patch 8 → strides 4/8/16/32 from an 8×8 grid).
+_TINY_ENCODER = vit_config("Ti/8", 64, num_classes=0, depth=4, dim=128, num_heads=4, pos_interp="bilinear",
+                           preprocess=_DPT_PREPROCESS)
+_TINY = DPTConfig(encoder=_TINY_ENCODER, block_taps=(0, 1, 2, 3), features=(32, 64, 128, 128), fusion_dim=64)
+register_model("dpt_tiny_depth", dataclasses.replace(_TINY, task="depth"))
+register_model("dpt_tiny_segment", dataclasses.replace(_TINY, task="segment", num_classes=4, aux_head=True))
