@@ -2,8 +2,9 @@
 
 from .config import PreprocessConfig, replace_config
 from .models import ViTConfig, VisionTransformer, build_model, create_model, get_model_config, list_models
+from .viz.record import record_attention
 
 __version__ = "0.1.0"
 
 __all__ = ["PreprocessConfig", "ViTConfig", "VisionTransformer", "build_model", "create_model",
-           "get_model_config", "list_models", "replace_config"]
+           "get_model_config", "list_models", "record_attention", "replace_config"]
