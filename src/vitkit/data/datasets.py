@@ -1,0 +1,169 @@
+"""From a data argument to (train, val) datasets: built-in names, image folders and WebDataset shards.
+
+`build_datasets(DataConfig(path=...))` accepts
+
+* nothing or a built-in name (``"digits"``, ``"mnist"``): the built-in set and its fixed held-out split;
+* ``DATA/`` with ``DATA/train/<class>/`` and ``DATA/val/<class>/`` (also ``valid``/``validation``);
+* ``DATA/train/<class>/`` alone, or ``DATA/<class>/``: a seeded stratified split (`val_fraction`, `split_seed`);
+* ``.tar`` shards (a file, a directory of them, or a brace pattern ``shards-{000..009}.tar``): WebDataset
+  (the ``webdataset`` extra); give the held-out shards in `val_path`.
+
+Folders whose decoded size (N · C · H · W bytes at the storage size) is under `memory_limit_gb` are decoded
+once, in parallel, into `InMemoryImages`; larger ones stream from disk through DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .builtin import BUILTIN_DATASETS, DEFAULT_BUILTIN, load_builtin
+from .folder import ImageFolder, InMemoryImages, find_samples
+from .split import split_indices
+
+log = logging.getLogger(__name__)
+
+VAL_FOLDER_NAMES = ("val", "valid", "validation")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is and how it is read (the ``data`` section of a training config).
+
+    Attributes:
+        path: None = the default built-in set; a built-in name; an image folder; or WebDataset shards.
+        val_path: held-out folder or shards, overriding the automatic choice.
+        val_fraction: share held out by the seeded split when no val folder exists (0 = no val set).
+        split_seed: seed of that split (independent of the training seed).
+        image_size: storage size: an int resizes the shorter side and centre-crops a square (so mixed
+            sizes can be batched and held in memory); None keeps native sizes.
+        channels: 3 (RGB) or 1 (grayscale); set it to the model's ``in_chans``.
+        in_memory: ``"auto"`` decodes into memory when it fits `memory_limit_gb`; ``"always"``/``"never"``.
+        memory_limit_gb: decoded-size threshold for ``"auto"``.
+        strict: raise on the first unreadable image instead of skipping it (``--strict-data``).
+        num_workers: DataLoader workers when streaming from disk.
+        decode_workers: processes for the one-off in-memory decode; None = all usable CPUs.
+        background: RGB colour transparent pixels are composited over.
+    """
+
+    path: str | None = None
+    val_path: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    image_size: int | None = None
+    channels: int = 3
+    in_memory: Literal["auto", "always", "never"] = "auto"
+    memory_limit_gb: float = 2.0
+    strict: bool = False
+    num_workers: int = 2
+    decode_workers: int | None = None
+    background: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """The datasets of a run. `val` is None when nothing is held out."""
+
+    train: Dataset
+    val: Dataset | None
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def skipped(self) -> list:
+        """Samples found unreadable while building (streamed sets report more as they are read)."""
+        return [s for d in (self.train, self.val) if d is not None for s in getattr(d, "skipped", ())]
+
+
+def build_datasets(cfg: DataConfig, progress: bool = True) -> DataSplits:
+    """Train and val datasets for `cfg` (see the module docstring for what `cfg.path` may be).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        KeyError: a name that is neither a path nor a built-in set.
+    """
+    path = cfg.path or DEFAULT_BUILTIN
+    if path in BUILTIN_DATASETS and not Path(path).exists():
+        return _builtin_splits(path, cfg)
+    if _is_shards(path):
+        from .webdataset import build_webdataset_splits
+
+        return build_webdataset_splits(cfg)
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"--data {path!r} is neither an existing path nor a built-in dataset "
+                                f"{sorted(BUILTIN_DATASETS)}")
+    train_root, val_root = _folder_roots(root, cfg.val_path)
+    train_samples, classes = find_samples(train_root)
+    if val_root is not None:
+        val_samples, _ = find_samples(val_root, classes)
+    elif cfg.val_fraction > 0:
+        train_idx, val_idx = split_indices([t for _, t in train_samples], cfg.val_fraction, cfg.split_seed)
+        train_samples, val_samples = [train_samples[i] for i in train_idx], [train_samples[i] for i in val_idx]
+    else:
+        val_samples = []
+    log.info("%s: %d classes, %d train / %d val images", root, len(classes), len(train_samples),
+             len(val_samples))
+    opts = dict(channels=cfg.channels, size=cfg.image_size, strict=cfg.strict, background=cfg.background)
+    train = ImageFolder(train_samples, classes, **opts)
+    val = ImageFolder(val_samples, classes, **opts) if val_samples else None
+    if _fits_in_memory(train, val, cfg):
+        train = train.load(cfg.decode_workers, progress)
+        val = val.load(cfg.decode_workers, progress) if val is not None else None
+    return DataSplits(train, val, classes)
+
+
+def _builtin_splits(name: str, cfg: DataConfig) -> DataSplits:
+    train = _resized(load_builtin(name, "train", cfg.channels), cfg.image_size)
+    val = _resized(load_builtin(name, "val", cfg.channels), cfg.image_size)
+    return DataSplits(train, val, train.classes)
+
+
+def _resized(data: InMemoryImages, size: int | None) -> InMemoryImages:
+    if size is None or tuple(data.images.shape[-2:]) == (size, size):
+        return data
+    images = F.interpolate(data.images.float(), size=(size, size), mode="bilinear", antialias=True,
+                           align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8)
+    return InMemoryImages(images, data.targets, data.classes, data.skipped)
+
+
+def _folder_roots(root: Path, val_path: str | None) -> tuple[Path, Path | None]:
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file; give a folder of class subfolders or .tar shards")
+    train_root = root / "train" if (root / "train").is_dir() else root
+    if val_path is not None:
+        return train_root, Path(val_path)
+    if train_root != root:
+        for name in VAL_FOLDER_NAMES:
+            if (root / name).is_dir():
+                return train_root, root / name
+    return train_root, None
+
+
+def _fits_in_memory(train: ImageFolder, val: ImageFolder | None, cfg: DataConfig) -> bool:
+    if cfg.in_memory != "auto":
+        return cfg.in_memory == "always"
+    total = train.decoded_bytes() + (val.decoded_bytes() if val is not None else 0)
+    fits = total <= cfg.memory_limit_gb * 2**30
+    log.info("decoded size %.2f GB %s the %.2f GB in-memory limit: %s", total / 2**30,
+             "within" if fits else "over", cfg.memory_limit_gb, "in memory" if fits else "streaming")
+    return fits
+
+
+def _is_shards(path: str) -> bool:
+    if "{" in path and path.endswith(".tar"):
+        return True
+    p = Path(path)
+    if p.is_file():
+        return p.suffix == ".tar"
+    return p.is_dir() and any(p.glob("*.tar")) and not any(c.is_dir() for c in p.iterdir())
