@@ -3,8 +3,10 @@
 from .config import PreprocessConfig, replace_config
 from .models import ViTConfig, VisionTransformer, build_model, create_model, get_model_config, list_models
 from .viz.record import record_attention
+from .weights import load_checkpoint, load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = ["PreprocessConfig", "ViTConfig", "VisionTransformer", "build_model", "create_model",
-           "get_model_config", "list_models", "record_attention", "replace_config"]
+           "get_model_config", "list_models", "load_checkpoint", "load_pretrained", "record_attention",
+           "replace_config", "save_pretrained"]

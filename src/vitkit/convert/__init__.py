@@ -1,0 +1,127 @@
+"""Converter registry: foreign checkpoint layouts ↔ vitkit configs and state dicts.
+
+Two kinds of converters, each a pair of pure functions living in its own module under ``vitkit.convert``:
+
+* HF transformers directories, keyed by the ``model_type`` string of their config.json::
+
+      register_hf_converter(("vit",), to_vitkit, from_vitkit)
+      to_vitkit(hf_config: dict, state_dict) -> (vitkit_config, state_dict)
+      from_vitkit(vitkit_config, state_dict) -> (hf_config: dict, state_dict)   # optional (export)
+
+  `from_vitkit` must raise `TypeError` for a vitkit config class it does not handle (so `vitkit.save_pretrained(
+  ..., format="hf")` can find the exporter for a model) and `ValueError` with a clear message for a config of its
+  class that the HF architecture cannot express.
+
+* Bare state-dict files (timm layout, JAX .npz, official MAE checkpoints), keyed by a format name::
+
+      register_state_dict_format("timm", detect, to_vitkit)
+      detect(state_dict) -> bool
+      to_vitkit(state_dict, overrides: dict) -> (vitkit_config, state_dict)
+
+  Detectors are tried in registration order and the first match wins; `load_pretrained(path, format=NAME)` skips
+  detection. Generic layouts (timm ViT) are registered last so specific ones (MAE with its decoder keys) win.
+
+Adding a converter: write ``vitkit/convert/<name>.py`` calling the register functions at import, then add ONE
+import line to `_import_converters` below (specific formats above the generic timm/JAX ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import Tensor
+
+StateDict = dict[str, Tensor]
+HFToVitkit = Callable[[dict[str, Any], StateDict], tuple[Any, StateDict]]
+HFFromVitkit = Callable[[Any, StateDict], tuple[dict[str, Any], StateDict]]
+Detect = Callable[[StateDict], bool]
+StateDictToVitkit = Callable[[StateDict, dict[str, Any]], tuple[Any, StateDict]]
+
+
+@dataclass(frozen=True)
+class HFConverter:
+    model_type: str
+    to_vitkit: HFToVitkit
+    from_vitkit: HFFromVitkit | None
+
+
+@dataclass(frozen=True)
+class StateDictFormat:
+    name: str
+    detect: Detect
+    to_vitkit: StateDictToVitkit
+
+
+_HF: dict[str, HFConverter] = {}
+_FORMATS: dict[str, StateDictFormat] = {}
+
+
+def register_hf_converter(model_types: tuple[str, ...], to_vitkit: HFToVitkit,
+                          from_vitkit: HFFromVitkit | None = None) -> None:
+    """Register converters for HF config.json ``model_type`` strings (e.g. ``("vit",)``)."""
+    if isinstance(model_types, str):
+        model_types = (model_types,)
+    for model_type in model_types:
+        _HF[model_type] = HFConverter(model_type, to_vitkit, from_vitkit)
+
+
+def register_state_dict_format(name: str, detect: Detect, to_vitkit: StateDictToVitkit) -> None:
+    """Register a bare state-dict layout; `detect` recognises it, `to_vitkit` maps it (overrides = user kwargs)."""
+    _FORMATS[name] = StateDictFormat(name, detect, to_vitkit)
+
+
+def _import_converters() -> None:
+    """Import every converter module once (each registers itself on import). One line per module."""
+    # Specific formats first: detectors run in registration order.
+    from . import hf_vit  # noqa: F401  HF "vit"
+    # Generic layouts last.
+    from . import timm_vit  # noqa: F401  "timm"
+    from . import jax_vit  # noqa: F401  "jax" (google-research/vision_transformer .npz)
+
+
+def hf_model_types() -> list[str]:
+    """HF ``model_type`` strings vitkit can load."""
+    _import_converters()
+    return sorted(_HF)
+
+
+def get_hf_converter(model_type: str) -> HFConverter:
+    """The converter for an HF ``model_type``; KeyError lists the supported ones."""
+    _import_converters()
+    if model_type not in _HF:
+        raise KeyError(f"no converter for HF model_type {model_type!r}; supported: {', '.join(sorted(_HF))}")
+    return _HF[model_type]
+
+
+def hf_exporters() -> list[HFConverter]:
+    """Converters that can write HF directories, in registration order."""
+    _import_converters()
+    return [c for c in _HF.values() if c.from_vitkit is not None]
+
+
+def state_dict_formats() -> list[str]:
+    """Names of the registered state-dict layouts, in detection order."""
+    _import_converters()
+    return list(_FORMATS)
+
+
+def get_state_dict_format(name: str) -> StateDictFormat:
+    _import_converters()
+    if name not in _FORMATS:
+        raise KeyError(f"unknown state-dict format {name!r}; known: {', '.join(_FORMATS)}")
+    return _FORMATS[name]
+
+
+def detect_state_dict_format(state_dict: StateDict) -> StateDictFormat | None:
+    """The first registered format whose detector accepts `state_dict`, or None."""
+    _import_converters()
+    for fmt in _FORMATS.values():
+        if fmt.detect(state_dict):
+            return fmt
+    return None
+
+
+__all__ = ["HFConverter", "StateDictFormat", "detect_state_dict_format", "get_hf_converter",
+           "get_state_dict_format", "hf_exporters", "hf_model_types", "register_hf_converter",
+           "register_state_dict_format", "state_dict_formats"]

@@ -1,0 +1,89 @@
+"""timm-layout ViT state dicts (``timm.models.vision_transformer``) → vitkit VisionTransformer.
+
+Keys: ``cls_token`` (1,1,D) · ``pos_embed`` (1,P+N,D) with the [CLS] position first (P = 0 without [CLS]; timm's
+``no_embed_class`` models store (1,N,D) and give [CLS] no position) · ``patch_embed.proj`` · ``blocks.i.{norm1,
+attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` · ``norm`` · ``fc_norm`` (global-average-pooled models) ·
+``pre_logits.fc`` (older 21k checkpoints) · ``head``. The checkpoint holds no config, so the architecture is read
+off the shapes: width, patch, channels, depth, MLP ratio, qkv bias, classes, pre-logits width. Heads come from the
+paper's size table for a matching (width, depth), else width // 64; the grid is taken square unless `image_size`
+is given. ``model=NAME`` starts from a preset instead; any other override is a ViTConfig field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import replace_config
+from ..models.registry import get_model_config
+from ..models.vit import ViTConfig
+from ..models.vit_presets import SIZES
+from . import register_state_dict_format
+
+_REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight")
+
+
+def is_timm_vit(state_dict: dict[str, Tensor]) -> bool:
+    """True for a timm-layout ViT (and not a vitkit, MAE-pretraining or other model sharing some keys)."""
+    return all(k in state_dict for k in _REQUIRED) and not any(
+        k.startswith(("decoder", "mask_token", "encoder.")) for k in state_dict)
+
+
+def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTConfig:
+    """A ViTConfig read off a timm-layout state dict's shapes, then `overrides` (``model=NAME`` picks a preset)."""
+    overrides = dict(overrides)
+    preset = overrides.pop("model", None)
+    if preset is not None:
+        return replace_config(get_model_config(preset), overrides)
+    proj = sd["patch_embed.proj.weight"]  # (D, C, p, p)
+    dim, in_chans, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    class_token = "cls_token" in sd
+    fc_norm = "fc_norm.weight" in sd
+    fields: dict[str, Any] = dict(
+        patch_size=patch, in_chans=in_chans, dim=dim, depth=depth, num_heads=_heads(dim, depth),
+        mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim, qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        class_token=class_token, pool="cls" if class_token and not fc_norm else "avg", fc_norm=fc_norm,
+        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
+        representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None)
+    if "image_size" not in overrides:
+        n = sd["pos_embed"].shape[1] - _prefix_positions(sd)
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"pos_embed holds {n} patch positions, not a square grid; pass image_size=(H, W)")
+        fields["image_size"] = (side * patch, side * patch)
+    return replace_config(ViTConfig(**fields), overrides)
+
+
+def _heads(dim: int, depth: int) -> int:
+    for _sym, d, n, heads in SIZES.values():
+        if (d, n) == (dim, depth):
+            return heads
+    return max(dim // 64, 1)
+
+
+def _prefix_positions(sd: dict[str, Tensor]) -> int:
+    """1 if pos_embed has a [CLS] position (timm default), 0 without [CLS] or for no_embed_class models."""
+    if "cls_token" not in sd:
+        return 0
+    n = sd["pos_embed"].shape[1]
+    return 0 if math.isqrt(n) ** 2 == n else 1
+
+
+def timm_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[ViTConfig, dict[str, Tensor]]:
+    """timm-layout ViT state dict → (ViTConfig, vitkit state dict)."""
+    cfg = infer_vit_config(sd, overrides)
+    out = dict(sd)
+    pos = out.pop("pos_embed")  # (1, P + N, D)
+    prefix = _prefix_positions(sd)
+    out["pos_embed.weight"] = pos[:, prefix:]
+    if "cls_token" in sd and cfg.pos_embed == "learn":
+        # no_embed_class checkpoints give [CLS] no position: a zero position embedding is the same model
+        out["cls_pos_embed"] = pos[:, :1] if prefix else torch.zeros_like(sd["cls_token"])
+    return cfg, out
+
+
+register_state_dict_format("timm", is_timm_vit, timm_to_vitkit)

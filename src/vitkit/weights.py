@@ -1,0 +1,400 @@
+"""Saving and loading weights: vitkit directories, HF transformers directories, timm state dicts, JAX .npz.
+
+A vitkit checkpoint is a directory with ``config.json`` (``{"vitkit_version", "model_type", **config fields}``,
+preprocessing included) and ``model.safetensors``. `load_pretrained` also reads foreign layouts through the
+converters registered in `vitkit.convert`, adapts what it may (position embeddings resampled to the config's grid;
+a new zero head only when ``num_classes=`` asks for it) and reports every key it did not load one-to-one.
+
+Files are read safely: safetensors and ``.npz`` (object arrays refused) never run code; ``.pth/.bin`` load with
+``torch.load(weights_only=True)``, and a pickle that needs more globals is refused unless the caller names them in
+``allow_pickle``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from . import convert
+from .config import replace_config
+from .layers import LearnedPosEmbed, resample_pos_embed
+from .models.registry import build_model, config_from_json_dict, config_to_json_dict
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+@dataclass
+class LoadReport:
+    """What a load did beyond copying tensors one-to-one.
+
+    Attributes:
+        format: "vitkit", "hf:<model_type>", or a state-dict format name ("timm", "jax", ...).
+        missing: model keys the checkpoint did not provide (left at their initial values).
+        unexpected: checkpoint keys the model has no place for (ignored).
+        resampled: position-embedding keys interpolated to the model's grid, with old → new grid.
+        reinitialised: head keys replaced by a fresh zero head because ``num_classes=`` asked for one.
+        path: the file or directory loaded.
+    """
+
+    format: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.resampled or self.reinitialised)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.path or 'checkpoint'} ({self.format} format)"]
+        for name in ("missing", "unexpected", "resampled", "reinitialised"):
+            keys = getattr(self, name)
+            lines.append(f"  {name + ':':15s}{', '.join(keys) if keys else '-'}")
+        return "\n".join(lines)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A pickle checkpoint that needs globals beyond plain tensors and containers."""
+
+
+# ---- reading files -----------------------------------------------------------------------------------------
+def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[str, Tensor]:
+    """Read a flat {name: tensor} dict from .safetensors, .pth/.pt/.bin/.ckpt or .npz without running code.
+
+    Pickles load with ``torch.load(weights_only=True)``; nested ``{"model": ...}`` / ``{"state_dict": ...}``
+    wrappers are unwrapped.
+
+    Args:
+        path: the file.
+        allow_pickle: fully qualified names of extra globals a pickle may use (e.g. ``"argparse.Namespace"``),
+            allowed through `torch.serialization.safe_globals` for this load only. Name only types you trust.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: the pickle needs globals not in `allow_pickle` (never loaded unsafely).
+        ValueError: empty, truncated or corrupt files, object arrays in an .npz, no tensors found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint file {path} is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return _read_safetensors(path)
+    if suffix == ".npz":
+        return _read_npz(path)
+    if suffix in PICKLE_SUFFIXES:
+        return _unwrap(_read_pickle(path, tuple(allow_pickle)), path)
+    raise ValueError(f"unknown checkpoint type {path.name!r}: expected .safetensors, .npz or one of "
+                     f"{', '.join(PICKLE_SUFFIXES)}")
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises SafetensorError / OSError variants for bad headers and sizes
+        raise ValueError(f"cannot read safetensors file {path} ({path.stat().st_size} bytes): it is truncated "
+                         f"or corrupt ({e})") from e
+
+
+def _read_npz(path: Path) -> dict[str, Tensor]:
+    import zipfile
+
+    import numpy as np
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"cannot read .npz file {path}: truncated or corrupt ({e})") from e
+    out = {}
+    with archive:
+        for key in archive.files:
+            try:
+                array = archive[key]
+            except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                raise ValueError(f"{path} holds an object array {key!r}; vitkit refuses .npz files that need "
+                                 "pickle to load (they can run code)") from e
+            out[key] = torch.from_numpy(np.ascontiguousarray(array))
+    return out
+
+
+def _read_pickle(path: Path, allow_pickle: tuple[str, ...]) -> Any:
+    import pickle
+
+    allowed = [_resolve_global(name) for name in allow_pickle]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        needed = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e))))
+        if not needed:
+            raise ValueError(f"cannot read {path}: not a valid torch checkpoint ({e})") from e
+        raise UnsafeCheckpointError(
+            f"{path} is a pickle that needs {', '.join(needed)} beyond plain tensors, so it was not loaded "
+            f"(unpickling such files can run arbitrary code). If you trust the file, allow exactly those "
+            f"types: load_pretrained(..., allow_pickle={tuple(needed)!r})") from None
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"cannot read {path}: truncated or not a torch checkpoint ({e})") from e
+
+
+def _resolve_global(name: str) -> Any:
+    import importlib
+
+    module_name, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"allow_pickle names {name!r}, which cannot be imported") from e
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The tensor dict inside a checkpoint: itself, or under "model" / "state_dict" / "module"."""
+    for _ in range(3):
+        if isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return dict(obj)
+        if isinstance(obj, dict):
+            inner = next((obj[k] for k in ("model", "state_dict", "module") if isinstance(obj.get(k), dict)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        break
+    raise ValueError(f"{path} holds no flat {{name: tensor}} state dict (found {type(obj).__name__})")
+
+
+# ---- saving ------------------------------------------------------------------------------------------------
+def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitkit") -> Path:
+    """Write ``config.json`` + ``model.safetensors`` to `directory` (created if needed) and return it.
+
+    Args:
+        model: a vitkit model with a registered ``.config`` dataclass.
+        format: "vitkit", or "hf" for a directory HF transformers loads with its own classes (e.g.
+            ``ViTForImageClassification.from_pretrained``); raises ValueError for a model HF cannot express.
+    """
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if format == "vitkit":
+        config = {"vitkit_version": __version__, **config_to_json_dict(model.config)}
+    elif format == "hf":
+        config, state = _to_hf(model.config, state)
+    else:
+        raise ValueError(f"format must be 'vitkit' or 'hf', got {format!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    if format == "hf":
+        _write_hf_preprocessor(model.config, directory)
+    return directory
+
+
+def _to_hf(config: Any, state: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    for converter in convert.hf_exporters():
+        try:
+            return converter.from_vitkit(config, state)
+        except TypeError:
+            continue  # not this converter's config class
+    raise ValueError(f"no HF exporter handles {type(config).__name__}; save it with format='vitkit'")
+
+
+def _write_hf_preprocessor(config: Any, directory: Path) -> None:
+    """preprocessor_config.json for HF's ViTImageProcessor, from the config's preprocessing."""
+    pre = getattr(config, "preprocess", None)
+    size = getattr(config, "image_size", None)
+    if pre is None or size is None:
+        return
+    resample = {"nearest": 0, "bilinear": 2, "bicubic": 3}.get(pre.interpolation, 3)  # PIL codes
+    data = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(pre.mean),
+            "image_std": list(pre.std), "resample": resample, "size": {"height": size[0], "width": size[1]}}
+    (directory / "preprocessor_config.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
+def load_pretrained(path: str | Path, *, strict: bool = True, num_classes: int | None = None,
+                    allow_pickle: Iterable[str] = (), format: str | None = None, **overrides: Any) -> nn.Module:
+    """Load a model from any supported checkpoint; logs the `LoadReport` (see `load_checkpoint`)."""
+    model, _ = load_checkpoint(path, strict=strict, num_classes=num_classes, allow_pickle=allow_pickle,
+                               format=format, **overrides)
+    return model
+
+
+def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int | None = None,
+                    allow_pickle: Iterable[str] = (), format: str | None = None,
+                    **overrides: Any) -> tuple[nn.Module, LoadReport]:
+    """Build a model from a checkpoint, auto-detecting its layout, and report what did not load one-to-one.
+
+    Sources: a vitkit directory; an HF transformers ``save_pretrained`` directory (any model_type with a registered
+    converter); a state-dict file (.safetensors, .pth/.pt/.bin/.ckpt, .npz) in a registered layout (timm ViT, the
+    JAX release's .npz, ...), detected from its keys or named by `format`.
+
+    Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled with
+    the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes` asks for a
+    new (zero-initialised) head.
+
+    Args:
+        path: directory or file.
+        strict: raise if any model key is missing or any checkpoint key unused.
+        num_classes: classes of the returned model's head; replaces the checkpoint's head if it differs
+            (0 removes it).
+        allow_pickle: extra globals a pickle file may use (see `read_state_dict`).
+        format: a state-dict layout name (`vitkit.convert.state_dict_formats()`) to skip detection.
+        **overrides: config fields (``image_size=384``, ``drop_path_rate=0.1``); for bare state dicts also
+            ``model=NAME`` (start from a preset instead of inferring the architecture) and shape hints such as
+            ``num_heads`` or ``image_size`` (non-square grids).
+
+    Raises:
+        ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
+    """
+    path = Path(path)
+    if isinstance(overrides.get("image_size"), int):
+        overrides["image_size"] = (overrides["image_size"],) * 2
+    if path.is_file() and (path.parent / CONFIG_NAME).is_file() and format is None:
+        path = path.parent  # a weights file inside a checkpoint directory: load the directory
+    fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
+    cfg = replace_config(ckpt_cfg, overrides)
+    if num_classes is not None and num_classes != cfg.num_classes:
+        cfg = replace_config(cfg, {"num_classes": num_classes, "preprocess.label_names": ()})
+    model = build_model(cfg)
+    report = LoadReport(format=fmt, path=str(path))
+    state = _adapt_state_dict(model, state, ckpt_cfg, report, new_head=num_classes is not None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    report.missing = [k for k in missing if k not in report.reinitialised]
+    report.unexpected = list(unexpected)
+    if strict and (report.missing or report.unexpected):
+        raise ValueError(f"checkpoint does not match the model (strict=True):\n{report}\n"
+                         "Pass strict=False to load anyway, or fix the config overrides.")
+    (logger.info if report.clean else logger.warning)("%s", report)
+    return model, report
+
+
+def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ...],
+                     overrides: dict[str, Any]) -> tuple[str, Any, dict[str, Tensor], dict[str, Any]]:
+    """(format name, checkpoint config, vitkit-layout state dict, overrides still to apply)."""
+    if path.is_dir():
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; pass the weights file itself for bare state dicts")
+        data = json.loads(config_path.read_text())
+        state = _read_dir_weights(path, allow_pickle)
+        if _is_vitkit_config(data):
+            data.pop("vitkit_version", None)
+            return "vitkit", config_from_json_dict(data), state, overrides
+        model_type = data.get("model_type")
+        cfg, state = convert.get_hf_converter(model_type).to_vitkit(data, state)
+        return f"hf:{model_type}", _with_hf_preprocessing(cfg, path), state, overrides
+    state = read_state_dict(path, allow_pickle)
+    layout = convert.get_state_dict_format(format) if format else convert.detect_state_dict_format(state)
+    if layout is None:
+        raise ValueError(f"{path}: unrecognised state-dict layout (first keys: {', '.join(list(state)[:5])}); "
+                         f"known layouts: {', '.join(convert.state_dict_formats())} (pass format=NAME)")
+    cfg, state = layout.to_vitkit(state, overrides)
+    # the converter applied the overrides (shape hints, model=NAME); only plain config fields remain to apply
+    return layout.name, cfg, state, {k: v for k, v in overrides.items() if k != "model"}
+
+
+def _is_vitkit_config(data: dict[str, Any]) -> bool:
+    if "vitkit_version" in data:
+        return True
+    if "transformers_version" in data or "architectures" in data:
+        return False
+    try:
+        config_from_json_dict(dict(data))
+        return True
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _read_dir_weights(path: Path, allow_pickle: tuple[str, ...]) -> dict[str, Tensor]:
+    index = path / f"{WEIGHTS_NAME}.index.json"
+    if index.is_file():  # sharded HF checkpoint
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in read_state_dict(path / shard).items()}
+    for name in (WEIGHTS_NAME, "pytorch_model.bin"):
+        if (path / name).is_file():
+            return read_state_dict(path / name, allow_pickle)
+    raise FileNotFoundError(f"{path} has a {CONFIG_NAME} but no {WEIGHTS_NAME} (or pytorch_model.bin)")
+
+
+def _with_hf_preprocessing(cfg: Any, path: Path) -> Any:
+    """Fill the config's preprocessing from an HF preprocessor_config.json, when there is one."""
+    pre_path = path / "preprocessor_config.json"
+    if not pre_path.is_file() or not hasattr(cfg, "preprocess"):
+        return cfg
+    data = json.loads(pre_path.read_text())
+    changes: dict[str, Any] = {}
+    if "image_mean" in data and "image_std" in data:
+        changes.update({"preprocess.mean": tuple(data["image_mean"]), "preprocess.std": tuple(data["image_std"])})
+    interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(data.get("resample"))
+    if interpolation:
+        changes["preprocess.interpolation"] = interpolation
+    return replace_config(cfg, changes)
+
+
+def _adapt_state_dict(model: nn.Module, state: dict[str, Tensor], ckpt_cfg: Any, report: LoadReport,
+                      new_head: bool) -> dict[str, Tensor]:
+    """Resample position embeddings to the model's grid; drop a head of another size when `new_head`."""
+    expected = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is None and new_head and key.startswith("head."):
+            report.reinitialised.append(f"{key} (head removed)")
+        elif target is None or target.shape == value.shape:
+            out[key] = value
+        elif isinstance(_owner(model, key), LearnedPosEmbed):
+            embed = _owner(model, key)
+            old = _stored_grid(key, value, ckpt_cfg)
+            out[key] = resample_pos_embed(value, old, embed.grid, embed.mode, embed.antialias)
+            report.resampled.append(f"{key} {old[0]}×{old[1]} → {embed.grid[0]}×{embed.grid[1]}")
+        elif key.startswith("head.") and new_head:
+            report.reinitialised.append(key)
+        elif key.startswith("head."):
+            raise ValueError(f"the checkpoint's head has {value.shape[0]} outputs but the model has "
+                             f"{target.shape[0]}; pass num_classes={target.shape[0]} to replace it with a new "
+                             "zero-initialised head (or num_classes=0 to drop it)")
+        else:
+            raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} does not fit the model's "
+                             f"{tuple(target.shape)}; check the config overrides")
+    return out
+
+
+def _owner(model: nn.Module, key: str) -> nn.Module | None:
+    module_path = key.rpartition(".")[0]
+    try:
+        return model.get_submodule(module_path)
+    except AttributeError:
+        return None
+
+
+def _stored_grid(key: str, value: Tensor, ckpt_cfg: Any) -> tuple[int, int]:
+    """The grid position embeddings (1, N, D) were stored for: the checkpoint config's, else square."""
+    with torch.device("meta"):
+        reference = build_model(ckpt_cfg)
+    owner = _owner(reference, key)
+    n = value.shape[1]
+    if isinstance(owner, LearnedPosEmbed) and owner.grid[0] * owner.grid[1] == n:
+        return owner.grid
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"{key}: {n} stored positions do not form the checkpoint config's grid or a square one")
+    return side, side
