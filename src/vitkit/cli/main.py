@@ -10,6 +10,8 @@ import sys
 
 SUBCOMMAND_MODULES = [
     "vitkit.cli.models",
+    "vitkit.cli.train",
+    "vitkit.cli.viz",
 ]
 
 

@@ -1,0 +1,234 @@
+"""Atomic training checkpoints: DIR/checkpoints/{last,best}/ each hold
+
+    config.json + model.safetensors   the model, loadable by `vitkit.load_pretrained`
+    train_state.safetensors            optimizer moments, EMA weights, torch RNG states (tensors)
+    train_state.json                   step, epoch, sampler position, optimizer hyperparameters, python and numpy
+                                       RNG states, run config (plain JSON: nothing needs unpickling)
+
+A checkpoint is written into a temporary sibling directory (every file fsynced), then swapped in by renames, so a
+failure at any point (disk full, SIGKILL) leaves the previous checkpoint whole. `train_state.json` is written
+last and marks a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+# ---- writing ----------------------------------------------------------------------------------------------------
+def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Write model + training state to `directory` atomically (replacing an older checkpoint there).
+
+    Raises:
+        CheckpointError: a model weight or state tensor is not finite (nothing is written).
+    """
+    directory = Path(directory)
+    _check_finite(model.state_dict(), "model")
+    _check_finite(tensors, "training state")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _make_temp_dir(directory)
+    try:
+        write_model(model, tmp)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
+        _write_text(tmp / STATE_JSON, json.dumps(meta))
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        _swap_in(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
+    """Atomically replace `directory` with a copy of checkpoint `source` (e.g. last → best)."""
+    source, directory = Path(source), Path(directory)
+    tmp = _make_temp_dir(directory)
+    try:
+        for f in source.iterdir():
+            shutil.copy2(f, tmp / f.name)
+            _fsync_file(tmp / f.name)
+        _fsync_dir(tmp)
+        _swap_in(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def write_model(model: nn.Module, directory: Path) -> None:
+    """config.json + model.safetensors in vitkit format."""
+    try:
+        from ..weights import save_pretrained
+    except ImportError:  # weights module not available: write the same two files directly
+        from ..models.registry import config_to_json_dict
+
+        _write_text(directory / "config.json", json.dumps(config_to_json_dict(model.config), indent=2))
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(directory / "model.safetensors"))
+        return
+    save_pretrained(model, directory)
+
+
+def _make_temp_dir(final: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is as readable as any other file
+    return tmp
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)  # from here until the next rename, `old` is the checkpoint (see find_checkpoint)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_finite(tensors: dict[str, Tensor], what: str) -> None:
+    bad = [k for k, v in tensors.items() if v.dtype.is_floating_point and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"refusing to save non-finite {what} tensors: {', '.join(bad[:5])}")
+
+
+# ---- reading ----------------------------------------------------------------------------------------------------
+def find_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint at `directory`, or the one a crash mid-swap left at ``.NAME.old``; else None."""
+    directory = Path(directory)
+    for candidate in (directory, directory.with_name(f".{directory.name}.old")):
+        if (candidate / STATE_JSON).is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint_state(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]]:
+    """(model state dict, training-state JSON, training-state tensors) of a checkpoint directory."""
+    directory = Path(directory)
+    model_state = load_file(str(directory / "model.safetensors"))
+    meta = json.loads((directory / STATE_JSON).read_text())
+    tensors = load_file(str(directory / STATE_TENSORS))
+    return model_state, meta, tensors
+
+
+# ---- optimizer and RNG state as (tensors, JSON) ------------------------------------------------------------------
+def optimizer_to_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in sd["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_state(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_to_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Python, numpy, torch CPU and CUDA generator states."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy_keys": torch.from_numpy(np_keys.astype(np.int64))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    meta = {"python": [version, list(mt), gauss], "numpy": [np_name, np_pos, np_has_gauss, np_gauss]}
+    return tensors, meta
+
+
+def rng_from_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    version, mt, gauss = meta["python"]
+    random.setstate((version, tuple(mt), gauss))
+    np_name, np_pos, np_has_gauss, np_gauss = meta["numpy"]
+    keys = tensors["rng.numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state((np_name, keys, np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(sum(k.startswith("rng.cuda.") for k in tensors))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def check_same_model(directory: str | Path, model: nn.Module) -> None:
+    """Refuse to resume a checkpoint whose config.json describes a different model than `model.config`.
+
+    Raises:
+        ValueError: listing each differing field as ``field: checkpoint → now``.
+    """
+    from ..models.registry import config_to_json_dict
+
+    saved = _flatten(json.loads((Path(directory) / "config.json").read_text()))
+    current = _flatten(json.loads(json.dumps(config_to_json_dict(model.config))))
+    diff = [f"  {k}: {saved.get(k, '<missing>')!r} → {current[k]!r}" for k in sorted(current)
+            if saved.get(k, "<missing>") != current[k]]
+    if diff:
+        raise ValueError(f"refusing to resume from {directory}: the model config differs from the checkpoint's\n"
+                         + "\n".join(diff) + "\nuse another --out directory, or restore the model settings")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

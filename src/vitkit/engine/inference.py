@@ -1,0 +1,100 @@
+"""Evaluation and prediction with a trained checkpoint: `vitkit eval` and `vitkit predict` as library calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .augment import normalize_images
+from .metrics import classification_summary
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, dataset: Any, transform: Callable | None, device: torch.device,
+                   amp: bool = False, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """fp32 logits (N, K) and targets (N,) of a dataset of ``(image uint8, target)``, in dataset order."""
+    from ..data import ImageLoader
+
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    for images, labels in ImageLoader(dataset, batch_size):
+        images, labels = images.to(device), labels.to(device)
+        if transform is not None:
+            images, labels = transform((images, labels), torch.Generator(device=device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits.append(model(images).float().cpu())
+        targets.append(labels.cpu())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a checkpoint directory (DIR/checkpoints/best, a run DIR, or any vitkit weights directory)."""
+    from ..weights import load_pretrained
+
+    path = Path(checkpoint)
+    for candidate in (path / "checkpoints" / "best", path / "checkpoints" / "last"):
+        if (candidate / "config.json").is_file():
+            path = candidate
+            break
+    return load_pretrained(path).to(device).eval()
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batch_size: int = 256,
+                        device: str = "auto", split: str = "val", amp: bool = False) -> dict[str, Any]:
+    """Top-1/top-5 and per-class accuracy of a checkpoint on a folder of class subfolders (or a built-in set).
+
+    Args:
+        checkpoint: a checkpoint or run directory.
+        data: a folder of class subfolders, DATA/ with train/ and val/, or a built-in name; None = the default
+            built-in set.
+        split: "val" (the held-out split, as in training) or "train".
+    """
+    from ..data import DataConfig, build_datasets
+    from .distributed import resolve_device
+
+    dev = resolve_device(device)
+    model = load_model(checkpoint, dev)
+    cfg = model.config
+    splits = build_datasets(DataConfig(path=data, channels=cfg.in_chans, image_size=cfg.image_size[0]),
+                            progress=False)
+    names = list(cfg.preprocess.label_names) or list(splits.classes)
+    if list(splits.classes) != names[: len(splits.classes)]:
+        raise ValueError(f"the data's classes {splits.classes} differ from the checkpoint's labels {names}")
+    dataset = splits.val if split == "val" else splits.train
+    if dataset is None:
+        raise ValueError(f"{data} has no held-out split; pass a folder of class subfolders with split='train'")
+    pre = cfg.preprocess
+    logits, targets = predict_logits(model, dataset, lambda b, g: (normalize_images(b[0], pre.mean, pre.std), b[1]),
+                                     dev, amp, batch_size)
+    return classification_summary(logits, targets, names)
+
+
+def predict_images(checkpoint: str | Path, images: Sequence[str | Path], *, top_k: int = 5,
+                   device: str = "auto") -> list[dict[str, Any]]:
+    """Top-k labels with probabilities for image files: ``[{"image", "top": [{"label", "index", "prob"}]}]``."""
+    from ..data import decode_image
+    from .distributed import resolve_device
+
+    dev = resolve_device(device)
+    model = load_model(checkpoint, dev)
+    cfg = model.config
+    pre = cfg.preprocess
+    results = []
+    for path in images:
+        image = decode_image(path, channels=cfg.in_chans, size=cfg.image_size[0], crop_pct=pre.crop_pct)
+        with torch.no_grad():
+            probs = model(normalize_images(image[None].to(dev), pre.mean, pre.std)).float().softmax(-1)[0]
+        top = probs.topk(min(top_k, probs.numel()))
+        results.append({"image": str(path), "top": [
+            {"label": pre.label_names[i] if i < len(pre.label_names) else str(i), "index": i, "prob": p}
+            for p, i in zip(top.values.tolist(), top.indices.tolist())]})
+    return results

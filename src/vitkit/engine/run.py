@@ -1,0 +1,86 @@
+"""`vitkit train` as one library call: ``train_classifier(TrainConfig(...))``.
+
+data (built-in digits, an image folder, shards) → model preset sized to the data → ClassificationObjective →
+Trainer.fit (resuming DIR/checkpoints/last when it exists) → held-out summary (top-1/top-5, per-class accuracy,
+confusion matrix) in DIR/summary.json → figures (DIR/figures) and DIR/report.html when matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import replace_config
+from ..data import build_datasets
+from ..models import build_model, get_model_config
+from ..objectives import ClassificationObjective
+from .augment import classification_transforms
+from .config import TrainConfig
+from .inference import predict_logits
+from .metrics import classification_summary
+from .trainer import Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) the classifier `cfg` describes; return the summary also written to DIR/summary.json.
+
+    The summary holds ``val`` (acc1, acc5, per_class_acc, confusion, labels) when there is a held-out set,
+    ``best_acc1``, ``epochs``, ``steps``, ``train_seconds``, ``params``, ``nonfinite_steps`` and
+    ``skipped_images``; ``interrupted`` is True when SIGTERM stopped the run (a checkpoint was written).
+    """
+    seed_everything(cfg.seed)
+    model_cfg = get_model_config(cfg.model, **cfg.model_args)
+    size = cfg.data.image_size or model_cfg.image_size[0]
+    data_cfg = dataclasses.replace(cfg.data, channels=model_cfg.in_chans, image_size=size)
+    splits = build_datasets(data_cfg, progress=sys.stdout.isatty())
+    model_cfg = replace_config(model_cfg, {"image_size": (size, size), "num_classes": splits.num_classes,
+                                           "preprocess.label_names": tuple(splits.classes)})
+    model = build_model(model_cfg)
+    train_tf, eval_tf = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
+    objective = ClassificationObjective(cfg.augment.label_smoothing)
+    trainer = Trainer(model, objective, splits.train, splits.val, cfg, cfg.out, train_transform=train_tf,
+                      eval_transform=eval_tf)
+    start = time.perf_counter()
+    trainer.fit()
+    summary: dict[str, Any] = {
+        "model": cfg.model, "params": sum(p.numel() for p in model.parameters()), "epochs": trainer.epoch,
+        "steps": trainer.step, "train_seconds": round(time.perf_counter() - start, 1),
+        "best_acc1": trainer.best, "nonfinite_steps": trainer.nonfinite_total,
+        "skipped_images": getattr(trainer.train_data, "num_skipped", 0), "interrupted": trainer.interrupted}
+    if trainer.interrupted or not trainer.dist.is_main:
+        return summary
+    if trainer.val_data is not None:
+        logits, targets = predict_logits(trainer.model, splits.val, eval_tf, trainer.device, cfg.amp,
+                                         cfg.batch_size)
+        summary["val"] = classification_summary(logits, targets, list(splits.classes))
+    out = Path(cfg.out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_figures(out, summary)
+    return summary
+
+
+def write_figures(out: Path, summary: dict[str, Any]) -> None:
+    """DIR/figures/curves.png, confusion.png and DIR/report.html, when the viz module and matplotlib exist."""
+    try:
+        from ..viz.curves import plot_confusion, plot_curves
+        from ..viz.report import write_report
+    except ImportError as e:
+        log.warning("figures skipped (%s); install matplotlib: pip install 'vitkit[plot]'", e)
+        return
+    try:
+        plot_curves(out)
+        if "val" in summary:
+            plot_confusion(torch.tensor(summary["val"]["confusion"]), summary["val"]["labels"],
+                           out / "figures" / "confusion.png")
+        write_report(out)
+    except ImportError as e:  # matplotlib imported lazily inside the plotting functions
+        log.warning("figures skipped (%s); install matplotlib: pip install 'vitkit[plot]'", e)

@@ -1,0 +1,341 @@
+"""The training loop: one readable Trainer that runs any Objective.
+
+The objective owns the loss and metrics (classification, MAE, MPP, depth, segmentation); the trainer owns the rest:
+AdamW groups, warmup + cosine as a function of the step, gradient accumulation and clipping, EMA, bf16 autocast
+with fp32 master weights, optional torch.compile, non-finite detection, evaluation, atomic checkpoints with
+automatic resume, DDP under torchrun, and logging (DIR/metrics.jsonl, progress display).
+
+Objectives must call the model through ``model(...)`` (its forward), so DDP can synchronise gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import config_to_dict
+from ..objectives import Objective
+from . import checkpoint as ckpt
+from .batches import batch_size_of, split_batch, to_device
+from .config import TrainConfig, save_train_config
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
+from .ema import ModelEMA
+from .logs import MetricsLog, Progress
+from .metrics import MeanMetrics
+from .optim import build_optimizer
+from .schedule import warmup_cosine_lr
+
+log = logging.getLogger(__name__)
+
+# (batch, generator) -> batch, run on the training device; the generator is seeded from (seed, step, rank).
+BatchTransform = Callable[[Any, torch.Generator], Any]
+
+
+class NonFiniteError(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class Trainer:
+    """Fit `model` with `objective` on `train_data`, evaluating on `val_data` (may be None).
+
+    `train_data` and `val_data` are loaders: ``len(loader)`` batches per epoch and ``loader.epoch(e,
+    start_batch=k)`` yielding this process's batches of epoch e from batch k on, in an order that is a pure
+    function of (seed, e) — like `vitkit.data.ImageLoader`. A plain dataset of ``(image, target)`` is wrapped in
+    an ImageLoader with ``cfg.batch_size`` split over the processes. Batches go to the device, then through
+    `train_transform` / `eval_transform` (augmentation, normalisation), then to the objective. `select` names
+    the validation metric whose maximum picks DIR/checkpoints/best.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, train_data: Any, val_data: Any,
+                 cfg: TrainConfig, out_dir: str | Path, *, train_transform: BatchTransform | None = None,
+                 eval_transform: BatchTransform | None = None, select: str = "acc1") -> None:
+        self.cfg, self.objective, self.out_dir = cfg, objective, Path(out_dir)
+        self.select, self.train_transform, self.eval_transform = select, train_transform, eval_transform
+        self.device = resolve_device(cfg.device, _local_rank())
+        self.dist = init_distributed(self.device)
+        self.train_data = as_loader(train_data, cfg, self.dist, train=True)
+        self.val_data = as_loader(val_data, cfg, self.dist, train=False) if val_data is not None else None
+        self.model = model.to(self.device)
+        o = cfg.optim
+        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay)
+        self.ema = ModelEMA(self.model, o.ema_decay) if o.ema_decay else None
+        self.forward_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.forward_model = DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                                         if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.steps_per_epoch = len(self.train_data)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(o.warmup_epochs * self.steps_per_epoch)
+        self.step = self.epoch = self.batch_in_epoch = 0  # sampler position = (epoch, batch_in_epoch)
+        self.best: float | None = None
+        self.nonfinite_total = self.nonfinite_run = 0
+        self.interrupted = False
+        self._stop_requested = False
+        self.logger = MetricsLog(self.out_dir, self.dist.is_main, cfg.tensorboard)
+        self.progress = Progress(self.dist.is_main)
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train to `cfg.epochs` (resuming from DIR/checkpoints/last if present); return the last val metrics.
+
+        On SIGTERM the current step finishes, a checkpoint is written and `fit` returns with `interrupted` set.
+        """
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_train_config(self.cfg, self.out_dir / "config.yaml")
+        self.resume()
+        val: dict[str, float] = {}
+        with self._sigterm_stops(), _deterministic(self.cfg.deterministic):
+            for epoch in range(self.epoch, self.cfg.epochs):
+                self.train_epoch(epoch)
+                if self.interrupted:
+                    return val
+                self.epoch, self.batch_in_epoch = epoch + 1, 0
+                is_last = epoch + 1 == self.cfg.epochs
+                val = {}
+                if self.val_data is not None and (is_last or (epoch + 1) % self.cfg.eval_every == 0):
+                    val = self.evaluate()
+                    self.logger.write(self.step, epoch, "val", val)
+                improved = self.select in val and (self.best is None or val[self.select] > self.best)
+                if improved:
+                    self.best = val[self.select]
+                self.save(best=improved)
+        self.logger.close()
+        return val
+
+    def train_epoch(self, epoch: int) -> None:
+        self.model.train()
+        self.progress.start_epoch(epoch, self.cfg.epochs, self.steps_per_epoch, self.batch_in_epoch)
+        epoch_meter, window = MeanMetrics(), MeanMetrics()
+        start = window_start = time.perf_counter()
+        images = 0
+        for batch in self.train_data.epoch(epoch, start_batch=self.batch_in_epoch):
+            metrics, lr = self.train_step(to_device(batch, self.device))
+            self.batch_in_epoch += 1
+            images += batch_size_of(batch) * self.dist.world_size
+            epoch_meter.update(metrics, 1)
+            window.update(metrics, 1)
+            rate = images / max(time.perf_counter() - start, 1e-9)
+            self.progress.update(rate, metrics.get("loss", float("nan")), lr)
+            if self.step % self.cfg.log_every == 0:
+                per_s = batch_size_of(batch) * self.dist.world_size * window.count / (time.perf_counter() - window_start)
+                self.logger.write(self.step, epoch, "train", {**window.compute(), "lr": lr, "img_per_s": per_s})
+                window, window_start = MeanMetrics(), time.perf_counter()
+            if self._should_stop():
+                self.save()
+                self.interrupted = True
+                self.progress.end_epoch(f"interrupted at step {self.step}; checkpoint saved")
+                return
+            mid_epoch = self.batch_in_epoch < self.steps_per_epoch  # epoch ends save after evaluating
+            if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and mid_epoch:
+                self.save()
+        took = time.perf_counter() - start
+        notes = [f"{images / max(took, 1e-9):.0f} img/s", f"{took:.1f}s"]
+        if self.nonfinite_total:
+            notes.append(f"non-finite steps {self.nonfinite_total}")
+        if getattr(self.train_data, "num_skipped", 0):
+            notes.append(f"unreadable images skipped {self.train_data.num_skipped}")
+        self.progress.end_epoch(f"epoch {epoch + 1}/{self.cfg.epochs}  step {self.step}  "
+                                + _fmt(epoch_meter.compute()) + "  " + "  ".join(notes))
+
+    def train_step(self, batch: Any) -> tuple[dict[str, float], float]:
+        """One optimizer step over `accum_steps` micro-batches; returns (batch metrics, lr used)."""
+        o = self.cfg.optim
+        lr = warmup_cosine_lr(self.step, self.total_steps, o.lr, self.warmup_steps, o.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        if self.train_transform is not None:
+            batch = self.train_transform(batch, self._generator())
+        meter = MeanMetrics()
+        finite = torch.ones((), device=self.device)
+        micro_batches = split_batch(batch, o.accum_steps)
+        for i, micro in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else self._no_sync()):
+                with self._autocast():
+                    out = self.objective(self.forward_model, micro)
+                (out.loss / len(micro_batches)).backward()
+            finite *= torch.isfinite(out.loss.detach()).float()
+            meter.update(out.metrics, batch_size_of(micro))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad or math.inf)
+        finite = finite * torch.isfinite(grad_norm).float()
+        if self.dist.enabled:
+            finite = (all_reduce_sum(finite.clone()) == self.dist.world_size).float()
+        if finite.item():
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.nonfinite_run = 0
+        else:
+            self._count_nonfinite()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        metrics = {k: v / max(meter.count, 1) for k, v in meter.sums.items()}  # this process's batch means
+        return {**metrics, "grad_norm": grad_norm.item()}, lr
+
+    def _count_nonfinite(self) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        log.warning("non-finite loss or gradient at step %d: update skipped (%d in a row, %d in total)",
+                    self.step, self.nonfinite_run, self.nonfinite_total)
+        if self.nonfinite_run >= self.cfg.max_nonfinite:
+            raise NonFiniteError(
+                f"stopping at step {self.step}: {self.nonfinite_run} steps in a row had a non-finite loss or "
+                f"gradient; lower optim.lr, set optim.clip_grad, or check the data. Weights were not updated by "
+                f"those steps and no non-finite weights were saved.")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Mean objective metrics over `val_data`, all processes together (with the EMA's as ``ema_*``)."""
+        results = self._evaluate(model or self.model)
+        if self.ema is not None and model is None:
+            results.update({f"ema_{k}": v for k, v in self._evaluate(self.ema.module).items()})
+        return results
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        meter = MeanMetrics()
+        for batch in self.val_data.epoch(0):
+            batch = to_device(batch, self.device)
+            if self.eval_transform is not None:
+                batch = self.eval_transform(batch, self._generator())
+            with self._autocast():
+                out = self.objective(model, batch)
+            meter.update(out.metrics, batch_size_of(batch))
+        model.train(was_training)
+        return meter.compute()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def save(self, best: bool = False) -> None:
+        """Write DIR/checkpoints/last (and copy it to best) on the main process; others wait."""
+        if self.dist.is_main:
+            tensors, optim_meta = ckpt.optimizer_to_state(self.optimizer)
+            rng_tensors, rng_meta = ckpt.rng_to_state()
+            tensors.update(rng_tensors)
+            if self.ema is not None:
+                tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+            meta = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                    "best": self.best, "nonfinite_total": self.nonfinite_total,
+                    "ema_updates": self.ema.updates if self.ema else 0, "optimizer": optim_meta, "rng": rng_meta,
+                    "config": config_to_dict(self.cfg)}
+            last = ckpt.save_checkpoint(self.checkpoint_dir / "last", self.model, tensors, meta)
+            if best:
+                ckpt.copy_checkpoint(last, self.checkpoint_dir / "best")
+        barrier()
+
+    def resume(self) -> bool:
+        """Load DIR/checkpoints/last if it exists; refuse when the model config differs. True if resumed."""
+        found = ckpt.find_checkpoint(self.checkpoint_dir / "last")
+        if found is None:
+            self.logger.truncate_after(-1)
+            return False
+        ckpt.check_same_model(found, self.model)
+        model_state, meta, tensors = ckpt.load_checkpoint_state(found)
+        self.model.load_state_dict(model_state)
+        ckpt.optimizer_from_state(self.optimizer, tensors, meta["optimizer"])
+        if self.ema is not None:
+            prefix = "ema."
+            ema_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            self.ema.load_state_dict(ema_state or self.model.state_dict(), meta["ema_updates"])
+        if self.dist.is_main:
+            ckpt.rng_from_state(tensors, meta["rng"])
+        else:  # only rank 0's generators are saved; the others restart from a seed tied to the step
+            seed_everything(self.cfg.seed * 7919 + self.dist.rank * 104_729 + meta["step"])
+        self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        self.best, self.nonfinite_total = meta["best"], meta["nonfinite_total"]
+        self.logger.truncate_after(self.step)
+        log.info("resumed from %s at epoch %d, step %d", found, self.epoch, self.step)
+        return True
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+    def _generator(self) -> torch.Generator:
+        """Augmentation randomness as a function of (seed, step, rank): resumes reproduce it exactly."""
+        seed = (self.cfg.seed * 1_000_003 + self.step) * 1_009 + self.dist.rank
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
+
+    def _no_sync(self) -> contextlib.AbstractContextManager:
+        ddp = self.forward_model
+        ddp = getattr(ddp, "_orig_mod", ddp)  # unwrap torch.compile
+        return ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
+
+    def _should_stop(self) -> bool:
+        if not self.dist.enabled:
+            return self._stop_requested
+        flag = torch.tensor([float(self._stop_requested)], device=self.device)
+        return bool(all_reduce_sum(flag).item())  # every rank stops at the same step
+
+    @contextlib.contextmanager
+    def _sigterm_stops(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            log.warning("SIGTERM: finishing this step and writing a checkpoint")
+            self._stop_requested = True
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
+    """`data` itself if it is a loader (has ``epoch``), else an ImageLoader over it for this process."""
+    if hasattr(data, "epoch"):
+        return data
+    from ..data import ImageLoader
+
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
+    return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
+                       num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or previous)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "grad_norm")
