@@ -279,12 +279,14 @@ class DPT(nn.Module):
             x = self.fusion[i](x, maps[i], size)
         return x
 
-    def forward_dense(self, images: Tensor) -> DPTOutput:
-        """The head's prediction at input size, plus auxiliary logits when the model has an auxiliary head."""
-        fused = self.forward_features(images)
-        aux = self.aux_head(fused) if self.aux_head is not None else None
-        return DPTOutput(self.head(fused, images.shape[-2:]), aux)
+    def forward(self, images: Tensor, return_aux: bool = False) -> Tensor | DPTOutput:
+        """images (B, C, H, W), sides multiples of the patch → depth (B, H, W) or logits (B, K, H, W).
 
-    def forward(self, images: Tensor) -> Tensor:
-        """images (B, C, H, W), sides multiples of the patch → depth (B, H, W) or logits (B, K, H, W)."""
-        return self.head(self.forward_features(images), images.shape[-2:])
+        With `return_aux`, a DPTOutput with the auxiliary head's logits too (None without an auxiliary head);
+        objectives ask for it through `forward` so DDP sees every parameter used.
+        """
+        fused = self.forward_features(images)
+        pred = self.head(fused, images.shape[-2:])
+        if not return_aux:
+            return pred
+        return DPTOutput(pred, self.aux_head(fused) if self.aux_head is not None else None)

@@ -32,7 +32,7 @@ def normalize_median_mad(x: Tensor, valid: Tensor) -> Tensor:
     """Per image (x − median) / mean|x − median| over valid pixels (B, H, W); invalid pixels become 0."""
     flat = torch.where(valid, x, torch.full_like(x, float("nan"))).flatten(1)  # (B, HW)
     median = flat.nanmedian(dim=1).values.nan_to_num(0.0)  # (B,)
-    centred = x - median[:, None, None]
+    centred = torch.where(valid, x - median[:, None, None], torch.zeros_like(x))  # no inf·0 from holes
     m = valid.to(x.dtype)
     mad = (centred.abs() * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
     return torch.where(valid, centred / mad.clamp_min(1e-6)[:, None, None], torch.zeros_like(x))
