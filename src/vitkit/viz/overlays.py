@@ -1,0 +1,187 @@
+"""Attention overlays on input images: model + images → per-image maps → PNGs (numpy and Pillow only).
+
+Methods (`ATTENTION_METHODS`):
+  * ``rollout`` — attention rollout through every layer (Abnar & Zuidema), read on the patch grid;
+  * ``cls`` — one layer's attention, heads averaged;
+  * ``heads`` — one layer's attention, one map per head.
+Each map is `analysis.patch_map` of the matrix: the [CLS] row, or for a model without [CLS] the mean attention each
+patch receives (the captions say which).
+
+Shapes: B batch · C channels · (H, W) image · (gh, gw) patch grid · K maps per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.vit import VisionTransformer
+from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
+from .colormap import add_caption, image_grid, overlay, save_png, to_rgb_uint8, upscale
+from .record import record_attention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttentionMaps:
+    """maps (B, K, gh, gw) on the patch grid, one title per map, and the classifier's top-1 (class index,
+    probability) per image (None for a model without a head)."""
+
+    maps: Tensor
+    titles: list[str]
+    predictions: list[tuple[int, float]] | None
+
+
+def vision_encoder(model: nn.Module) -> VisionTransformer:
+    """The ViT that sees the image: the model itself, or its public `encoder` (MAE, DPT)."""
+    if isinstance(model, VisionTransformer):
+        return model
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, VisionTransformer):
+        return encoder
+    raise TypeError(f"{type(model).__name__} is not a VisionTransformer and has no VisionTransformer `encoder`")
+
+
+def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
+    """uint8 images (B, C, H, W) → float, scaled to [0, 1] and standardised with the model's preprocess mean/std."""
+    pre = encoder.config.preprocess
+    C = images.shape[1]
+    mean = torch.tensor(pre.mean[:C] if len(pre.mean) >= C else pre.mean * C, dtype=torch.float32)
+    std = torch.tensor(pre.std[:C] if len(pre.std) >= C else pre.std * C, dtype=torch.float32)
+    x = images.float() / 255.0
+    return (x - mean.to(x.device)[:, None, None]) / std.to(x.device)[:, None, None]
+
+
+def load_images(paths: Sequence[str | os.PathLike], encoder: VisionTransformer) -> Tensor:
+    """Decode image files to uint8 (B, C, H, W) at the model's input size and channel count."""
+    from ..data.decode import decode_image
+
+    size = tuple(encoder.config.image_size)
+    return torch.stack([decode_image(p, channels=encoder.config.in_chans, size=size) for p in paths])
+
+
+def _rollout(weights: list[Tensor], layer: int, fusion: str, discard: float) -> tuple[Tensor, list[str]]:
+    return attention_rollout(weights, fusion, discard)[:, None], [f"rollout ({fusion}, discard {discard:g})"]
+
+
+def _layer_mean(weights: list[Tensor], layer: int, fusion: str, discard: float) -> tuple[Tensor, list[str]]:
+    return fuse_heads(weights[layer], fusion)[:, None], [f"layer {layer % len(weights)}, heads {fusion}"]
+
+
+def _heads(weights: list[Tensor], layer: int, fusion: str, discard: float) -> tuple[Tensor, list[str]]:
+    w = weights[layer]
+    return w, [f"layer {layer % len(weights)}, head {h}" for h in range(w.shape[1])]
+
+
+# name → f(weights per layer, layer, head fusion, discard ratio) -> (matrices (B, K, T, T), K titles)
+ATTENTION_METHODS: dict[str, Callable[..., tuple[Tensor, list[str]]]] = {
+    "rollout": _rollout, "cls": _layer_mean, "heads": _heads}
+
+
+@torch.no_grad()
+def compute_attention_maps(model: nn.Module, images: Tensor, method: str = "rollout", layer: int = -1,
+                           head_fusion: str = "mean", discard_ratio: float = 0.0) -> AttentionMaps:
+    """Run `model` on normalised images (B, C, H, W) and turn its attention into maps on the patch grid.
+
+    Args:
+        model: a ViT (hybrid included) or a model with a ViT `encoder` (MAE, DPT); its [CLS] / no-[CLS] layout
+            decides what the maps show.
+        images: float (B, C, H, W), already normalised; sides multiples of the patch size.
+        method: one of ATTENTION_METHODS.
+        layer: block for "cls" and "heads" (negative counts from the end).
+        head_fusion, discard_ratio: for "rollout" (and the head average of "cls").
+    """
+    if method not in ATTENTION_METHODS:
+        raise KeyError(f"unknown attention method {method!r}; choose from {', '.join(ATTENTION_METHODS)}")
+    encoder = vision_encoder(model)
+    depth = len(encoder.blocks)
+    if not -depth <= layer < depth:
+        raise IndexError(f"layer {layer} out of range for a {depth}-block encoder")
+    grid = (images.shape[-2] // encoder.patch_size, images.shape[-1] // encoder.patch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with record_attention(encoder) as rec:
+            tokens = encoder.forward_features(images)
+        predictions = _top1(encoder, tokens) if model is encoder and encoder.config.num_classes > 0 else None
+    finally:
+        model.train(was_training)
+    matrices, titles = ATTENTION_METHODS[method](rec.weights, layer, head_fusion, discard_ratio)
+    P = encoder.num_prefix_tokens
+    maps = patch_map(matrices, grid, P)  # (B, K, T, T) → (B, K, gh, gw)
+    return AttentionMaps(maps.float().cpu(), [f"{t}: {patch_map_title(P)}" for t in titles], predictions)
+
+
+def _top1(encoder: VisionTransformer, tokens: Tensor) -> list[tuple[int, float]]:
+    probs = encoder.forward_head(tokens).float().softmax(dim=-1)  # (B, K)
+    p, idx = probs.max(dim=-1)
+    return list(zip(idx.tolist(), p.tolist()))
+
+
+def class_name(index: int, names: Sequence[str]) -> str:
+    """names[index], or the index itself when there is no such name."""
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+def display_scale(image_hw: tuple[int, int], min_side: int = 224) -> int:
+    """Integer nearest-neighbour factor that makes small images (e.g. 28×28 digits) at least `min_side` wide."""
+    return max(1, -(-min_side // max(image_hw)))
+
+
+def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], alpha: float = 0.55,
+                  caption: str | None = None) -> np.ndarray:
+    """The image followed by one overlay per map, captioned, in one row (or a near-square grid for many heads).
+
+    Args:
+        image: (H, W, 3) uint8.
+        maps: (K, gh, gw).
+        titles: K short titles.
+    """
+    base = upscale(image, display_scale(image.shape[:2]))
+    tiles = [add_caption(base, caption or "input")]
+    for values, title in zip(maps, titles):
+        tiles.append(add_caption(overlay(base, values, alpha), title.split(":")[0]))
+    cols = len(tiles) if len(tiles) <= 5 else int(np.ceil(np.sqrt(len(tiles))))
+    return image_grid(tiles, cols=cols)
+
+
+def save_attention_overlays(model: nn.Module, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                            method: str = "rollout", layer: int = -1, head_fusion: str = "mean",
+                            discard_ratio: float = 0.9, alpha: float = 0.55) -> list[Path]:
+    """`vitkit attention`: one PNG per image, ``OUT/<stem>_<method>.png``: the input, then its attention overlays.
+
+    Images are resized to the model's input size. Returns the written paths.
+    """
+    encoder = vision_encoder(model)
+    device = next(model.parameters()).device
+    images = load_images(paths, encoder)  # uint8 (B, C, H, W)
+    result = compute_attention_maps(model, normalize_images(images, encoder).to(device), method, layer,
+                                    head_fusion, discard_ratio)
+    log.info("attention maps show the %s", patch_map_title(encoder.num_prefix_tokens))
+    written = []
+    for i, path in enumerate(paths):
+        caption = None
+        if result.predictions is not None:
+            index, p = result.predictions[i]
+            caption = f"pred {class_name(index, encoder.config.preprocess.label_names)} ({p:.0%})"
+        panel = overlay_panel(to_rgb_uint8(images[i].numpy()), result.maps[i].numpy(), result.titles, alpha,
+                              caption)
+        written.append(save_png(panel, Path(out_dir) / f"{Path(path).stem}_{method}.png"))
+    return written
+
+
+def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 images (B, C, h, w) → uint8 (B, C, H, W) by bilinear resampling (for data already in memory)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    out = F.interpolate(images.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
