@@ -75,6 +75,7 @@ def _import_converters() -> None:
     """Import every converter module once (each registers itself on import). One line per module."""
     # Specific formats first: detectors run in registration order.
     from . import hf_vit  # noqa: F401  HF "vit"
+    from . import hf_bit  # noqa: F401  HF "bit" (BiT ResNetV2)
     # Generic layouts last.
     from . import timm_vit  # noqa: F401  "timm"
     from . import jax_vit  # noqa: F401  "jax" (google-research/vision_transformer .npz)

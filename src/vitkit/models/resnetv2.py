@@ -19,12 +19,13 @@ Shapes: B batch · C channels · H, W image sides · stage i (stride s_i = 4·2^
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import PreprocessConfig
 from ..layers import DropPath, check_images
 from ..layers.std_conv import Padding, StdConv2d, pad_same
 from .registry import register_model, register_model_type
@@ -44,6 +45,8 @@ class ResNetV2Config:
     num_groups: GroupNorm groups. ws_eps / gn_eps: weight-standardisation and GroupNorm epsilons.
     bottle_ratio: bottleneck width / stage width. drop_path_rate: stochastic depth, linear over all blocks.
     num_classes: 0 for a trunk; > 0 adds global average pooling and a linear head.
+    preprocess: what the weights expect when the ResNetV2 is the model; inside a hybrid ViT the ViTConfig's
+        `preprocess` applies and this one is unused.
     """
 
     layers: tuple[int, ...] = (3, 4, 9)
@@ -58,6 +61,7 @@ class ResNetV2Config:
     bottle_ratio: float = 0.25
     drop_path_rate: float = 0.0
     num_classes: int = 0
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
         self.layers, self.channels = tuple(self.layers), tuple(self.channels)
@@ -264,4 +268,5 @@ class ResNetV2(nn.Module):
 register_model_type("resnetv2", ResNetV2Config, ResNetV2)
 # BiT-M R50x1 (He et al. pre-activation, 4 stages, stride 32), as HF's default BitConfig / google/bit-50.
 register_model("resnetv2_50x1_bit", ResNetV2Config(layers=(3, 4, 6, 3), channels=(256, 512, 1024, 2048),
-                                                   block="preact", padding="symmetric", num_classes=1000))
+                                                   block="preact", padding="symmetric", num_classes=1000,
+                                                   preprocess=PreprocessConfig(interpolation="bilinear")))
