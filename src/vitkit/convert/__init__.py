@@ -76,6 +76,9 @@ def _import_converters() -> None:
     # Specific formats first: detectors run in registration order.
     from . import hf_vit  # noqa: F401  HF "vit"
     from . import hf_bit  # noqa: F401  HF "bit" (BiT ResNetV2)
+    from . import hf_dpt  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)
+    from . import hf_vit_mae  # noqa: F401  HF "vit_mae"
+    from . import mae_official  # noqa: F401  "mae" (facebookresearch/mae checkpoints)
     # Generic layouts last.
     from . import timm_vit  # noqa: F401  "timm"
     from . import jax_vit  # noqa: F401  "jax" (google-research/vision_transformer .npz)

@@ -23,6 +23,7 @@ from ..config import PreprocessConfig
 from ..layers import sincos_pos_embed_2d
 from ..models.mae import MAEConfig
 from ..models.vit import ViTConfig
+from . import register_hf_converter
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ def config_from_vitkit(cfg: MAEConfig) -> dict[str, Any]:
 
 def from_vitkit(cfg: MAEConfig, state_dict: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(MAEConfig, vitkit state dict) → (HF config dict, HF state dict in the hub's key layout)."""
+    if not isinstance(cfg, MAEConfig):
+        raise TypeError(f"the vit_mae exporter handles MAEConfig, not {type(cfg).__name__}")
     enc = cfg.encoder
     if not enc.class_token or enc.backbone is not None:
         raise ValueError("HF ViTMAE needs an encoder with a [CLS] token and conv patches")
@@ -188,3 +191,6 @@ def from_vitkit(cfg: MAEConfig, state_dict: dict[str, Tensor]) -> tuple[dict[str
     out["decoder.decoder_pos_embed"] = torch.cat(
         [torch.zeros(1, 1, cfg.decoder_dim), sincos_pos_embed_2d(cfg.decoder_dim, grid)[None]], dim=1)
     return config_from_vitkit(cfg), out
+
+
+register_hf_converter(("vit_mae",), to_vitkit, from_vitkit)

@@ -1,0 +1,129 @@
+"""Official MAE checkpoints (facebookresearch/mae) → vitkit: pure state-dict mappings (format name "mae").
+
+The release files are pickles ``{"model": state_dict, ...}``; training checkpoints also hold the run's
+``argparse.Namespace`` under "args", so `vitkit.load_pretrained` refuses them unless called with
+``allow_pickle=("argparse.Namespace",)``. Keys are timm's (``models_mae.py`` / ``models_vit.py``):
+
+* encoder: ``cls_token``, ``pos_embed`` (1, 1 + N, D; fixed 2-D sin-cos with a zero [CLS] row in pretraining
+  checkpoints, learned after fine-tuning), ``patch_embed.proj``, ``blocks.i.*``, ``norm``;
+* decoder (full pretraining checkpoints): ``mask_token``, ``decoder_embed``, ``decoder_pos_embed``,
+  ``decoder_blocks.i.*``, ``decoder_norm``, ``decoder_pred``;
+* fine-tuned: ``fc_norm`` (global pooling; ``norm`` removed) and ``head``.
+
+What is built, unless ``model=NAME`` names a preset to load into: a checkpoint with decoder keys → the full
+`MaskedAutoencoder`; without → a plain ViT (with a head if the checkpoint has one). Loading into another kind
+(e.g. ``model="vit_base_patch16_224"`` for a full checkpoint) leaves the keys that have no place — decoder or
+head — to the load report (``strict=False``). A sin-cos ``pos_embed`` becomes ``pos_embed="sincos"``; any other is
+kept as learned embeddings. Detection claims files with decoder keys, or with the encoder keys and a sin-cos
+``pos_embed``; fine-tuned checkpoints are plain timm ViTs and load through the "timm" format (or ``format="mae"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import replace_config
+from ..layers import sincos_pos_embed_2d
+from ..models.mae import MAEConfig
+from ..models.registry import get_model_config
+from ..models.vit import ViTConfig
+from . import register_state_dict_format
+
+log = logging.getLogger(__name__)
+
+_DECODER = ("mask_token", "decoder_")
+_ENCODER_REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight", "cls_token")
+_DECODER_TOP = {"decoder_embed": "decoder.embed", "decoder_norm": "decoder.norm", "decoder_pred": "decoder.pred",
+                "mask_token": "decoder.mask_token"}
+
+
+def _sincos_table(dim: int, grid: tuple[int, int]) -> Tensor:
+    """(1, 1 + N, D): a zero [CLS] row, then the 2-D sin-cos table (the layout MAE stores)."""
+    return torch.cat([torch.zeros(1, dim), sincos_pos_embed_2d(dim, grid)])[None]
+
+
+def _is_sincos_table(table: Tensor) -> bool:
+    n, dim = table.shape[1] - 1, table.shape[-1]
+    side = int(round(n ** 0.5))
+    if side * side != n or dim % 4:
+        return False
+    return bool((table.float() - _sincos_table(dim, (side, side))).abs().max() < 1e-4)
+
+
+def is_official_mae(state_dict: dict[str, Tensor]) -> bool:
+    """Official MAE layout: timm-style encoder keys plus decoder keys, or plus a sin-cos ``pos_embed``."""
+    if not all(k in state_dict for k in _ENCODER_REQUIRED) or any(k.startswith("encoder.") for k in state_dict):
+        return False
+    return "decoder_embed.weight" in state_dict or _is_sincos_table(state_dict["pos_embed"])
+
+
+def _decoder_config(sd: dict[str, Tensor], encoder: ViTConfig) -> MAEConfig:
+    ddim = sd["decoder_embed.weight"].shape[0]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks."))
+    return MAEConfig(encoder=encoder, decoder_dim=ddim, decoder_depth=depth,
+                     decoder_num_heads=max(ddim // 32, 1),  # the release decoders: 512 wide, 16 heads
+                     decoder_mlp_ratio=sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / ddim)
+
+
+def _map_decoder(sd: dict[str, Tensor], cfg: MAEConfig) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    grid = (cfg.encoder.image_size[0] // cfg.encoder.patch_size, cfg.encoder.image_size[1] // cfg.encoder.patch_size)
+    for key, value in sd.items():
+        module, _, kind = key.rpartition(".")
+        if key.startswith("decoder_blocks."):
+            out["decoder.blocks." + key[len("decoder_blocks."):]] = value
+        elif key == "decoder_pos_embed":
+            if value.shape != (1, 1 + grid[0] * grid[1], cfg.decoder_dim) or not _is_sincos_table(value):
+                log.warning("decoder_pos_embed is not the 2-D sin-cos table of the model's grid; vitkit's MAE "
+                            "decoder computes fixed sin-cos positions, so the stored table is not used")
+        elif key == "mask_token":
+            out["decoder.mask_token"] = value
+        elif module in _DECODER_TOP:
+            out[f"{_DECODER_TOP[module]}.{kind}"] = value
+        else:
+            out[key] = value  # unknown: the load report names it
+    return out
+
+
+def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any, dict[str, Tensor]]:
+    """Official MAE state dict → (MAEConfig or ViTConfig, vitkit state dict); see the module docstring."""
+    from .timm_vit import infer_vit_config, timm_to_vitkit  # imported here: "timm" must register after "mae"
+
+    overrides = dict(overrides)
+    preset = overrides.pop("model", None)
+    encoder_sd = {k: v for k, v in sd.items() if not k.startswith(_DECODER)}
+    decoder_sd = {k: v for k, v in sd.items() if k.startswith(_DECODER)}
+    target = replace_config(get_model_config(preset), overrides) if preset else None
+    as_mae = isinstance(target, MAEConfig) if target is not None else bool(decoder_sd)
+    if target is None:
+        encoder_cfg = infer_vit_config(encoder_sd, overrides if not as_mae else {})
+    else:
+        encoder_cfg = target.encoder if as_mae else target
+    encoder_cfg = dataclasses.replace(encoder_cfg, pos_embed="learn")
+    if as_mae:
+        encoder_cfg = dataclasses.replace(encoder_cfg, num_classes=0)
+    _, encoder_out = timm_to_vitkit(encoder_sd, _as_overrides(encoder_cfg))  # same config back, timm's keys mapped
+    grid = (encoder_cfg.image_size[0] // encoder_cfg.patch_size, encoder_cfg.image_size[1] // encoder_cfg.patch_size)
+    if _is_sincos_table(sd["pos_embed"]) and sd["pos_embed"].shape[1] == 1 + grid[0] * grid[1]:
+        encoder_cfg = dataclasses.replace(encoder_cfg, pos_embed="sincos")
+        encoder_out.pop("pos_embed.weight")
+        encoder_out.pop("cls_pos_embed", None)
+    if not as_mae:
+        return encoder_cfg, {**encoder_out, **decoder_sd}  # decoder keys, if any, are reported unexpected
+    if target is not None:
+        cfg = dataclasses.replace(target, encoder=encoder_cfg)
+    else:
+        cfg = replace_config(_decoder_config(sd, encoder_cfg), overrides) if decoder_sd else MAEConfig(encoder_cfg)
+    return cfg, {**{f"encoder.{k}": v for k, v in encoder_out.items()}, **_map_decoder(decoder_sd, cfg)}
+
+
+def _as_overrides(cfg: ViTConfig) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+register_state_dict_format("mae", is_official_mae, mae_to_vitkit)
