@@ -355,26 +355,30 @@ def _adapt_state_dict(model: nn.Module, state: dict[str, Tensor], ckpt_cfg: Any,
     """Resample position embeddings to the model's grid; drop a head of another size when `new_head`."""
     expected = model.state_dict()
     out: dict[str, Tensor] = {}
+    mismatched: list[str] = []
     for key, value in state.items():
         target = expected.get(key)
         if target is None and new_head and key.startswith("head."):
             report.reinitialised.append(f"{key} (head removed)")
         elif target is None or target.shape == value.shape:
             out[key] = value
-        elif isinstance(_owner(model, key), LearnedPosEmbed):
+        elif isinstance(_owner(model, key), LearnedPosEmbed) and value.shape[-1] == target.shape[-1]:
             embed = _owner(model, key)
             old = _stored_grid(key, value, ckpt_cfg)
             out[key] = resample_pos_embed(value, old, embed.grid, embed.mode, embed.antialias)
             report.resampled.append(f"{key} {old[0]}×{old[1]} → {embed.grid[0]}×{embed.grid[1]}")
         elif key.startswith("head.") and new_head:
             report.reinitialised.append(key)
-        elif key.startswith("head."):
+        elif key.startswith("head.") and value.shape[0] != target.shape[0]:
             raise ValueError(f"the checkpoint's head has {value.shape[0]} outputs but the model has "
                              f"{target.shape[0]}; pass num_classes={target.shape[0]} to replace it with a new "
                              "zero-initialised head (or num_classes=0 to drop it)")
         else:
-            raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} does not fit the model's "
-                             f"{tuple(target.shape)}; check the config overrides")
+            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target.shape)}")
+    if mismatched:
+        raise ValueError(f"{len(mismatched)} checkpoint tensors do not fit the model (checkpoint vs model shape): "
+                         f"{'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}. "
+                         "Check the config overrides.")
     return out
 
 

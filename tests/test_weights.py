@@ -1,0 +1,198 @@
+"""save_pretrained / load_pretrained: round trips, the load report, adaptation rules and safe file reading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import vitkit
+from vitkit import convert
+from vitkit.weights import LoadReport, UnsafeCheckpointError, read_state_dict
+
+
+def tiny(**overrides):
+    return vitkit.create_model("vit_tiny_patch4_32", dim=32, depth=2, num_heads=2, **overrides).eval()
+
+
+def randomize(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+# ---- vitkit directories -------------------------------------------------------------------------------------
+def test_save_pretrained_writes_config_with_architecture_and_preprocessing(tmp_path):
+    model = tiny(preprocess={"label_names": tuple("abcdefghij")})
+    out = vitkit.save_pretrained(model, tmp_path / "ckpt")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "vit" and config["dim"] == 32 and config["image_size"] == [32, 32]
+    assert config["preprocess"]["mean"] == [0.4914, 0.4822, 0.4465]
+    assert config["preprocess"]["label_names"][-1] == "j"
+    loaded = vitkit.load_pretrained(out)
+    assert loaded.config == model.config
+
+
+def test_load_report_is_clean_and_readable(tmp_path):
+    vitkit.save_pretrained(tiny(), tmp_path)
+    model, report = vitkit.load_checkpoint(tmp_path)
+    assert isinstance(report, LoadReport) and report.clean and report.format == "vitkit"
+    text = str(report)
+    for field in ("missing", "unexpected", "resampled", "reinitialised"):
+        assert field in text
+
+
+def test_weights_file_path_loads_its_directory(tmp_path):
+    model = randomize(tiny())
+    vitkit.save_pretrained(model, tmp_path)
+    loaded = vitkit.load_pretrained(tmp_path / "model.safetensors")
+    images = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded(images), model(images))
+
+
+def test_overrides_apply_to_the_loaded_config(tmp_path):
+    vitkit.save_pretrained(tiny(), tmp_path)
+    model = vitkit.load_pretrained(tmp_path, drop_path_rate=0.1)
+    assert model.config.drop_path_rate == 0.1
+    with pytest.raises(KeyError, match="drop_path_rate"):
+        vitkit.load_pretrained(tmp_path, drop_path=0.1)
+
+
+def test_new_grid_is_resampled_with_the_configured_mode(tmp_path):
+    model = randomize(tiny())
+    vitkit.save_pretrained(model, tmp_path)
+    for mode in ("bicubic", "bilinear"):
+        bigger, report = vitkit.load_checkpoint(tmp_path, image_size=(48, 64), pos_interp=mode)
+        assert report.resampled == ["pos_embed.weight 8×8 → 12×16"]
+        expected = torch.nn.functional.interpolate(
+            model.pos_embed.weight.reshape(1, 8, 8, -1).permute(0, 3, 1, 2), size=(12, 16), mode=mode,
+            align_corners=False).permute(0, 2, 3, 1).reshape(1, 12 * 16, -1)
+        assert torch.allclose(bigger.pos_embed.weight, expected, atol=1e-6)
+        assert torch.equal(bigger.cls_pos_embed, model.cls_pos_embed)  # [CLS] position is kept as is
+
+
+def test_head_of_another_size_is_refused_unless_num_classes_asks(tmp_path):
+    model = randomize(tiny())
+    vitkit.save_pretrained(model, tmp_path)
+    (tmp_path / "config.json").write_text(
+        (tmp_path / "config.json").read_text().replace('"num_classes": 10', '"num_classes": 7'))
+    with pytest.raises(ValueError, match="num_classes=7"):
+        vitkit.load_pretrained(tmp_path)
+    fresh, report = vitkit.load_checkpoint(tmp_path, num_classes=3)
+    assert sorted(report.reinitialised) == ["head.bias", "head.weight"]
+    assert fresh.head.out_features == 3 and not fresh.head.weight.any()  # zero head
+    assert fresh.config.preprocess.label_names == ()
+    assert torch.equal(fresh.blocks[1].mlp.fc2.weight, model.blocks[1].mlp.fc2.weight)
+    headless, report = vitkit.load_checkpoint(tmp_path, num_classes=0)
+    assert headless(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+    assert all(k.endswith("(head removed)") for k in report.reinitialised)
+
+
+def test_same_num_classes_keeps_the_head(tmp_path):
+    model = randomize(tiny())
+    vitkit.save_pretrained(model, tmp_path)
+    loaded, report = vitkit.load_checkpoint(tmp_path, num_classes=10)
+    assert report.clean and torch.equal(loaded.head.weight, model.head.weight)
+
+
+def test_strict_reports_missing_and_unexpected(tmp_path):
+    sd = tiny().state_dict()
+    sd["blocks.0.attn.extra"] = torch.zeros(1)
+    del sd["norm.weight"]
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    vitkit.save_pretrained(tiny(), tmp_path / "ref")
+    (tmp_path / "config.json").write_text((tmp_path / "ref" / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"(?s)missing:\s+norm.weight.*unexpected:\s+blocks.0.attn.extra"):
+        vitkit.load_pretrained(tmp_path)
+    _, report = vitkit.load_checkpoint(tmp_path, strict=False)
+    assert report.missing == ["norm.weight"] and report.unexpected == ["blocks.0.attn.extra"]
+
+
+def test_other_shape_mismatch_is_an_error(tmp_path):
+    vitkit.save_pretrained(tiny(), tmp_path)
+    with pytest.raises(ValueError, match=r"do not fit.*blocks.0.attn.proj.bias \(32,\) vs \(64,\)"):
+        vitkit.load_pretrained(tmp_path, dim=64, num_heads=2)
+
+
+def test_unknown_layout_names_the_known_ones(tmp_path):
+    save_file({"foo": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(ValueError, match="timm"):
+        vitkit.load_pretrained(tmp_path / "x.safetensors")
+    assert {"timm", "jax"} <= set(convert.state_dict_formats())
+    assert "vit" in convert.hf_model_types()
+
+
+# ---- safe reading -------------------------------------------------------------------------------------------
+class Payload:
+    """A pickle payload that would write a marker file when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "payload": Payload(marker)}, path)
+    (tmp_path / "evil.bin").write_bytes(path.read_bytes())
+    for allow in ((), ("argparse.Namespace",)):
+        with pytest.raises(UnsafeCheckpointError, match="allow_pickle=.*exec"):
+            vitkit.load_pretrained(path, allow_pickle=allow)
+        with pytest.raises(UnsafeCheckpointError):
+            read_state_dict(tmp_path / "evil.bin", allow_pickle=allow)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: an unsafe load does run it
+    assert marker.read_text() == "pwned"
+
+
+def test_pickle_with_extra_types_loads_only_when_allowed(tmp_path):
+    sd = {k: v for k, v in randomize(tiny()).state_dict().items()}
+    sd["pos_embed"] = torch.cat([sd.pop("cls_pos_embed"), sd.pop("pos_embed.weight")], dim=1)  # timm layout
+    torch.save({"model": sd, "args": argparse.Namespace(lr=1e-3)}, tmp_path / "ckpt.bin")
+    with pytest.raises(UnsafeCheckpointError, match=r"allow_pickle=\('argparse.Namespace',\)"):
+        read_state_dict(tmp_path / "ckpt.bin")
+    loaded = read_state_dict(tmp_path / "ckpt.bin", allow_pickle=("argparse.Namespace",))
+    assert torch.equal(loaded["pos_embed"], sd["pos_embed"])
+    model = vitkit.load_pretrained(tmp_path / "ckpt.bin", allow_pickle=("argparse.Namespace",), num_heads=2)
+    assert model.config.dim == 32
+
+
+def test_npz_object_arrays_are_refused(tmp_path):
+    np.savez(tmp_path / "bad.npz", **{"embedding/kernel": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(ValueError, match="object array"):
+        read_state_dict(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_broken_safetensors_give_a_clear_error_naming_the_file(tmp_path, damage):
+    path = tmp_path / "model.safetensors"
+    save_file(tiny().state_dict(), str(path))
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"\x00" * 64}[damage])
+    with pytest.raises(ValueError, match=str(path)):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip"])
+def test_broken_pickles_and_npz_give_clear_errors(tmp_path, content):
+    for name in ("x.pth", "x.npz"):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="x."):
+            read_state_dict(tmp_path / name)
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_state_dict(tmp_path / "nope.safetensors")
+    (tmp_path / "w.h5").write_bytes(b"1234")
+    with pytest.raises(ValueError, match=".safetensors"):
+        read_state_dict(tmp_path / "w.h5")
