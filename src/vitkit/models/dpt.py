@@ -15,13 +15,15 @@ multiples of the patch works, non-square included; on even grids this equals the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import replace_config
 from .vit import ViTConfig, VisionTransformer
 
 
@@ -290,3 +292,36 @@ class DPT(nn.Module):
         if not return_aux:
             return pred
         return DPTOutput(pred, self.aux_head(fused) if self.aux_head is not None else None)
+
+
+def default_taps(depth: int) -> tuple[int, ...]:
+    """The last block of each quarter of the encoder: (2, 5, 8, 11) for 12 blocks, (5, 11, 17, 23) for 24."""
+    return tuple(depth * q // 4 - 1 for q in (1, 2, 3, 4))
+
+
+def dpt_from_encoder(encoder: nn.Module, **overrides: Any) -> DPT:
+    """A DPT initialised from a trained encoder: a VisionTransformer (its head dropped), or a model that exports
+    one (`export_encoder()`, e.g. an MAE). Reassemble, fusion and head start fresh.
+
+    Args:
+        encoder: the source model.
+        **overrides: DPTConfig fields (``task="segment"``, ``num_classes=4``, ``block_taps=...``); taps default
+            to the end of each quarter of the encoder, widths to (D/8, D/4, D/2, D).
+    """
+    if hasattr(encoder, "export_encoder"):
+        encoder = encoder.export_encoder()
+    if not isinstance(encoder, VisionTransformer):
+        raise TypeError(f"expected a VisionTransformer (or a model with export_encoder()), got "
+                        f"{type(encoder).__name__}")
+    enc_cfg = replace_config(encoder.config, {"num_classes": 0})
+    d = enc_cfg.dim
+    base = DPTConfig(encoder=enc_cfg, block_taps=default_taps(enc_cfg.depth), features=(d // 8, d // 4, d // 2, d))
+    if enc_cfg.backbone is not None:  # hybrid: the two early ResNet stages + the last two quarter taps
+        base = dataclasses.replace(base, stage_taps=(0, 1), block_taps=base.block_taps[2:],
+                                   features=(*enc_cfg.backbone.channels[:2], d, d))
+    model = DPT(replace_config(base, overrides))
+    state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("head.")}
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"encoder weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model

@@ -7,8 +7,8 @@ import dataclasses
 
 from ..config import PreprocessConfig
 from .dpt import DPT, DPTConfig
+from .hybrid import hybrid_config
 from .registry import register_model, register_model_type
-from .resnetv2 import ResNetV2Config
 from .vit import ViTConfig
 from .vit_presets import vit_config
 
@@ -21,17 +21,10 @@ def _encoder(spec: str, **overrides) -> ViTConfig:
     return vit_config(spec, 384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS, **overrides)
 
 
-def hybrid_encoder(image_size: int = 384, **overrides) -> ViTConfig:
-    """The ViT paper's hybrid R50+ViT-B/16 (ResNetV2 stages 3, 4, 9 at stride 16, then 1×1 patches)."""
-    base = vit_config("B/1", image_size, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS,
-                      backbone=ResNetV2Config(layers=(3, 4, 9)))
-    return dataclasses.replace(base, **overrides)
-
-
 _BASE = DPTConfig(encoder=_encoder("B/16"), block_taps=(2, 5, 8, 11), features=(96, 192, 384, 768))
 _LARGE = DPTConfig(encoder=_encoder("L/16"), block_taps=(5, 11, 17, 23), features=(256, 512, 1024, 1024))
-_HYBRID = DPTConfig(encoder=hybrid_encoder(), stage_taps=(0, 1), block_taps=(8, 11),
-                    features=(256, 512, 768, 768))
+_HYBRID = DPTConfig(encoder=hybrid_config(384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS),
+                    stage_taps=(0, 1), block_taps=(8, 11), features=(256, 512, 768, 768))
 _SEGMENT = dict(task="segment", num_classes=150, fusion_batch_norm=True)
 
 for _name, _cfg in (("base", _BASE), ("large", _LARGE), ("hybrid", _HYBRID)):
