@@ -11,6 +11,7 @@ Both are bundled with their packages (the ``data`` extra), so they work offline 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Literal
 
 import numpy as np
@@ -54,6 +55,18 @@ BUILTIN_DATASETS: dict[str, BuiltinSpec] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _load_cached(name: str) -> tuple[np.ndarray, np.ndarray]:
+    # parsing MNIST's CSV takes about a second; a run asks for train and val, tests ask many times
+    try:
+        images, targets = BUILTIN_DATASETS[name].load()
+    except ImportError as e:
+        raise ImportError(f"built-in dataset {name!r} needs {e.name}; pip install 'vitkit[data]'") from e
+    images.setflags(write=False)
+    targets.setflags(write=False)
+    return images, targets
+
+
 def list_builtin_datasets() -> list[str]:
     """Names accepted by `load_builtin`."""
     return sorted(BUILTIN_DATASETS)
@@ -81,13 +94,10 @@ def load_builtin(name: str = DEFAULT_BUILTIN, split: Literal["train", "val", "al
         raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    images, targets = _load_cached(name)
     spec = BUILTIN_DATASETS[name]
-    try:
-        images, targets = spec.load()
-    except ImportError as e:
-        raise ImportError(f"built-in dataset {name!r} needs {e.name}; pip install 'vitkit[data]'") from e
-    images_t = torch.from_numpy(images)[:, None].expand(-1, channels, -1, -1).contiguous()  # (N,H,W)->(N,C,H,W)
-    data = InMemoryImages(images_t, torch.from_numpy(targets), [str(i) for i in range(10)])
+    images_t = torch.tensor(images)[:, None].expand(-1, channels, -1, -1).contiguous()  # (N,H,W)->(N,C,H,W)
+    data = InMemoryImages(images_t, torch.tensor(targets), [str(i) for i in range(10)])
     if split == "all":
         return data
     train, val = split_indices(targets, spec.val_fraction, seed=BUILTIN_SPLIT_SEED)

@@ -131,7 +131,7 @@ def decode_array(source: ImageSource, *, channels: int = 3, size: int | tuple[in
         array = array[None]  # (H, W) -> (1, H, W)
     else:
         array = array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
-    return np.ascontiguousarray(array)
+    return np.array(array, order="C", copy=True) if not array.flags.writeable else np.ascontiguousarray(array)
 
 
 def resize_image(img: Image.Image, size: int | tuple[int, int], crop_pct: float = 1.0) -> Image.Image:
@@ -167,7 +167,7 @@ def _is_empty(source: ImageSource) -> bool:
 def _to_mode(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
     """Convert any Pillow mode to ``RGB`` or ``L`` (see the module docstring for the rules)."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        img = Image.fromarray(_high_depth_to_uint8(np.asarray(img)), mode="L")
+        img = Image.fromarray(_high_depth_to_uint8(np.asarray(img)))  # 2-D uint8 -> "L"
     elif img.mode == "1":
         img = img.convert("L")
     if img.mode == "P":
