@@ -224,6 +224,23 @@ class VisionTransformer(nn.Module):
                 None for every block.
             norm: apply the final norm to each returned tensor.
         """
+        return self._intermediates(self.prepare_tokens(images), layers, norm)
+
+    def forward_stages_and_intermediates(self, images: Tensor, layers: int | Sequence[int] | None = None,
+                                         norm: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+        """One pass → (the patch embedder's stage maps, the tokens `forward_intermediates` returns).
+
+        Stage maps are a hybrid's ResNet stages [(B, C_i, H_i, W_i), ...] (`HybridEmbed.forward_with_stages`);
+        a conv-patch ViT has none ([]). Dense heads (DPT-Hybrid) tap both without running the trunk twice.
+        """
+        if hasattr(self.patch_embed, "forward_with_stages"):
+            tokens, grid, stages = self.patch_embed.forward_with_stages(images)
+        else:
+            (tokens, grid), stages = self.embed(images), []
+        tokens = self.pos_drop(self.add_cls(self.add_pos_embed(tokens, grid)))  # as in prepare_tokens
+        return stages, self._intermediates(tokens, layers, norm)
+
+    def _intermediates(self, tokens: Tensor, layers: int | Sequence[int] | None, norm: bool) -> list[Tensor]:
         depth = len(self.blocks)
         if layers is None:
             wanted = list(range(depth))
@@ -231,7 +248,6 @@ class VisionTransformer(nn.Module):
             wanted = list(range(depth - layers, depth))
         else:
             wanted = [i % depth if -depth <= i < depth else _bad_layer(i, depth) for i in layers]
-        tokens = self.prepare_tokens(images)
         found: dict[int, Tensor] = {}
         for i, block in enumerate(self.blocks[: max(wanted) + 1]):
             if self.grad_checkpointing and torch.is_grad_enabled():
