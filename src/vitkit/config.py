@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Mapping, TypeVar
@@ -55,13 +56,13 @@ def replace_config(cfg: C, overrides: Mapping[str, Any] | None = None, **kwargs:
     merged: dict[str, Any] = {}
     for key, value in {**(overrides or {}), **kwargs}.items():
         head, _, rest = key.partition(".")
-        if rest:
-            merged.setdefault(head, {})
-            if not isinstance(merged[head], dict):
-                raise TypeError(f"cannot set {key!r}: {head!r} was also given a whole value")
-            merged[head][rest] = value
+        part = {rest: value} if rest else value
+        if head not in merged:
+            merged[head] = dict(part) if isinstance(part, Mapping) else part  # a copy: callers' dicts stay as given
+        elif isinstance(merged[head], dict) and isinstance(part, Mapping):
+            merged[head] = {**merged[head], **part}  # "a.b" and {"a": {...}} both given: merge them
         else:
-            merged[head] = value
+            raise TypeError(f"cannot set {key!r}: {head!r} was also given a whole value")
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     hints = typing.get_type_hints(type(cfg))
     changes: dict[str, Any] = {}
@@ -136,8 +137,14 @@ def parse_set_items(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str) and _YAML11_MISSED_FLOAT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads "1e-5" (no dot) as a string
+        out[key.strip()] = value
     return out
+
+
+_YAML11_MISSED_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 @dataclasses.dataclass
