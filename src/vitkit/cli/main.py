@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = [
     "vitkit.cli.models",
     "vitkit.cli.train",
     "vitkit.cli.viz",
+    "vitkit.cli.dense",
 ]
 
 

@@ -2,7 +2,7 @@
 
 Every dataset here yields dicts: ``images`` uint8 (3, H, W) and, by task, ``depth`` float32 (H, W) with ``valid``
 bool (H, W) (False where depth is missing), or ``labels`` int64 (H, W) (`ignore_index` where unlabelled).
-`get_batch(indices)` returns the same keys batched, so the engine slices in-memory sets directly.
+`get_batch(indices)` returns the same keys batched; `DenseLoader` serves them in the trainer's seeded order.
 
 * `ShapesDense`: the built-in procedural scenes (`vitkit.data.shapes`), exact depth and labels, seeded.
 * `DenseFolder`: ``root/images/*`` with ``root/depth/<stem>.png`` (16-bit, 0 = missing) or ``.npy`` (non-finite
@@ -16,12 +16,13 @@ bool (H, W) (False where depth is missing), or ``labels`` int64 (H, W) (`ignore_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .loader import ImageLoader
 from .shapes import SHAPE_CLASSES, render_scenes
 from .transforms import normalize
 
@@ -47,6 +48,15 @@ class InMemoryDense:
     def get_batch(self, indices: Tensor | Sequence[int]) -> dict[str, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {k: v[idx] for k, v in self.tensors.items()}
+
+
+class DenseLoader(ImageLoader):
+    """`ImageLoader`'s seeded, resumable, shardable batch order over an in-memory dense set, yielding dict
+    batches (``get_batch``) instead of (images, targets)."""
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict[str, Tensor]]:  # type: ignore[override]
+        for index in self.batch_indices(epoch)[start_batch:]:
+            yield self.dataset.get_batch(index)
 
 
 class ShapesDense(InMemoryDense):

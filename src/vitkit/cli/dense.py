@@ -1,0 +1,33 @@
+"""`vitkit depth` and `vitkit segment`: dense predictions of a trained (or converted) DPT on image files.
+
+Training is `vitkit train --task depth|segment` (cli/train.py calls `vitkit.engine.dense.train_dense`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, what, outputs in (
+            ("depth", "monocular depth", "OUT/<stem>_depth.png (coloured) and OUT/<stem>_depth.npy (raw float32)"),
+            ("segment", "semantic segmentation", "OUT/<stem>_overlay.png and OUT/<stem>_mask.png (index PNG)")):
+        p = sub.add_parser(name, help=f"{what} of images with a DPT checkpoint",
+                           description=f"Predict {what} for each IMAGE and write {outputs}.")
+        p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+        p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                       help="run directory, checkpoint directory, or HF DPT directory")
+        p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: current folder)")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+        p.add_argument("--max-side", type=int, default=512,
+                       help="longest image side fed to the model (resized to multiples of the patch)")
+        p.set_defaults(func=run, task=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.dense_predict import predict_depth_files, predict_segment_files
+
+    predict = predict_depth_files if args.task == "depth" else predict_segment_files
+    for path in predict(args.checkpoint, args.images, args.out, device=args.device, max_side=args.max_side):
+        print(path)
+    return 0
