@@ -105,7 +105,7 @@ def test_filter_principal_components():
     flat = comps.reshape(28, -1)
     torch.testing.assert_close(flat @ flat.T, torch.eye(28), atol=1e-5, rtol=0)
     assert (explained[:-1] >= explained[1:]).all() and explained.sum() <= 1 + 1e-6
-    # Filters along one direction: the first component is that direction (up to sign), explaining all variance.
+    # Filters along one direction: the first component is that direction (up to sign) and explains it all.
     direction = torch.randn(1, 48)
     direction /= direction.norm()
     line = (torch.randn(10, 1) * direction).reshape(10, 3, 4, 4)

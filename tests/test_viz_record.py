@@ -1,4 +1,4 @@
-"""record_attention: weights are right, outputs unchanged, the fused path is restored, recorders don't interfere."""
+"""record_attention: right weights, unchanged outputs, fused path restored, recorders that don't interfere."""
 
 import pytest
 import torch
@@ -11,7 +11,8 @@ from vitkit.viz import attention_layers, record_attention
 
 
 def tiny_vit(**kw) -> VisionTransformer:
-    cfg = ViTConfig(image_size=(16, 24), patch_size=4, in_chans=3, num_classes=5, dim=32, depth=3, num_heads=4, **kw)
+    cfg = ViTConfig(image_size=(16, 24), patch_size=4, in_chans=3, num_classes=5, dim=32, depth=3,
+                    num_heads=4, **kw)
     torch.manual_seed(0)
     model = VisionTransformer(cfg).eval()
     nn.init.normal_(model.head.weight, std=0.1)  # the zero head would hide output differences

@@ -8,23 +8,27 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attention", help="attention overlays on images (PNG)",
-                       description="Write one PNG per image: the input and its attention maps. Maps show the "
-                                   "[CLS] token's attention, or for models without [CLS] the mean attention each "
-                                   "patch receives.")
+                       description="Write one PNG per image: the input and its attention maps. Maps "
+                                   "show the [CLS] token's attention, or for models without [CLS] the mean "
+                                   "attention each patch receives.")
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint directory or file (anything load_pretrained reads)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--method", default="rollout", choices=["rollout", "cls", "heads"],
-                   help="rollout: through all layers; cls: one layer, heads averaged; heads: one map per head")
+                   help="rollout: through all layers; cls: one layer, heads averaged; "
+                        "heads: one map per head")
     p.add_argument("--layer", type=int, default=-1, help="block for cls/heads (negative counts from the end)")
-    p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="rollout head fusion")
-    p.add_argument("--discard-ratio", type=float, default=0.9, help="rollout: share of lowest weights dropped")
+    p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"],
+                   help="rollout head fusion")
+    p.add_argument("--discard-ratio", type=float, default=0.9,
+                   help="rollout: share of lowest weights dropped")
     p.add_argument("--out", default="attention", help="output folder (default: ./attention)")
     p.set_defaults(func=run_attention)
 
     p = sub.add_parser("figures", help="the ViT paper's Figure 7 panels (PNG)",
-                       description="Embedding-filter principal components, position-embedding similarity and mean "
-                                   "attention distance per head (needs matplotlib: the `plot` extra).")
+                       description="Embedding-filter principal components, position-embedding similarity "
+                                   "and mean attention distance per head (needs matplotlib: the `plot` "
+                                   "extra).")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or file")
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="images or folders for the attention distances (default: Gaussian noise)")
@@ -33,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_figures)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a training run",
-                       description="Write RUN_DIR/report.html: config, curves, metrics, confusion matrix, sample "
-                                   "predictions with attention overlays, and the run's other figures.")
+                       description="Write RUN_DIR/report.html: config, curves, metrics, confusion matrix, "
+                                   "sample predictions with attention overlays, and the run's other figures.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a `vitkit train --out` directory")
     p.add_argument("--samples", type=int, default=8, help="held-out images shown (default 8)")
     p.add_argument("--out", default=None, help="output HTML path (default: RUN_DIR/report.html)")

@@ -10,7 +10,8 @@ from .colormap import COLORMAPS, apply_colormap, colormap_lut, image_grid, overl
 from .record import AttentionRecording, attention_layers, record_attention
 
 __all__ = [
-    "COLORMAPS", "AttentionRecording", "apply_colormap", "attention_layers", "attention_rollout", "colormap_lut",
+    "COLORMAPS", "AttentionRecording", "apply_colormap", "attention_layers", "attention_rollout",
+    "colormap_lut",
     "filter_principal_components", "fuse_heads", "image_grid", "mean_attention_distance", "overlay",
     "patch_distances", "patch_map", "patch_map_title", "position_similarity", "record_attention", "save_png",
 ]

@@ -1,7 +1,7 @@
 """Pure analyses of attention weights and learned embeddings (no model calls, no plotting).
 
-Shapes: B batch · H heads · L layers · T = P + N tokens (P prefix tokens such as [CLS] first, then N = gh·gw patches
-in row-major order) · D width · C channels · p patch side.
+Shapes: B batch · H heads · L layers · T = P + N tokens (P prefix tokens such as [CLS] first, then
+N = gh·gw patches in row-major order) · D width · C channels · p patch side.
 
 - `patch_map`: what one query sees on the patch grid — the [CLS] row, or, for a model without [CLS], the mean
   attention each patch *receives* from all patch queries.
@@ -65,7 +65,8 @@ def patch_map_title(num_prefix_tokens: int) -> str:
 
 def fuse_heads(weights: Tensor, head_fusion: HeadFusion = "mean") -> Tensor:
     """(B, H, T, T) → (B, T, T) by the mean, max or min over heads."""
-    fusions = {"mean": lambda w: w.mean(dim=1), "max": lambda w: w.amax(dim=1), "min": lambda w: w.amin(dim=1)}
+    fusions = {"mean": lambda w: w.mean(dim=1), "max": lambda w: w.amax(dim=1),
+               "min": lambda w: w.amin(dim=1)}
     if head_fusion not in fusions:
         raise KeyError(f"unknown head fusion {head_fusion!r}; choose from {', '.join(fusions)}")
     if weights.ndim != 4:
@@ -77,9 +78,9 @@ def attention_rollout(weights: Sequence[Tensor], head_fusion: HeadFusion = "mean
                       discard_ratio: float = 0.0) -> Tensor:
     """Attention rollout: how much each output token draws on each input token through all layers.
 
-    Per layer: fuse heads; zero the lowest `discard_ratio` fraction of the fused matrix's entries (per sample);
-    add the identity for the residual connection and renormalise rows, A = (W + I) / rowsum(W + I) (equal to
-    0.5·W + 0.5·I when rows of W sum to 1, as in the paper); then multiply, R = A_L · … · A_1.
+    Per layer: fuse heads; zero the lowest `discard_ratio` fraction of the fused matrix's entries (per
+    sample); add the identity for the residual connection and renormalise rows, A = (W + I) / rowsum(W + I)
+    (equal to 0.5·W + 0.5·I when rows of W sum to 1, as in the paper); then multiply, R = A_L · … · A_1.
 
     Args:
         weights: per layer, in forward order, (B, H, T, T).
@@ -113,7 +114,7 @@ def attention_rollout(weights: Sequence[Tensor], head_fusion: HeadFusion = "mean
 
 
 def patch_distances(grid: tuple[int, int], patch_size: int = 1) -> Tensor:
-    """Euclidean distances (N, N) between patch centres of a (gh, gw) grid, in pixels (patch_size per step)."""
+    """Euclidean distances (N, N) between patch centres of a (gh, gw) grid, in pixels (patch_size a step)."""
     rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
     centres = torch.stack([rows.flatten(), cols.flatten()], dim=1).double() * patch_size  # (N, 2)
     return torch.cdist(centres, centres)

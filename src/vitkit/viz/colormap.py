@@ -1,8 +1,9 @@
 """Colour maps, overlays and image grids with numpy and Pillow only (no plotting library).
 
-Everything here works on numpy arrays: scalar maps (H, W) float, RGB images (H, W, 3) uint8. The colour maps are
-256-entry lookup tables interpolated in numpy from 17 anchor colours sampled from matplotlib's perceptually uniform
-maps (viridis, magma, inferno) and Google's turbo; each is within 0.03 (about 7/255) of matplotlib's table.
+Everything here works on numpy arrays: scalar maps (H, W) float, RGB images (H, W, 3) uint8. The colour
+maps are 256-entry lookup tables interpolated in numpy from 17 anchor colours sampled from matplotlib's
+perceptually uniform maps (viridis, magma, inferno) and Google's turbo; each is within 0.03 (about 7/255) of
+matplotlib's table.
 
 Typical use::
 
@@ -23,12 +24,12 @@ from PIL import Image, ImageDraw
 _ANCHORS = {
     "viridis": "440154 48186a 472d7b 424086 3b528b 33638d 2c728e 26828e 21918c 1fa088 28ae80 3fbc73 5ec962 "
                "84d44b addc30 d8e219 fde725",
-    "magma": "000004 0a0822 1d1147 36106b 51127c 6a1c81 832681 9c2e7f b73779 d0416f e75263 f56b5c fc8961 fea772 "
-             "fec488 fde2a3 fcfdbf",
+    "magma": "000004 0a0822 1d1147 36106b 51127c 6a1c81 832681 9c2e7f b73779 d0416f e75263 f56b5c fc8961 "
+             "fea772 fec488 fde2a3 fcfdbf",
     "inferno": "000004 0b0724 210c4a 3d0965 57106e 71196e 8a226a a32c61 bc3754 d24644 e45a31 f1731d f98e09 "
                "fcac11 f9cb35 f2ea69 fcffa4",
-    "turbo": "30123b 4040a2 466be3 4294ff 28bceb 18ddc2 32f298 6dfe62 a4fc3c cdec34 eecf3a fdac34 fb7e21 eb500e "
-             "d02f05 a91601 7a0403",
+    "turbo": "30123b 4040a2 466be3 4294ff 28bceb 18ddc2 32f298 6dfe62 a4fc3c cdec34 eecf3a fdac34 fb7e21 "
+             "eb500e d02f05 a91601 7a0403",
     "gray": "000000 ffffff",
 }
 

@@ -27,7 +27,7 @@ def _pyplot() -> Any:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The entries of RUN_DIR/metrics.jsonl in file order; a torn or malformed line is skipped with a warning."""
+    """The entries of RUN_DIR/metrics.jsonl in file order; torn or malformed lines are skipped (warning)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (is {run_dir} a `vitkit train --out` directory?)")
@@ -98,8 +98,8 @@ def plot_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
 
 def plot_confusion(matrix: Sequence[Sequence[int]] | np.ndarray, labels: Sequence[str] | None,
                    path: str | Path, normalize: bool = True) -> Path:
-    """Confusion matrix (K, K) — rows true class, columns predicted — as a heat map; counts written in the cells
-    for K ≤ 20. Colours are row-normalised (per-class recall) when `normalize`."""
+    """Confusion matrix (K, K) — rows true class, columns predicted — as a heat map; counts written in the
+    cells for K ≤ 20. Colours are row-normalised (per-class recall) when `normalize`."""
     cm = np.asarray(matrix, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"a confusion matrix must be square (K, K), got shape {cm.shape}")
@@ -122,7 +122,8 @@ def plot_confusion(matrix: Sequence[Sequence[int]] | np.ndarray, labels: Sequenc
             for j in range(K):
                 ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
                         color="white" if shown[i, j] > 0.5 * shown.max() else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class" if normalize else "count")
+    label = "fraction of true class" if normalize else "count"
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The ViT paper's Figure 7 panels (Dosovitskiy et al., 2021), drawn with matplotlib (the ``plot`` extra).
 
-* left — `plot_embedding_filters`: the first principal components of the patch-embedding filters, as RGB tiles;
+* left — `plot_embedding_filters`: first principal components of the patch-embedding filters, as RGB tiles;
 * centre — `plot_position_similarity`: cosine similarity of each patch's position embedding to all others;
 * right — `plot_attention_distance`: mean attention distance per head against depth.
 
@@ -60,7 +60,8 @@ def plot_embedding_filters(filters: Tensor, path: str | Path, num_components: in
         tile = comps[k].permute(1, 2, 0).numpy()  # (C, p, p) → (p, p, C)
         tile = (tile - tile.min()) / max(float(tile.max() - tile.min()), 1e-12)
         ax = axes.flat[k]
-        ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile[..., :3], cmap="gray", interpolation="nearest")
+        tile = tile[..., 0] if tile.shape[-1] == 1 else tile[..., :3]
+        ax.imshow(tile, cmap="gray", interpolation="nearest")
         ax.set_title(f"{explained[k]:.0%}", fontsize=7)
     fig.suptitle(f"Embedding filters: first {K} principal components (variance explained)", fontsize=9)
     return _save(fig, path)
@@ -68,8 +69,8 @@ def plot_embedding_filters(filters: Tensor, path: str | Path, num_components: in
 
 def plot_position_similarity(pos_embed: Tensor, grid: tuple[int, int], path: str | Path,
                              title: str = "Position embedding similarity") -> Path:
-    """Figure 7 centre: for each patch position (row i, column j), a gh×gw tile of the cosine similarity of its
-    position embedding (N, D) to every position; tiles laid out on the patch grid."""
+    """Figure 7 centre: for each patch position (row i, column j), a gh×gw tile of the cosine similarity of
+    its position embedding (N, D) to every position; tiles laid out on the patch grid."""
     plt = _pyplot()
     sim = position_similarity(pos_embed, grid).numpy()  # (gh, gw, gh, gw)
     gh, gw = grid
@@ -79,8 +80,7 @@ def plot_position_similarity(pos_embed: Tensor, grid: tuple[int, int], path: str
         for j in range(gw):
             y, x = i * (gh + pad), j * (gw + pad)
             mosaic[y:y + gh, x:x + gw] = sim[i, j]
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     side = min(8.0, 1.5 + 0.35 * max(gh, gw))
     fig, ax = plt.subplots(figsize=(side * gw / max(gh, gw) + 1.2, side * gh / max(gh, gw)))
     shown = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
@@ -90,12 +90,13 @@ def plot_position_similarity(pos_embed: Tensor, grid: tuple[int, int], path: str
     ax.set_yticks([i * (gh + pad) + (gh - 1) / 2 for i in rows], [str(i + 1) for i in rows])
     ax.set_xlabel("Input patch column")
     ax.set_ylabel("Input patch row")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9, pad=10)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="Cosine similarity")
     return _save(fig, path)
 
 
-def plot_attention_distance(distances: Tensor, path: str | Path, title: str = "Mean attention distance") -> Path:
+def plot_attention_distance(distances: Tensor, path: str | Path,
+                            title: str = "Mean attention distance") -> Path:
     """Figure 7 right: one dot per head at each depth; distances (L, H) in pixels."""
     plt = _pyplot()
     L, H = distances.shape
@@ -166,7 +167,7 @@ def write_figure7(model: nn.Module, out_dir: str | Path, images: Tensor | None =
     kind = "learned" if encoder.config.pos_embed == "learn" else "fixed sin-cos"
     written["position_similarity"] = plot_position_similarity(
         pos(pos.grid).detach().cpu(), pos.grid, out_dir / "position_similarity.png",
-        f"Position embedding similarity ({kind}, {pos.grid[0]}×{pos.grid[1]} patches)")
+        f"Position embedding similarity\n({kind}, {pos.grid[0]}×{pos.grid[1]} patches)")
     if images is None:
         h, w = encoder.config.image_size
         generator = torch.Generator().manual_seed(0)
@@ -179,7 +180,8 @@ def write_figure7(model: nn.Module, out_dir: str | Path, images: Tensor | None =
     return written
 
 
-def write_figure7_from_files(model: nn.Module, paths: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
+def write_figure7_from_files(model: nn.Module, paths: list[str | Path],
+                             out_dir: str | Path) -> dict[str, Path]:
     """`write_figure7` with the attention distances measured on image files (none: Gaussian noise)."""
     if not paths:
         return write_figure7(model, out_dir)

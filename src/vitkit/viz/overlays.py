@@ -4,8 +4,8 @@ Methods (`ATTENTION_METHODS`):
   * ``rollout`` — attention rollout through every layer (Abnar & Zuidema), read on the patch grid;
   * ``cls`` — one layer's attention, heads averaged;
   * ``heads`` — one layer's attention, one map per head.
-Each map is `analysis.patch_map` of the matrix: the [CLS] row, or for a model without [CLS] the mean attention each
-patch receives (the captions say which).
+Each map is `analysis.patch_map` of the matrix: the [CLS] row, or for a model without [CLS] the mean attention
+each patch receives (the captions say which).
 
 Shapes: B batch · C channels · (H, W) image · (gh, gw) patch grid · K maps per image.
 """
@@ -48,11 +48,12 @@ def vision_encoder(model: nn.Module) -> VisionTransformer:
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, VisionTransformer):
         return encoder
-    raise TypeError(f"{type(model).__name__} is not a VisionTransformer and has no VisionTransformer `encoder`")
+    raise TypeError(f"{type(model).__name__} is neither a VisionTransformer nor has a VisionTransformer "
+                    f"`encoder`")
 
 
 def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
-    """uint8 images (B, C, H, W) → float, scaled to [0, 1] and standardised with the model's preprocess mean/std."""
+    """uint8 images (B, C, H, W) → float in [0, 1], standardised with the model's preprocess mean/std."""
     pre = encoder.config.preprocess
     C = images.shape[1]
     mean = torch.tensor(pre.mean[:C] if len(pre.mean) >= C else pre.mean * C, dtype=torch.float32)
@@ -133,13 +134,13 @@ def class_name(index: int, names: Sequence[str]) -> str:
 
 
 def display_scale(image_hw: tuple[int, int], min_side: int = 224) -> int:
-    """Integer nearest-neighbour factor that makes small images (e.g. 28×28 digits) at least `min_side` wide."""
+    """Integer nearest-neighbour factor making small images (e.g. 28×28 digits) at least `min_side` wide."""
     return max(1, -(-min_side // max(image_hw)))
 
 
 def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], alpha: float = 0.55,
                   caption: str | None = None) -> np.ndarray:
-    """The image followed by one overlay per map, captioned, in one row (or a near-square grid for many heads).
+    """The image, then one captioned overlay per map, in a row (a near-square grid for many heads).
 
     Args:
         image: (H, W, 3) uint8.
@@ -157,7 +158,7 @@ def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], al
 def save_attention_overlays(model: nn.Module, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                             method: str = "rollout", layer: int = -1, head_fusion: str = "mean",
                             discard_ratio: float = 0.9, alpha: float = 0.55) -> list[Path]:
-    """`vitkit attention`: one PNG per image, ``OUT/<stem>_<method>.png``: the input, then its attention overlays.
+    """`vitkit attention`: one PNG per image, ``OUT/<stem>_<method>.png``: the input, then its overlays.
 
     Images are resized to the model's input size. Returns the written paths.
     """
@@ -183,5 +184,6 @@ def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
     """uint8 images (B, C, h, w) → uint8 (B, C, H, W) by bilinear resampling (for data already in memory)."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
-    out = F.interpolate(images.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    out = F.interpolate(images.float(), size=tuple(size), mode="bilinear", align_corners=False,
+                        antialias=True)
     return out.round().clamp(0, 255).to(torch.uint8)

@@ -7,15 +7,15 @@
 
 Shapes: B batch · H heads · T tokens (prefix tokens first, then patches in row-major order).
 
-Every attention layer in vitkit is a `layers.Attention`; its `observer` attribute, when set, routes that layer
-through the explicit path and hands it the weights. The recorder sets the observer on the chosen layers only, on
-entry, and puts the previous observer back on exit (also when the block raises), so the fused path is used again
-afterwards and everywhere else during the block. Observers chain: a recorder nested inside another on the same
-layer passes the weights on to the outer one, so both see every call made while both are active. No global state
-is touched; two models recorded at once share nothing.
+Every attention layer in vitkit is a `layers.Attention`; its `observer` attribute, when set, routes that
+layer through the explicit path and hands it the weights. The recorder sets the observer on the chosen layers
+only, on entry, and puts the previous observer back on exit (also when the block raises), so the fused path
+is used again afterwards and everywhere else during the block. Observers chain: a recorder nested inside
+another on the same layer passes the weights on to the outer one, so both see every call made while both are
+active. No global state is touched; two models recorded at once share nothing.
 
-Layers are numbered in `model.modules()` order, which for ViT, hybrid and DPT backbones is block order; for MAE
-the encoder's blocks come before the decoder's (record ``model.encoder``, or pick indices, to get one of them).
+Layers are numbered in `model.modules()` order, which for ViT, hybrid and DPT backbones is block order; for
+MAE the encoder's blocks come before the decoder's (record ``model.encoder``, or pick indices, for one).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class AttentionRecording:
         return [self.calls[i][-1] for i in self.layers]
 
     def __getitem__(self, layer: int) -> Tensor:
-        """Latest weights (B, H, T, T) of model layer `layer` (negative counts from the last recorded layer)."""
+        """Latest weights (B, H, T, T) of model layer `layer` (negative: counted from the last recorded)."""
         if layer < 0:
             layer = self.layers[layer]
         if layer not in self.calls:

@@ -1,9 +1,10 @@
 """One self-contained HTML page per training run: `write_report(run_dir)` → RUN_DIR/report.html.
 
 Sections (each always present; a note says why when its material is missing): resolved configuration
-(config.yaml), training curves (metrics.jsonl), final metrics (summary.json), confusion matrix, sample predictions
-with attention-rollout overlays (checkpoints/best, a few held-out images when the run's data can be reached), and
-every other figure the run wrote (MAE reconstructions, depth maps, masks: PNGs under figures/ and samples/).
+(config.yaml), training curves (metrics.jsonl), final metrics (summary.json), confusion matrix, sample
+predictions with attention-rollout overlays (checkpoints/best, a few held-out images when the run's data can
+be reached), and every other figure the run wrote (MAE reconstructions, depth maps, masks: PNGs under figures/
+and samples/).
 Images are embedded as base64 PNG, so the page can be mailed or archived alone.
 """
 
@@ -29,7 +30,8 @@ MAX_FIGURES = 40  # other figures embedded at most (the rest are listed)
 MAX_FIGURE_BYTES = 4 * 2**20
 
 SECTIONS = (("config", "Configuration"), ("curves", "Training curves"), ("metrics", "Final metrics"),
-            ("confusion", "Confusion matrix"), ("samples", "Sample predictions"), ("figures", "Other figures"))
+            ("confusion", "Confusion matrix"), ("samples", "Sample predictions"),
+            ("figures", "Other figures"))
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -38,7 +40,8 @@ pre{background:#f6f6f6;padding:1em;overflow:auto;max-height:30em;font-size:12px}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f2f2f2} .note{color:#866;font-style:italic} img{max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;text-align:center;font-size:12px}
-figure.wrong figcaption{color:#b00} figure.right figcaption{color:#070} .cm td{min-width:2em;text-align:center}
+figure.wrong figcaption{color:#b00} figure.right figcaption{color:#070}
+.cm td{min-width:2em;text-align:center} .grid img{min-width:96px;image-rendering:pixelated}
 #render-warning{display:none;background:#fdd;padding:.5em}
 """
 
@@ -176,7 +179,8 @@ def _confusion_section(run_dir: Path, used: set[Path]) -> str:
         return confusion_table(*found)
     if png.exists():
         return _img(png_data_uri(png.read_bytes()), "confusion matrix")
-    return _note("No confusion matrix in summary.json and no figures/confusion.png (not a classification run?).")
+    return _note("No confusion matrix in summary.json and no figures/confusion.png "
+                 "(not a classification run?).")
 
 
 def _samples_section(run_dir: Path, used: set[Path], num_samples: int = 8) -> str:
@@ -236,7 +240,8 @@ def write_report(run_dir: str | Path, path: str | Path | None = None, num_sample
         builder = _BUILDERS[key]
         bodies[key] = builder(run_dir, used, num_samples) if key == "samples" else builder(run_dir, used)
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS)
-    sections = "".join(f'<section id="{key}"><h2>{title}</h2>{bodies[key]}</section>' for key, title in SECTIONS)
+    sections = "".join(f'<section id="{key}"><h2>{title}</h2>{bodies[key]}</section>'
+                       for key, title in SECTIONS)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = html.escape(run_dir.resolve().name)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>vitkit run {name}</title>'

@@ -1,7 +1,7 @@
 """Sample predictions of a run's best checkpoint on a few held-out images, with attention-rollout overlays.
 
 Used by the run report. The held-out images come from the run's own data section (config.yaml) through
-`vitkit.data.build_datasets`, so the split is the one training used; nothing is decoded beyond the chosen samples.
+`vitkit.data.build_datasets`, so the split is the one training used; only the chosen samples are decoded.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def sample_predictions(run_dir: str | Path, count: int = 8,
         return [], f"The run's data could not be reached ({type(e).__name__}: {e}); no sample predictions."
     if not samples:
         return [], where
-    images = resize_images(torch.stack([s[0] for s in samples]), encoder.config.image_size)  # uint8 (B, C, H, W)
+    images = torch.stack([s[0] for s in samples])  # uint8 (B, C, h, w)
+    images = resize_images(images, encoder.config.image_size)  # (B, C, H, W)
     targets = [int(s[1]) for s in samples]
     result = compute_attention_maps(model, normalize_images(images, encoder), "rollout",
                                     head_fusion="mean", discard_ratio=discard_ratio)
@@ -111,7 +112,8 @@ def sample_predictions(run_dir: str | Path, count: int = 8,
             caption, correct = f"true {true}", None
         else:
             index, p = result.predictions[i]
-            caption, correct = f"true {true} · predicted {class_name(index, names)} ({p:.0%})", index == target
+            caption = f"true {true} · predicted {class_name(index, names)} ({p:.0%})"
+            correct = index == target
         panel = overlay_panel(to_rgb_uint8(images[i].numpy()), result.maps[i].numpy(), result.titles)
         out.append(SamplePrediction(panel, caption, correct))
     title = result.titles[0].split(": ", 1)[-1]
