@@ -6,6 +6,9 @@ The seed's attention: one fused qkv projection to 3·D, per-head scaled dot prod
 projection; xavier-uniform weights and zero biases. The fused path runs `F.scaled_dot_product_attention`; the
 explicit path computes the weights itself and hands them back (`return_weights=True`) or to an observer installed
 by `vitkit.record_attention` for the duration of one ``with`` block.
+
+Which kernel runs is decided per call by `use_explicit_attention` (device, dtype, grad mode, sequence length): both
+compute the same function, so the choice is about speed and memory only.
 """
 
 from __future__ import annotations
@@ -45,6 +48,27 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = No
     weights = scores.softmax(dim=-1)
     used = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
     return used @ v, weights
+
+
+# Longest sequence for which training on CPU takes the explicit path: it stores the (B, H, T, T) weights for the
+# backward pass, which the fused kernel does not, and that memory grows as T².
+EXPLICIT_MAX_TOKENS = 1024
+
+
+def use_explicit_attention(q: Tensor) -> bool:
+    """The attention-kernel policy: True where `explicit_attention` beats `F.scaled_dot_product_attention`.
+
+    Measured with interleaved A/B runs (torch 2.13, 2-core AVX512-BF16 CPU, one attention layer with its qkv and
+    output projections, bf16 autocast, forward + backward): the CPU flash-attention backward is 1.4–3.5× slower
+    than softmax(QKᵀ)V done with two batched matmuls at T = 65 and 197 (the small 32×32 ViT's training step goes
+    from ≈230 to ≈400 img/s). In fp32 and without a backward pass the two are on par, so SDPA is kept there (it
+    stores no T×T weights); on CUDA the flash / memory-efficient kernels win.
+
+    Args:
+        q: queries (B, H, T, d) as they reach the kernel (their dtype is the compute dtype under autocast).
+    """
+    return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and q.requires_grad
+            and torch.is_grad_enabled() and q.shape[-2] <= EXPLICIT_MAX_TOKENS)
 
 
 class Attention(nn.Module):
@@ -87,7 +111,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, d)
         dropout_p = self.attn_drop if self.training else 0.0
-        if return_weights or self.observer is not None:
+        if return_weights or self.observer is not None or use_explicit_attention(q):
             out, weights = explicit_attention(q, k, v, mask, dropout_p)
             if self.observer is not None:
                 self.observer(weights)
