@@ -76,5 +76,8 @@ def test_parse_set_items_reads_yaml_scalars():
 
 def test_int_image_size_is_a_square():
     assert ViTConfig(image_size=64).image_size == (64, 64)
+    assert replace_config(ViTConfig(), image_size=384).image_size == (384, 384)
+    with pytest.raises(TypeError, match="image_size"):
+        replace_config(ViTConfig(), image_size=True)
     with pytest.raises(ValueError, match="pool='cls' needs class_token"):
         ViTConfig(class_token=False)

@@ -6,6 +6,8 @@ checkpoints are synthesised from a random vitkit model following those formats' 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -257,3 +259,39 @@ def test_jax_npz_loads_to_same_numbers(tmp_path, prefix, overrides):
     assert report.resampled == ["pos_embed.weight 8×8 → 12×12"]
     assert sorted(report.reinitialised) == ["head.bias", "head.weight"]
     assert bigger(torch.randn(1, 3, 48, 48)).shape == (1, 4)
+
+
+def test_hf_bin_and_sharded_directories(tmp_path):
+    hf = hf_model(transformers.ViTForImageClassification, tmp_path / "hf", hidden_size=32, num_hidden_layers=2,
+                  num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8, num_labels=3)
+    sd = hf.state_dict()
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = hf(images).logits
+    # an older HF directory: pytorch_model.bin instead of model.safetensors
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+    torch.save(sd, tmp_path / "bin" / "pytorch_model.bin")
+    # a sharded one: model-0000i-of-00002.safetensors + model.safetensors.index.json
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+    keys = sorted(sd)
+    weight_map = {}
+    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: sd[k].contiguous() for k in part}, str(tmp_path / "shards" / name))
+        weight_map.update({k: name for k in part})
+    (tmp_path / "shards" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for sub in ("bin", "shards"):
+        with torch.no_grad():
+            assert_close(vitkit.load_pretrained(tmp_path / sub)(images), expected, sub)
+
+
+def test_bare_vitkit_state_dict_without_config(tmp_path):
+    model = jitter(vitkit.create_model("vit_tiny_patch4_32", dim=32, depth=2, num_heads=2))
+    save_file(model.state_dict(), str(tmp_path / "weights.safetensors"))
+    loaded, report = vitkit.load_checkpoint(tmp_path / "weights.safetensors", num_heads=2)
+    assert report.format == "vitkit" and report.clean
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model(images))

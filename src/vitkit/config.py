@@ -102,6 +102,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise TypeError(f"{where}: {value!r} is not one of {list(args)}")
     if origin is tuple:
+        if args == (int, int) and isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)  # a size pair given as one int: a square (image_size=384)
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{where}: expected a sequence, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:

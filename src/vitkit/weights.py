@@ -266,8 +266,6 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
         ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
     """
     path = Path(path)
-    if isinstance(overrides.get("image_size"), int):
-        overrides["image_size"] = (overrides["image_size"],) * 2
     if path.is_file() and (path.parent / CONFIG_NAME).is_file() and format is None:
         path = path.parent  # a weights file inside a checkpoint directory: load the directory
     fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))

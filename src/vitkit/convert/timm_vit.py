@@ -86,4 +86,21 @@ def timm_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Vi
     return cfg, out
 
 
+def is_bare_vitkit_vit(state_dict: dict[str, Tensor]) -> bool:
+    """A vitkit ViT state dict saved without its config.json."""
+    keys = ("patch_embed.proj.weight", "pos_embed.weight", "blocks.0.attn.qkv.weight")
+    return all(k in state_dict for k in keys) and not any(k.startswith(("decoder", "encoder.")) for k in state_dict)
+
+
+def bare_vitkit_to_vitkit(sd: dict[str, Tensor],
+                          overrides: dict[str, Any]) -> tuple[ViTConfig, dict[str, Tensor]]:
+    """vitkit ViT state dict without config → (ViTConfig read off the shapes as for timm, same state dict)."""
+    timm_sd = dict(sd)
+    pos = timm_sd.pop("pos_embed.weight")
+    cls_pos = timm_sd.pop("cls_pos_embed", None)
+    timm_sd["pos_embed"] = pos if cls_pos is None else torch.cat([cls_pos, pos], dim=1)  # (1, P + N, D)
+    return timm_to_vitkit(timm_sd, overrides)
+
+
+register_state_dict_format("vitkit", is_bare_vitkit_vit, bare_vitkit_to_vitkit)
 register_state_dict_format("timm", is_timm_vit, timm_to_vitkit)
