@@ -152,3 +152,26 @@ def test_embedder_matches_hf_dpt_hybrid_embeddings():
     torch.testing.assert_close(tokens, expected, atol=1e-4, rtol=0)
     for ours_map, hf_map in zip(stages[:2], out.intermediate_activations, strict=True):
         torch.testing.assert_close(ours_map, hf_map, atol=1e-4, rtol=0)
+
+
+def test_timm_hybrid_state_dict_loads(tmp_path):
+    """A timm-layout hybrid (timm's ResNetV2 names are ours; pos_embed holds [CLS] first) is detected and loads
+    exactly; the architecture is read off the shapes."""
+    from safetensors.torch import save_file
+
+    model = _tiny_hybrid(image_size=(64, 64)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    sd = dict(model.state_dict())
+    sd["pos_embed"] = torch.cat([sd.pop("cls_pos_embed"), sd.pop("pos_embed.weight")], dim=1)  # (1, 1 + N, D)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "hybrid.safetensors"))
+    loaded, report = vitkit.weights.load_checkpoint(tmp_path / "hybrid.safetensors", num_heads=2,
+                                                    backbone={"num_groups": 4})
+    assert report.format == "timm_hybrid" and report.clean
+    cfg = loaded.config
+    assert cfg.backbone == model.config.backbone and cfg.image_size == (64, 64) and cfg.patch_size == 1
+    assert (cfg.dim, cfg.depth, cfg.in_chans, cfg.num_classes) == (64, 3, 3, 10)
+    images = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(images), model(images))

@@ -79,6 +79,7 @@ def _import_converters() -> None:
     from . import hf_dpt  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)
     from . import hf_vit_mae  # noqa: F401  HF "vit_mae"
     from . import mae_official  # noqa: F401  "mae" (facebookresearch/mae checkpoints)
+    from . import timm_hybrid  # noqa: F401  "timm_hybrid" (timm R50+ViT hybrids)
     # Generic layouts last.
     from . import timm_vit  # noqa: F401  "timm"
     from . import jax_vit  # noqa: F401  "jax" (google-research/vision_transformer .npz)

@@ -27,9 +27,9 @@ _REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight")
 
 
 def is_timm_vit(state_dict: dict[str, Tensor]) -> bool:
-    """True for a timm-layout ViT (and not a vitkit, MAE-pretraining or other model sharing some keys)."""
+    """True for a timm-layout ViT (not a vitkit, MAE-pretraining, hybrid or other model sharing some keys)."""
     return all(k in state_dict for k in _REQUIRED) and not any(
-        k.startswith(("decoder", "mask_token", "encoder.")) for k in state_dict)
+        k.startswith(("decoder", "mask_token", "encoder.", "patch_embed.backbone.")) for k in state_dict)
 
 
 def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTConfig:
