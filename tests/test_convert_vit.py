@@ -95,6 +95,17 @@ def test_hf_to_vitkit_parity(case, tmp_path):
                 assert_close(model(images), out.pooler_output, "pooler_output (as pre-logits)")
 
 
+def test_hf_vitmodel_gets_a_new_head_on_request(tmp_path):
+    hf_model(transformers.ViTModel, tmp_path, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+             intermediate_size=64, image_size=32, patch_size=16)
+    with pytest.raises(ValueError, match="unexpected: +pre_logits.fc.weight"):  # dropping the pooler is explicit
+        vitkit.load_pretrained(tmp_path, representation_size=None)
+    assert vitkit.load_pretrained(tmp_path, representation_size=None, strict=False).config.representation_size is None
+    model, report = vitkit.load_checkpoint(tmp_path, num_classes=4)
+    assert sorted(report.reinitialised) == ["head.bias", "head.weight"] and not report.missing
+    assert model.config.representation_size == 32 and model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+
+
 def test_hf_labels_and_preprocessing_are_mapped(tmp_path):
     hf_model(transformers.ViTForImageClassification, tmp_path, hidden_size=32, num_hidden_layers=1,
              num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=16,

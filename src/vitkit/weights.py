@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,15 +23,18 @@ import torch
 from torch import Tensor, nn
 
 from . import convert
+from .checkpoint_files import UnsafeCheckpointError, read_state_dict
 from .config import replace_config
 from .layers import LearnedPosEmbed, resample_pos_embed
 from .models.registry import build_model, config_from_json_dict, config_to_json_dict
+
+__all__ = ["LoadReport", "UnsafeCheckpointError", "load_checkpoint", "load_pretrained", "read_state_dict",
+           "save_pretrained"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
 @dataclass
@@ -65,117 +67,6 @@ class LoadReport:
             keys = getattr(self, name)
             lines.append(f"  {name + ':':15s}{', '.join(keys) if keys else '-'}")
         return "\n".join(lines)
-
-
-class UnsafeCheckpointError(ValueError):
-    """A pickle checkpoint that needs globals beyond plain tensors and containers."""
-
-
-# ---- reading files -----------------------------------------------------------------------------------------
-def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[str, Tensor]:
-    """Read a flat {name: tensor} dict from .safetensors, .pth/.pt/.bin/.ckpt or .npz without running code.
-
-    Pickles load with ``torch.load(weights_only=True)``; nested ``{"model": ...}`` / ``{"state_dict": ...}``
-    wrappers are unwrapped.
-
-    Args:
-        path: the file.
-        allow_pickle: fully qualified names of extra globals a pickle may use (e.g. ``"argparse.Namespace"``),
-            allowed through `torch.serialization.safe_globals` for this load only. Name only types you trust.
-
-    Raises:
-        FileNotFoundError: no such file.
-        UnsafeCheckpointError: the pickle needs globals not in `allow_pickle` (never loaded unsafely).
-        ValueError: empty, truncated or corrupt files, object arrays in an .npz, no tensors found.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint file {path} is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return _read_safetensors(path)
-    if suffix == ".npz":
-        return _read_npz(path)
-    if suffix in PICKLE_SUFFIXES:
-        return _unwrap(_read_pickle(path, tuple(allow_pickle)), path)
-    raise ValueError(f"unknown checkpoint type {path.name!r}: expected .safetensors, .npz or one of "
-                     f"{', '.join(PICKLE_SUFFIXES)}")
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as e:  # safetensors raises SafetensorError / OSError variants for bad headers and sizes
-        raise ValueError(f"cannot read safetensors file {path} ({path.stat().st_size} bytes): it is truncated "
-                         f"or corrupt ({e})") from e
-
-
-def _read_npz(path: Path) -> dict[str, Tensor]:
-    import zipfile
-
-    import numpy as np
-
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ValueError(f"cannot read .npz file {path}: truncated or corrupt ({e})") from e
-    out = {}
-    with archive:
-        for key in archive.files:
-            try:
-                array = archive[key]
-            except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-                raise ValueError(f"{path} holds an object array {key!r}; vitkit refuses .npz files that need "
-                                 "pickle to load (they can run code)") from e
-            out[key] = torch.from_numpy(np.ascontiguousarray(array))
-    return out
-
-
-def _read_pickle(path: Path, allow_pickle: tuple[str, ...]) -> Any:
-    import pickle
-
-    allowed = [_resolve_global(name) for name in allow_pickle]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        needed = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e))))
-        if not needed:
-            raise ValueError(f"cannot read {path}: not a valid torch checkpoint ({e})") from e
-        raise UnsafeCheckpointError(
-            f"{path} is a pickle that needs {', '.join(needed)} beyond plain tensors, so it was not loaded "
-            f"(unpickling such files can run arbitrary code). If you trust the file, allow exactly those "
-            f"types: load_pretrained(..., allow_pickle={tuple(needed)!r})") from None
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"cannot read {path}: truncated or not a torch checkpoint ({e})") from e
-
-
-def _resolve_global(name: str) -> Any:
-    import importlib
-
-    module_name, _, attr = name.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"allow_pickle names {name!r}, which cannot be imported") from e
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
-    """The tensor dict inside a checkpoint: itself, or under "model" / "state_dict" / "module"."""
-    for _ in range(3):
-        if isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
-            return dict(obj)
-        if isinstance(obj, dict):
-            inner = next((obj[k] for k in ("model", "state_dict", "module") if isinstance(obj.get(k), dict)), None)
-            if inner is not None:
-                obj = inner
-                continue
-        break
-    raise ValueError(f"{path} holds no flat {{name: tensor}} state dict (found {type(obj).__name__})")
 
 
 # ---- saving ------------------------------------------------------------------------------------------------
@@ -270,12 +161,16 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
         path = path.parent  # a weights file inside a checkpoint directory: load the directory
     fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
     cfg = replace_config(ckpt_cfg, overrides)
-    if num_classes is not None and num_classes != cfg.num_classes:
-        cfg = replace_config(cfg, {"num_classes": num_classes, "preprocess.label_names": ()})
+    if num_classes is not None and num_classes != getattr(cfg, "num_classes", None):
+        cfg = replace_config(cfg, num_classes=num_classes)  # KeyError (valid fields listed) for headless models
+        if hasattr(cfg, "preprocess"):
+            cfg = replace_config(cfg, {"preprocess.label_names": ()})  # the old labels name the old classes
     model = build_model(cfg)
     report = LoadReport(format=fmt, path=str(path))
     state = _adapt_state_dict(model, state, ckpt_cfg, report, new_head=num_classes is not None)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    fresh_head = [k for k in missing if num_classes is not None and k.startswith("head.")]
+    report.reinitialised += [k for k in fresh_head if k not in report.reinitialised]  # a head the checkpoint lacked
     report.missing = [k for k in missing if k not in report.reinitialised]
     report.unexpected = list(unexpected)
     if strict and (report.missing or report.unexpected):
