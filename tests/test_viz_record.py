@@ -149,3 +149,31 @@ def test_grad_flows_while_recording():
         model(images).sum().backward()
     assert model.blocks[0].attn.qkv.weight.grad is not None
     assert not rec[0].requires_grad
+
+
+def test_every_model_family():
+    """ViT hybrid, MAE (encoder then decoder), MPP and a DPT backbone: recording finds their attention layers."""
+    from vitkit.models.resnetv2 import ResNetV2Config
+    from vitkit.viz.overlays import compute_attention_maps
+
+    hybrid = VisionTransformer(ViTConfig(image_size=(32, 48), patch_size=1, num_classes=3, dim=32, depth=2,
+                                         num_heads=2, backbone=ResNetV2Config(layers=(1, 1), channels=(16, 32),
+                                                                              stem_width=8, num_groups=8)))
+    models = [hybrid] + [vitkit.create_model(n) for n in ("mae_vit_tiny_patch4_32", "mpp_vit_tiny_patch4_32",
+                                                          "dpt_tiny_depth")]
+    for model in models:
+        model.eval()
+        encoder = model if isinstance(model, VisionTransformer) else model.encoder
+        images = torch.randn(1, encoder.config.in_chans, *encoder.config.image_size)
+        grid = (images.shape[-2] // encoder.patch_size, images.shape[-1] // encoder.patch_size)
+        tokens = encoder.num_prefix_tokens + grid[0] * grid[1]
+        with torch.no_grad(), record_attention(encoder) as rec:
+            encoder.forward_features(images)
+        assert len(rec) == len(encoder.blocks)
+        assert all(w.shape[-2:] == (tokens, tokens) for w in rec.weights), type(model).__name__
+        assert compute_attention_maps(model, images, "rollout").maps.shape == (1, 1, *grid)
+    mae = models[1]
+    assert len(attention_layers(mae)) == len(mae.encoder.blocks) + mae.config.decoder_depth
+    with torch.no_grad(), record_attention(mae) as rec:
+        mae(torch.randn(1, 3, 32, 32))  # 75 % of the 64 patches hidden: 1 + 16 encoder tokens, 65 decoder
+    assert rec[0].shape[-1] == 17 and rec[-1].shape[-1] == 65

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import PatchEmbed
-from .analysis import filter_principal_components, mean_attention_distance, position_similarity
+from .analysis import (filter_principal_components, mean_attention_distance, patch_distances,
+                       position_similarity)
 from .overlays import load_images, normalize_images, vision_encoder
 from .record import record_attention
 
@@ -95,12 +96,15 @@ def plot_position_similarity(pos_embed: Tensor, grid: tuple[int, int], path: str
     return _save(fig, path)
 
 
-def plot_attention_distance(distances: Tensor, path: str | Path,
-                            title: str = "Mean attention distance") -> Path:
-    """Figure 7 right: one dot per head at each depth; distances (L, H) in pixels."""
+def plot_attention_distance(distances: Tensor, path: str | Path, title: str = "Mean attention distance",
+                            uniform: float | None = None) -> Path:
+    """Figure 7 right: one dot per head at each depth; distances (L, H) in pixels. `uniform`, if given, is
+    drawn as a dashed reference line: the distance of attention spread evenly over all patches."""
     plt = _pyplot()
     L, H = distances.shape
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    if uniform is not None:
+        ax.axhline(uniform, color="gray", linestyle="--", linewidth=1, label="uniform")
     colors = plt.get_cmap("tab20" if H > 10 else "tab10")
     for h in range(H):
         ax.scatter(np.arange(1, L + 1), distances[:, h].numpy(), s=14, color=colors(h % colors.N),
@@ -108,7 +112,7 @@ def plot_attention_distance(distances: Tensor, path: str | Path,
     ax.set_xlabel("Network depth (layer)")
     ax.set_ylabel("Mean attention distance (pixels)")
     ax.set_xticks(range(1, L + 1, max(1, L // 12)))
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.1 * max(float(distances.max()), uniform or 0.0, 1e-6))
     ax.set_title(title, fontsize=9)
     if H <= 16:
         ax.legend(fontsize=6, ncol=2 if H > 6 else 1, loc="lower right", frameon=False)
@@ -174,9 +178,11 @@ def write_figure7(model: nn.Module, out_dir: str | Path, images: Tensor | None =
         images = torch.randn(16, encoder.config.in_chans, h, w, generator=generator)
         images_note = "16 Gaussian-noise images (pass images for a meaningful plot)"
     distances = attention_distances(model, images)
+    grid = (images.shape[-2] // encoder.patch_size, images.shape[-1] // encoder.patch_size)
+    uniform = float(patch_distances(grid, encoder.patch_size).mean())
     note = images_note or f"{images.shape[0]} images"
     written["attention_distance"] = plot_attention_distance(
-        distances, out_dir / "attention_distance.png", f"Mean attention distance over {note}")
+        distances, out_dir / "attention_distance.png", f"Mean attention distance over {note}", uniform)
     return written
 
 
