@@ -43,7 +43,7 @@ def _per_sample(values: Tensor) -> Tensor:
 
 def blend(images: Tensor, degenerate: Tensor, factor: Tensor) -> Tensor:
     """``degenerate + factor · (images − degenerate)`` clamped to [0, 1]; factor (B,)."""
-    return (degenerate + _per_sample(factor) * (images - degenerate)).clamp_(0.0, 1.0)
+    return torch.lerp(degenerate.expand_as(images), images, _per_sample(factor)).clamp_(0.0, 1.0)
 
 
 def grayscale(images: Tensor) -> Tensor:
@@ -56,7 +56,7 @@ def grayscale(images: Tensor) -> Tensor:
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
     """Scale towards black: factor 0 = black, 1 = unchanged."""
-    return blend(images, torch.zeros_like(images), factor)
+    return (images * _per_sample(factor)).clamp_(0.0, 1.0)
 
 
 def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
@@ -72,11 +72,12 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
 
 def adjust_sharpness(images: Tensor, factor: Tensor) -> Tensor:
     """Blend with Pillow's SMOOTH-filtered image (borders kept): 0 = smoothed, 1 = unchanged, 2 = sharper."""
-    c = images.shape[1]
-    kernel = images.new_tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-    smooth = F.conv2d(images, kernel.expand(c, 1, 3, 3), groups=c)  # (B, C, H-2, W-2)
+    # SMOOTH = [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 = (3x3 box sum + 4 · centre) / 13, as shifted sums
+    # (several times faster than a depthwise conv2d on CPU)
+    rows = images[..., :-2, :] + images[..., 1:-1, :] + images[..., 2:, :]  # (B, C, H-2, W)
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]  # (B, C, H-2, W-2)
     degenerate = images.clone()
-    degenerate[..., 1:-1, 1:-1] = smooth
+    degenerate[..., 1:-1, 1:-1] = box.add_(images[..., 1:-1, 1:-1], alpha=4.0).div_(13.0)
     return blend(images, degenerate, factor)
 
 
@@ -105,7 +106,8 @@ def posterize(images: Tensor, bits: Tensor) -> Tensor:
 
 def solarize(images: Tensor, threshold: Tensor) -> Tensor:
     """Invert pixels at or above `threshold` (B,) in [0, 1]."""
-    return torch.where(images >= _per_sample(threshold), 1.0 - images, images)
+    # |x − 1| = 1 − x where inverted, |x − 0| = x elsewhere (cheaper than torch.where on CPU)
+    return (images - (images >= _per_sample(threshold)).to(images.dtype)).abs_()
 
 
 def autocontrast(images: Tensor) -> Tensor:
@@ -148,11 +150,26 @@ def affine_grid_sample(images: Tensor, theta: Tensor, size: tuple[int, int] | No
     Returns:
         (B, C, h, w).
     """
-    b, c, h, w = images.shape
-    out_h, out_w = size or (h, w)
-    grid = F.affine_grid(theta.to(images.dtype), [b, c, out_h, out_w], align_corners=False)  # (B, h, w, 2)
-    warped = F.grid_sample(images - fill, grid, mode=mode, padding_mode="zeros", align_corners=False) + fill
+    out_h, out_w = size or images.shape[-2:]
+    grid = affine_grid(theta.to(images.dtype), out_h, out_w)
+    if fill == 0.0:
+        warped = F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    else:  # sample (images − fill) with zero padding, so uncovered pixels come out as `fill`
+        warped = F.grid_sample(images - fill, grid, mode=mode, padding_mode="zeros", align_corners=False).add_(fill)
     return warped.clamp_(0.0, 1.0) if mode == "bicubic" else warped
+
+
+def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
+    """``F.affine_grid(theta, (B, ·, height, width), align_corners=False)`` by broadcasting (3x faster on CPU).
+
+    Returns:
+        (B, height, width, 2) sampling positions (x, y) in [−1, 1] coordinates.
+    """
+    xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1  # pixel centres
+    ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
+    t = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
+    grid = t[:, :, 0] * xs.view(1, 1, 1, width) + t[:, :, 1] * ys.view(1, 1, height, 1) + t[:, :, 2]
+    return grid.permute(0, 2, 3, 1)  # (B, 2, h, w) -> (B, h, w, 2)
 
 
 def geometric_theta(angle_deg: Tensor, shear_x: Tensor, shear_y: Tensor, translate_x: Tensor,

@@ -181,10 +181,14 @@ def random_erasing(images: Tensor, prob: float, generator: torch.Generator | Non
     cols = torch.arange(w, device=device).view(1, 1, w)
     inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + box_h).view(-1, 1, 1))
               & (cols >= left.view(-1, 1, 1)) & (cols < (left + box_w).view(-1, 1, 1)))  # (B, H, W)
-    inside &= chosen.view(-1, 1, 1)
+    index = chosen.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return images
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    noise = torch.randn(images.shape, generator=generator, device=gen_device).to(device, images.dtype)
-    return torch.where(inside[:, None], noise, images)
+    noise = torch.randn((index.numel(), c, h, w), generator=generator, device=gen_device).to(device, images.dtype)
+    out = images.clone()
+    out[index] = torch.lerp(images[index], noise, inside[index, None].to(images.dtype))
+    return out
 
 
 class Augment:
