@@ -12,11 +12,12 @@ that could not be decoded are collected in `skipped` (path → reason) for the e
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .folder import InMemoryImages, SkippedSample, collate_samples
 
@@ -94,7 +95,14 @@ class ImageLoader:
         return batches
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield this process's batches of `epoch`, starting at batch `start_batch` (for mid-epoch resume)."""
+        """Yield this process's batches of `epoch`, starting at batch `start_batch` (for mid-epoch resume).
+
+        Iterable datasets (WebDataset shards) are read from the start and the first `start_batch` batches
+        dropped; their batches can be short where samples were skipped, and ranks read different shards.
+        """
+        if isinstance(self.dataset, IterableDataset):
+            yield from itertools.islice(self._stream(epoch), start_batch, None)
+            return
         batches = self.batch_indices(epoch)[start_batch:]
         if isinstance(self.dataset, InMemoryImages):
             images, targets = self.dataset.images, self.dataset.targets
@@ -109,6 +117,21 @@ class ImageLoader:
             self._note_skipped(skipped)
             if len(targets):
                 yield images, targets
+
+    def _stream(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        data = self.dataset
+        if hasattr(data, "for_epoch"):
+            data = data.for_epoch(epoch, self.rank, self.world_size, shuffle=self.shuffle, seed=self.seed)
+        loader = DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=collate_samples, pin_memory=self.pin_memory)
+        yielded = 0
+        for images, targets, skipped in loader:
+            self._note_skipped(skipped)
+            if len(targets) and not (self.drop_last and len(targets) < self.batch_size):
+                yield images, targets
+                yielded += 1
+                if self.drop_last and yielded == len(self):
+                    return
 
     def _note_skipped(self, skipped: list[SkippedSample]) -> None:
         for sample in skipped:
