@@ -136,3 +136,17 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path):
     for key, title in SECTIONS:
         assert f'<section id="{key}"><h2>{title}</h2>' in dom
     assert 'id="render-warning"></div>' in dom  # the failure banner stayed empty
+
+
+def test_many_classes_confusion_is_an_image(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    K = 40
+    (run / "summary.json").write_text(json.dumps({"val": {"acc1": 0.5, "confusion": np.eye(K, dtype=int).tolist(),
+                                                          "labels": [f"c{i}" for i in range(K)]}}))
+    page = write_report(run).read_text()
+    confusion = section(page, "confusion")
+    assert "<table" not in confusion and confusion.count("data:image/png;base64,") == 1
+    assert (run / "figures" / "confusion.png").exists()
+    assert "confusion.png" not in section(page, "figures")

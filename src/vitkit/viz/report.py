@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_FIGURES = 40  # other figures embedded at most (the rest are listed)
 MAX_FIGURE_BYTES = 4 * 2**20
+MAX_TABLE_CLASSES = 30  # larger confusion matrices are shown as an image, not a table
 
 SECTIONS = (("config", "Configuration"), ("curves", "Training curves"), ("metrics", "Final metrics"),
             ("confusion", "Confusion matrix"), ("samples", "Sample predictions"),
@@ -175,8 +176,16 @@ def _confusion_section(run_dir: Path, used: set[Path]) -> str:
     png = run_dir / "figures" / "confusion.png"
     if png.exists():
         used.add(png.resolve())
-    if found:
+    if found and len(found[0]) <= MAX_TABLE_CLASSES:
         return confusion_table(*found)
+    if found and not png.exists():
+        try:
+            from .curves import plot_confusion
+
+            png = plot_confusion(found[0], found[1], png)
+            used.add(png.resolve())
+        except ImportError as e:
+            return _note(f"{len(found[0])} classes are too many for a table and matplotlib is missing: {e}")
     if png.exists():
         return _img(png_data_uri(png.read_bytes()), "confusion matrix")
     return _note("No confusion matrix in summary.json and no figures/confusion.png "
