@@ -13,6 +13,7 @@ SUBCOMMAND_MODULES = [
     "vitkit.cli.train",
     "vitkit.cli.viz",
     "vitkit.cli.dense",
+    "vitkit.cli.ssl",
 ]
 
 

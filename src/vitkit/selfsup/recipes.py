@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import replace_config
-from ..data import InMemoryImages, build_datasets, split_indices
+from ..data import DataSplits, InMemoryImages, build_datasets, split_indices
 from ..engine.augment import classification_transforms, normalize_images
 from ..engine.config import TrainConfig
 from ..engine.inference import predict_logits
@@ -45,8 +45,6 @@ from ..objectives.mae import MAEObjective
 from ..objectives.mpp import MPPObjective
 
 log = logging.getLogger(__name__)
-
-PRETRAIN_OBJECTIVES = {MAEConfig: MAEObjective, MPPConfig: MPPObjective}
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -91,23 +89,28 @@ def _eval_transform(preprocess: Any):
 
 
 # ---- pretraining ------------------------------------------------------------------------------------------
-def pretrain(cfg: TrainConfig, mask_ratio: float | None = None,
-             crop_scale: tuple[float, float] = (0.2, 1.0)) -> dict[str, Any]:
-    """Pretrain the MAE or MPP preset ``cfg.model`` on ``cfg.data`` without labels; see the module docstring."""
+def pretrain(cfg: TrainConfig, mask_ratio: float | None = None, crop_scale: tuple[float, float] = (0.2, 1.0),
+             method: str | None = None, splits: DataSplits | None = None) -> dict[str, Any]:
+    """Pretrain the MAE or MPP preset ``cfg.model`` on ``cfg.data`` without labels; see the module docstring.
+
+    `method` ("mae" / "mpp"), when given, must match the preset's model type. `splits` (already decoded, at the
+    encoder's size and channels) replaces ``cfg.data``, so several stages can share one decode.
+    """
     seed_everything(cfg.seed)
     model_cfg = get_model_config(cfg.model, **cfg.model_args)
-    if type(model_cfg) not in PRETRAIN_OBJECTIVES:
-        raise ValueError(f"{cfg.model} is not a self-supervised model; use an mae_* or mpp_* preset "
-                         "(`vitkit models 'm*'`)")
+    kind = {MAEConfig: "mae", MPPConfig: "mpp"}.get(type(model_cfg))
+    if kind is None or (method is not None and method != kind):
+        raise ValueError(f"{cfg.model} is not a{'n ' + method.upper() if method else ' self-supervised'} model; "
+                         f"use an {method or 'mae'}_* preset (`vitkit models '{method or 'm'}*'`)")
     objective = MAEObjective(mask_ratio) if isinstance(model_cfg, MAEConfig) else MPPObjective()
-    splits = _splits(cfg, model_cfg.encoder)
+    splits = splits or _splits(cfg, model_cfg.encoder)
     model = build_model(model_cfg)
     pre = model_cfg.encoder.preprocess
     trainer = Trainer(model, objective, splits.train, splits.val, cfg, cfg.out,
                       train_transform=pretrain_transform(pre, crop_scale), eval_transform=_eval_transform(pre))
     start = time.perf_counter()
     val = trainer.fit()
-    summary = {"model": cfg.model, "method": "mae" if isinstance(model_cfg, MAEConfig) else "mpp",
+    summary = {"model": cfg.model, "method": kind,
                "epochs": trainer.epoch, "steps": trainer.step, "train_seconds": round(time.perf_counter() - start, 1),
                "val": val, "interrupted": trainer.interrupted}
     if trainer.dist.is_main and not trainer.interrupted:
@@ -169,15 +172,16 @@ def classifier_from_encoder(encoder: VisionTransformer, num_classes: int, pool: 
 
 # ---- fine-tuning ------------------------------------------------------------------------------------------
 def finetune(checkpoint: str | Path | None, cfg: TrainConfig, *, pool: str = "avg", label_fraction: float = 1.0,
-             head_init_std: float = 2e-5, allow_pickle: tuple[str, ...] = ()) -> dict[str, Any]:
+             head_init_std: float = 2e-5, allow_pickle: tuple[str, ...] = (),
+             splits: DataSplits | None = None) -> dict[str, Any]:
     """Fine-tune the encoder of `checkpoint` (None: ``cfg.model`` from scratch) as a classifier on ``cfg.data``.
 
     `label_fraction` keeps a class-stratified share of the training labels (seeded by ``cfg.data.split_seed``);
-    the held-out split is untouched.
+    the held-out split is untouched. `splits`: as for `pretrain`.
     """
     seed_everything(cfg.seed)
     encoder = _encoder(checkpoint, cfg, allow_pickle)
-    splits = _splits(cfg, encoder.config)
+    splits = splits or _splits(cfg, encoder.config)
     train = labelled_subset(splits.train, label_fraction, cfg.data.split_seed)
     model = classifier_from_encoder(encoder, splits.num_classes, pool, head_init_std, **cfg.model_args)
     model.config.preprocess = dataclasses.replace(model.config.preprocess, label_names=tuple(splits.classes))
@@ -228,15 +232,16 @@ def extract_features(probe: LinearProbe, dataset: Any, device: torch.device, bat
 
 
 def linprobe(checkpoint: str | Path | None, cfg: TrainConfig, *, pool: str = "cls", label_fraction: float = 1.0,
-             cache: bool = True, allow_pickle: tuple[str, ...] = ()) -> dict[str, Any]:
+             cache: bool = True, allow_pickle: tuple[str, ...] = (),
+             splits: DataSplits | None = None) -> dict[str, Any]:
     """Train a linear probe on the frozen encoder of `checkpoint` (None: a random ``cfg.model``, a baseline).
 
     With `cache` the features are computed once (no augmentation); otherwise every batch runs through the frozen
-    encoder with ``cfg.augment``.
+    encoder with ``cfg.augment``. `splits`: as for `pretrain`.
     """
     seed_everything(cfg.seed)
     encoder = _encoder(checkpoint, cfg, allow_pickle)
-    splits = _splits(cfg, encoder.config)
+    splits = splits or _splits(cfg, encoder.config)
     train = labelled_subset(splits.train, label_fraction, cfg.data.split_seed)
     model = LinearProbe(LinearProbeConfig(encoder=encoder.config, num_classes=splits.num_classes, pool=pool))
     model.encoder.load_state_dict(encoder.state_dict(), strict=False)  # head/fc_norm of a classifier: unused

@@ -87,13 +87,32 @@ def reconstruction_figure(rec: Reconstruction, index: int = 0, min_side: int = 1
     return image_grid(tiles, cols=len(tiles), pad=4)
 
 
-def save_reconstructions(model: MaskedAutoencoder, image_paths: Sequence[str | Path], out_dir: str | Path,
-                         mask_ratio: float = 0.75, seed: int = 0) -> list[Path]:
+def load_mae(checkpoint: str | Path, allow_pickle: Sequence[str] = ()) -> MaskedAutoencoder:
+    """The MAE of a pretrain run directory (DIR/checkpoints/last), a checkpoint directory or file."""
+    from ..weights import load_pretrained
+
+    path = Path(checkpoint)
+    if (path / "checkpoints" / "last" / "config.json").is_file():
+        path = path / "checkpoints" / "last"
+    model = load_pretrained(path, allow_pickle=tuple(allow_pickle))
+    if not isinstance(model, MaskedAutoencoder):
+        raise ValueError(f"{checkpoint} holds a {type(model).__name__}, not an MAE with its decoder; reconstructions "
+                         "need the full pretraining checkpoint")
+    return model
+
+
+def save_reconstructions(model: MaskedAutoencoder | str | Path, image_paths: Sequence[str | Path],
+                         out_dir: str | Path, mask_ratio: float = 0.75, seed: int = 0,
+                         allow_pickle: Sequence[str] = ()) -> list[Path]:
     """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image; returns the paths.
 
-    Images are resized (shorter side) and centre-cropped to the encoder's image size.
+    `model` is an MAE or a checkpoint for `load_mae`. Images are resized (shorter side) and centre-cropped to the
+    encoder's image size.
     """
     from ..data import decode_image
+
+    if not isinstance(model, MaskedAutoencoder):
+        model = load_mae(model, allow_pickle)
 
     size = model.config.encoder.image_size
     channels = model.config.encoder.in_chans
