@@ -15,7 +15,8 @@ def test_replace_config_copies_and_checks_types():
     cfg = ViTConfig()
     new = replace_config(cfg, {"dim": 64}, depth=3)
     assert (new.dim, new.depth) == (64, 3) and (cfg.dim, cfg.depth) == (768, 12)
-    assert replace_config(cfg, mlp_ratio=2).mlp_ratio == 2.0 and isinstance(replace_config(cfg, eps=1).eps, float)
+    assert replace_config(cfg, mlp_ratio=2).mlp_ratio == 2.0
+    assert isinstance(replace_config(cfg, eps=1).eps, float)
     assert replace_config(cfg, image_size=[64, 48]).image_size == (64, 48)
     with pytest.raises(TypeError, match="ViTConfig.depth"):
         replace_config(cfg, depth=2.5)

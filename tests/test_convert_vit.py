@@ -47,7 +47,8 @@ def vitkit_activations(model, images):
 
 def assert_close(a, b, what):
     err = (a - b).abs().max().item()
-    assert a.shape == b.shape and err < ATOL, f"{what}: shapes {tuple(a.shape)} vs {tuple(b.shape)}, max err {err}"
+    assert a.shape == b.shape, f"{what}: shapes {tuple(a.shape)} vs {tuple(b.shape)}"
+    assert err < ATOL, f"{what}: max abs error {err}"
 
 
 HF_CASES = {
@@ -56,8 +57,9 @@ HF_CASES = {
                dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                     image_size=32, patch_size=8, num_labels=5), (32, 32), False),
     "cls-224x160-interp": ("ViTForImageClassification",
-                           dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                                image_size=224, patch_size=16, num_labels=3, layer_norm_eps=1e-6),
+                           dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=128, image_size=224, patch_size=16, num_labels=3,
+                                layer_norm_eps=1e-6),
                            (224, 160), True),
     "model-pooler-gray-noqkvbias": ("ViTModel",
                                     dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
@@ -98,9 +100,11 @@ def test_hf_to_vitkit_parity(case, tmp_path):
 def test_hf_vitmodel_gets_a_new_head_on_request(tmp_path):
     hf_model(transformers.ViTModel, tmp_path, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
              intermediate_size=64, image_size=32, patch_size=16)
-    with pytest.raises(ValueError, match="unexpected: +pre_logits.fc.weight"):  # dropping the pooler is explicit
+    # dropping the pooler is explicit: strict loading names its keys
+    with pytest.raises(ValueError, match="unexpected: +pre_logits.fc.weight"):
         vitkit.load_pretrained(tmp_path, representation_size=None)
-    assert vitkit.load_pretrained(tmp_path, representation_size=None, strict=False).config.representation_size is None
+    dropped = vitkit.load_pretrained(tmp_path, representation_size=None, strict=False)
+    assert dropped.config.representation_size is None
     model, report = vitkit.load_checkpoint(tmp_path, num_classes=4)
     assert sorted(report.reinitialised) == ["head.bias", "head.weight"] and not report.missing
     assert model.config.representation_size == 32 and model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
@@ -165,7 +169,7 @@ def test_hf_export_refuses_what_hf_cannot_express(tmp_path, overrides, problem):
     assert not (tmp_path / "model.safetensors").exists()
 
 
-# ---- timm layout --------------------------------------------------------------------------------------------
+# ---- timm layout -------------------------------------------------------------------------------------------
 def to_timm(model) -> dict[str, torch.Tensor]:
     """timm's ViT state dict for a vitkit model: pos_embed (1, P + N, D) with the [CLS] position first."""
     sd = {k: v.clone() for k, v in model.state_dict().items()}
@@ -185,7 +189,8 @@ TIMM_CASES = {
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".bin"])
 @pytest.mark.parametrize("case", list(TIMM_CASES))
 def test_timm_layout_loads_to_same_numbers(tmp_path, case, suffix):
-    model = jitter(vitkit.create_model("vit_tiny_patch4_32", dim=32, depth=2, num_heads=2, **TIMM_CASES[case]))
+    model = jitter(vitkit.create_model("vit_tiny_patch4_32", dim=32, depth=2, num_heads=2,
+                                       **TIMM_CASES[case]))
     path = tmp_path / f"vit{suffix}"
     sd = to_timm(model)
     save_file(sd, str(path)) if suffix == ".safetensors" else torch.save(sd, path)
@@ -212,9 +217,10 @@ def test_timm_no_embed_class_and_model_name(tmp_path):
 
 
 def test_timm_shape_inference_uses_size_table():
-    shapes = {"patch_embed.proj.weight": (192, 3, 16, 16), "pos_embed": (1, 197, 192), "cls_token": (1, 1, 192),
-              "head.weight": (1000, 192), "blocks.0.attn.qkv.weight": (576, 192), "blocks.0.attn.qkv.bias": (576,),
-              "blocks.0.mlp.fc1.weight": (768, 192), "blocks.11.norm1.weight": (192,)}
+    shapes = {"patch_embed.proj.weight": (192, 3, 16, 16), "pos_embed": (1, 197, 192),
+              "cls_token": (1, 1, 192), "head.weight": (1000, 192), "blocks.0.attn.qkv.weight": (576, 192),
+              "blocks.0.attn.qkv.bias": (576,), "blocks.0.mlp.fc1.weight": (768, 192),
+              "blocks.11.norm1.weight": (192,)}
     cfg = infer_vit_config({k: torch.empty(s, device="meta") for k, s in shapes.items()}, {})
     assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.image_size) == (192, 12, 3, 16, (224, 224))
     assert cfg.mlp_ratio == 4.0 and cfg.num_classes == 1000 and cfg.pool == "cls"
@@ -222,7 +228,7 @@ def test_timm_shape_inference_uses_size_table():
     assert infer_vit_config({k: torch.empty(s, device="meta") for k, s in shapes.items()}, {}).num_heads == 4
 
 
-# ---- JAX .npz (google-research/vision_transformer) ----------------------------------------------------------
+# ---- JAX .npz (google-research/vision_transformer) ---------------------------------------------------------
 def to_jax(model, prefix: str = "") -> dict[str, np.ndarray]:
     """The JAX release's arrays for a vitkit ViT: Flax kernels are (in, out), convs HWIO, heads split out."""
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
@@ -232,17 +238,20 @@ def to_jax(model, prefix: str = "") -> dict[str, np.ndarray]:
         "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # OIHW → HWIO
         "embedding/bias": sd["patch_embed.proj.bias"],
         "cls": sd["cls_token"],
-        "Transformer/posembed_input/pos_embedding": np.concatenate([sd["cls_pos_embed"], sd["pos_embed.weight"]], 1),
+        "Transformer/posembed_input/pos_embedding": np.concatenate(
+            [sd["cls_pos_embed"], sd["pos_embed.weight"]], axis=1),
         "Transformer/encoder_norm/scale": sd["norm.weight"], "Transformer/encoder_norm/bias": sd["norm.bias"],
         "head/kernel": sd["head.weight"].T, "head/bias": sd["head.bias"],
     }
     if "pre_logits.fc.weight" in sd:
-        out["pre_logits/kernel"], out["pre_logits/bias"] = sd["pre_logits.fc.weight"].T, sd["pre_logits.fc.bias"]
+        out["pre_logits/kernel"] = sd["pre_logits.fc.weight"].T
+        out["pre_logits/bias"] = sd["pre_logits.fc.bias"]
     for i in range(model.config.depth):
         b, j = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
         a = f"{j}MultiHeadDotProductAttention_1/"
-        out[f"{j}LayerNorm_0/scale"], out[f"{j}LayerNorm_0/bias"] = sd[f"{b}norm1.weight"], sd[f"{b}norm1.bias"]
-        out[f"{j}LayerNorm_2/scale"], out[f"{j}LayerNorm_2/bias"] = sd[f"{b}norm2.weight"], sd[f"{b}norm2.bias"]
+        for theirs, ours in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[f"{j}{theirs}/scale"] = sd[f"{b}{ours}.weight"]
+            out[f"{j}{theirs}/bias"] = sd[f"{b}{ours}.bias"]
         for n, w, bias in zip(("query", "key", "value"), np.split(sd[f"{b}attn.qkv.weight"], 3),
                               np.split(sd[f"{b}attn.qkv.bias"], 3)):
             out[f"{a}{n}/kernel"] = w.T.reshape(D, H, d)  # (D_in, H, d)
@@ -273,8 +282,9 @@ def test_jax_npz_loads_to_same_numbers(tmp_path, prefix, overrides):
 
 
 def test_hf_bin_and_sharded_directories(tmp_path):
-    hf = hf_model(transformers.ViTForImageClassification, tmp_path / "hf", hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8, num_labels=3)
+    hf = hf_model(transformers.ViTForImageClassification, tmp_path / "hf", hidden_size=32,
+                  num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                  patch_size=8, num_labels=3)
     sd = hf.state_dict()
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

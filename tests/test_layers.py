@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitkit.layers import (Attention, Block, DropPath, LearnedPosEmbed, PatchEmbed, SinCosPosEmbed, additive_mask,
-                           explicit_attention, gather_tokens, patchify, random_masking, resample_pos_embed,
-                           sincos_pos_embed_2d, unpatchify)
+from vitkit.layers import (Attention, Block, DropPath, LearnedPosEmbed, PatchEmbed, SinCosPosEmbed,
+                           additive_mask, explicit_attention, gather_tokens, patchify, random_masking,
+                           resample_pos_embed, sincos_pos_embed_2d, unpatchify)
 
 
 def randomized_attention(dim=32, heads=4, qkv_bias=True):
@@ -22,7 +22,7 @@ def randomized_attention(dim=32, heads=4, qkv_bias=True):
     return attn
 
 
-# ---- attention ----------------------------------------------------------------------------------------------
+# ---- attention ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_fused_and_explicit_paths_agree(qkv_bias):
     attn = randomized_attention(qkv_bias=qkv_bias)
@@ -93,7 +93,7 @@ def test_observer_sees_weights_and_forces_explicit_path():
     assert len(seen) == 2 and seen[0].shape == (1, 4, 4, 4)
 
 
-# ---- block --------------------------------------------------------------------------------------------------
+# ---- block -------------------------------------------------------------------------------------------------
 def test_block_is_pre_norm_residual():
     block = Block(16, 2, mlp_ratio=2.0, eps=1e-6).eval()
     x = torch.randn(2, 5, 16)
@@ -112,7 +112,7 @@ def test_drop_path_drops_whole_samples_and_rescales():
     assert torch.equal(drop.eval()(torch.ones(4, 2)), torch.ones(4, 2))
 
 
-# ---- patch embedding ----------------------------------------------------------------------------------------
+# ---- patch embedding ---------------------------------------------------------------------------------------
 def test_patch_embed_is_a_linear_map_of_flattened_patches():
     embed = PatchEmbed(4, 3, 8)
     images = torch.randn(2, 3, 8, 12)
@@ -134,7 +134,7 @@ def test_patch_embed_bad_inputs_name_the_problem():
         embed(torch.randn(3, 8, 8))
 
 
-# ---- position embeddings ------------------------------------------------------------------------------------
+# ---- position embeddings -----------------------------------------------------------------------------------
 def test_learned_pos_embed_resamples_on_the_fly():
     pos = LearnedPosEmbed((4, 4), 8)
     assert pos((4, 4)) is pos.weight
@@ -170,7 +170,7 @@ def test_sincos_embedding_layout():
         sincos_pos_embed_2d(6, (2, 2))
 
 
-# ---- patchify, masking --------------------------------------------------------------------------------------
+# ---- patchify, masking -------------------------------------------------------------------------------------
 def test_patchify_round_trip_and_pixel_order():
     images = torch.randn(2, 3, 8, 12)
     patches = patchify(images, 4)

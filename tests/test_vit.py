@@ -25,7 +25,8 @@ def tiny_overrides(cfg) -> dict:
         if isinstance(value, ViTConfig):
             out[f.name] = tiny_overrides(value)
         elif f.name == "backbone" and value is not None:
-            out[f.name] = {k: v[: len(value.layers)] if isinstance(v, tuple) else v for k, v in TINY_BACKBONE.items()}
+            stages = len(value.layers)
+            out[f.name] = {k: v[:stages] if isinstance(v, tuple) else v for k, v in TINY_BACKBONE.items()}
     if isinstance(cfg, ViTConfig):
         out.update(dim=32, num_heads=2)
         if not hasattr(cfg, "block_taps"):
@@ -118,7 +119,8 @@ def test_non_square_inputs_resample_position_embeddings():
     images = torch.randn(1, 3, 224, 160)
     tokens, grid = model.embed(images)
     assert grid == (14, 10)
-    expected = model.add_cls(tokens + vitkit.layers.resample_pos_embed(model.pos_embed.weight, (14, 14), (14, 10)))
+    pos = vitkit.layers.resample_pos_embed(model.pos_embed.weight, (14, 14), (14, 10))
+    expected = model.add_cls(tokens + pos)
     assert torch.allclose(model.prepare_tokens(images), expected, atol=1e-6)
     assert model(images).shape == (1, 1000)
 
@@ -170,7 +172,8 @@ def test_gap_fc_norm_variant_and_reset_classifier():
     assert model.num_prefix_tokens == 0 and isinstance(model.norm, torch.nn.Identity)
     images = torch.randn(2, 3, 32, 32)
     tokens = model.forward_features(images)
-    assert torch.allclose(model.forward_head(tokens, pre_logits=True), model.fc_norm(tokens.mean(1)), atol=1e-6)
+    pooled = model.forward_head(tokens, pre_logits=True)
+    assert torch.allclose(pooled, model.fc_norm(tokens.mean(1)), atol=1e-6)
     model.reset_classifier(5)
     assert model(images).shape == (2, 5) and model.config.num_classes == 5 and not model.head.weight.any()
     model.reset_classifier(0)

@@ -26,7 +26,7 @@ def randomize(model):
     return model
 
 
-# ---- vitkit directories -------------------------------------------------------------------------------------
+# ---- vitkit directories ------------------------------------------------------------------------------------
 def test_save_pretrained_writes_config_with_architecture_and_preprocessing(tmp_path):
     model = tiny(preprocess={"label_names": tuple("abcdefghij")})
     out = vitkit.save_pretrained(model, tmp_path / "ckpt")
@@ -128,7 +128,7 @@ def test_unknown_layout_names_the_known_ones(tmp_path):
     assert "vit" in convert.hf_model_types()
 
 
-# ---- safe reading -------------------------------------------------------------------------------------------
+# ---- safe reading ------------------------------------------------------------------------------------------
 class Payload:
     """A pickle payload that would write a marker file when unpickled."""
 

@@ -57,8 +57,8 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises SafetensorError / OSError variants for bad headers and sizes
-        raise ValueError(f"cannot read safetensors file {path} ({path.stat().st_size} bytes): it is truncated "
-                         f"or corrupt ({e})") from e
+        raise ValueError(f"cannot read safetensors file {path} ({path.stat().st_size} bytes): it is "
+                         f"truncated or corrupt ({e})") from e
 
 
 def _read_npz(path: Path) -> dict[str, Tensor]:
@@ -117,7 +117,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
         if isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
             return dict(obj)
         if isinstance(obj, dict):
-            inner = next((obj[k] for k in ("model", "state_dict", "module") if isinstance(obj.get(k), dict)), None)
+            wrappers = ("model", "state_dict", "module")
+            inner = next((obj[k] for k in wrappers if isinstance(obj.get(k), dict)), None)
             if inner is not None:
                 obj = inner
                 continue

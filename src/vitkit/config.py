@@ -58,7 +58,7 @@ def replace_config(cfg: C, overrides: Mapping[str, Any] | None = None, **kwargs:
         head, _, rest = key.partition(".")
         part = {rest: value} if rest else value
         if head not in merged:
-            merged[head] = dict(part) if isinstance(part, Mapping) else part  # a copy: callers' dicts stay as given
+            merged[head] = dict(part) if isinstance(part, Mapping) else part  # a copy: callers' dicts stay
         elif isinstance(merged[head], dict) and isinstance(part, Mapping):
             merged[head] = {**merged[head], **part}  # "a.b" and {"a": {...}} both given: merge them
         else:

@@ -1,13 +1,14 @@
 """Saving and loading weights: vitkit directories, HF transformers directories, timm state dicts, JAX .npz.
 
-A vitkit checkpoint is a directory with ``config.json`` (``{"vitkit_version", "model_type", **config fields}``,
-preprocessing included) and ``model.safetensors``. `load_pretrained` also reads foreign layouts through the
-converters registered in `vitkit.convert`, adapts what it may (position embeddings resampled to the config's grid;
-a new zero head only when ``num_classes=`` asks for it) and reports every key it did not load one-to-one.
+A vitkit checkpoint is a directory with ``config.json`` (``{"vitkit_version", "model_type", **config
+fields}``, preprocessing included) and ``model.safetensors``. `load_pretrained` also reads foreign layouts
+through the converters registered in `vitkit.convert`, adapts what it may (position embeddings resampled to
+the config's grid; a new zero head only when ``num_classes=`` asks for it) and reports every key it did not
+load one-to-one.
 
-Files are read safely: safetensors and ``.npz`` (object arrays refused) never run code; ``.pth/.bin`` load with
-``torch.load(weights_only=True)``, and a pickle that needs more globals is refused unless the caller names them in
-``allow_pickle``.
+Files are read safely: safetensors and ``.npz`` (object arrays refused) never run code; ``.pth/.bin`` load
+with ``torch.load(weights_only=True)``, and a pickle that needs more globals is refused unless the caller
+names them in ``allow_pickle``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def _write_hf_preprocessor(config: Any, directory: Path) -> None:
 
 # ---- loading -----------------------------------------------------------------------------------------------
 def load_pretrained(path: str | Path, *, strict: bool = True, num_classes: int | None = None,
-                    allow_pickle: Iterable[str] = (), format: str | None = None, **overrides: Any) -> nn.Module:
+                    allow_pickle: Iterable[str] = (), format: str | None = None,
+                    **overrides: Any) -> nn.Module:
     """Load a model from any supported checkpoint; logs the `LoadReport` (see `load_checkpoint`)."""
     model, _ = load_checkpoint(path, strict=strict, num_classes=num_classes, allow_pickle=allow_pickle,
                                format=format, **overrides)
@@ -134,13 +136,13 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
                     **overrides: Any) -> tuple[nn.Module, LoadReport]:
     """Build a model from a checkpoint, auto-detecting its layout, and report what did not load one-to-one.
 
-    Sources: a vitkit directory; an HF transformers ``save_pretrained`` directory (any model_type with a registered
-    converter); a state-dict file (.safetensors, .pth/.pt/.bin/.ckpt, .npz) in a registered layout (timm ViT, the
-    JAX release's .npz, ...), detected from its keys or named by `format`.
+    Sources: a vitkit directory; an HF transformers ``save_pretrained`` directory (any model_type with a
+    registered converter); a state-dict file (.safetensors, .pth/.pt/.bin/.ckpt, .npz) in a registered layout
+    (timm ViT, the JAX release's .npz, ...), detected from its keys or named by `format`.
 
-    Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled with
-    the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes` asks for a
-    new (zero-initialised) head.
+    Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled
+    with the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes`
+    asks for a new (zero-initialised) head.
 
     Args:
         path: directory or file.
@@ -162,7 +164,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
     cfg = replace_config(ckpt_cfg, overrides)
     if num_classes is not None and num_classes != getattr(cfg, "num_classes", None):
-        cfg = replace_config(cfg, num_classes=num_classes)  # KeyError (valid fields listed) for headless models
+        cfg = replace_config(cfg, num_classes=num_classes)  # KeyError listing the fields for headless models
         if hasattr(cfg, "preprocess"):
             cfg = replace_config(cfg, {"preprocess.label_names": ()})  # the old labels name the old classes
     model = build_model(cfg)
@@ -170,7 +172,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     state = _adapt_state_dict(model, state, ckpt_cfg, report, new_head=num_classes is not None)
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh_head = [k for k in missing if num_classes is not None and k.startswith("head.")]
-    report.reinitialised += [k for k in fresh_head if k not in report.reinitialised]  # a head the checkpoint lacked
+    report.reinitialised += [k for k in fresh_head if k not in report.reinitialised]  # not in checkpoint
     report.missing = [k for k in missing if k not in report.reinitialised]
     report.unexpected = list(unexpected)
     if strict and (report.missing or report.unexpected):
@@ -186,7 +188,8 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
     if path.is_dir():
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; pass the weights file itself for bare state dicts")
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; pass the weights file itself for a bare "
+                                    "state dict")
         data = json.loads(config_path.read_text())
         state = _read_dir_weights(path, allow_pickle)
         if _is_vitkit_config(data):
@@ -198,7 +201,8 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
     state = read_state_dict(path, allow_pickle)
     layout = convert.get_state_dict_format(format) if format else convert.detect_state_dict_format(state)
     if layout is None:
-        raise ValueError(f"{path}: unrecognised state-dict layout (first keys: {', '.join(list(state)[:5])}); "
+        first = ", ".join(list(state)[:5])
+        raise ValueError(f"{path}: unrecognised state-dict layout (first keys: {first}); "
                          f"known layouts: {', '.join(convert.state_dict_formats())} (pass format=NAME)")
     cfg, state = layout.to_vitkit(state, overrides)
     # the converter applied the overrides (shape hints, model=NAME); only plain config fields remain to apply
@@ -236,7 +240,8 @@ def _with_hf_preprocessing(cfg: Any, path: Path) -> Any:
     data = json.loads(pre_path.read_text())
     changes: dict[str, Any] = {}
     if "image_mean" in data and "image_std" in data:
-        changes.update({"preprocess.mean": tuple(data["image_mean"]), "preprocess.std": tuple(data["image_std"])})
+        changes["preprocess.mean"] = tuple(data["image_mean"])
+        changes["preprocess.std"] = tuple(data["image_std"])
     interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(data.get("resample"))
     if interpolation:
         changes["preprocess.interpolation"] = interpolation
@@ -263,13 +268,14 @@ def _adapt_state_dict(model: nn.Module, state: dict[str, Tensor], ckpt_cfg: Any,
         elif key.startswith("head.") and new_head:
             report.reinitialised.append(key)
         elif key.startswith("head.") and value.shape[0] != target.shape[0]:
-            raise ValueError(f"the checkpoint's head has {value.shape[0]} outputs but the model has "
-                             f"{target.shape[0]}; pass num_classes={target.shape[0]} to replace it with a new "
-                             "zero-initialised head (or num_classes=0 to drop it)")
+            n = target.shape[0]
+            raise ValueError(f"the checkpoint's head has {value.shape[0]} outputs but the model has {n}; "
+                             f"pass num_classes={n} to replace it with a new zero-initialised head "
+                             "(or num_classes=0 to drop it)")
         else:
             mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target.shape)}")
     if mismatched:
-        raise ValueError(f"{len(mismatched)} checkpoint tensors do not fit the model (checkpoint vs model shape): "
+        raise ValueError(f"{len(mismatched)} checkpoint tensors do not fit the model (checkpoint vs model): "
                          f"{'; '.join(mismatched[:6])}{' ...' if len(mismatched) > 6 else ''}. "
                          "Check the config overrides.")
     return out
@@ -293,5 +299,5 @@ def _stored_grid(key: str, value: Tensor, ckpt_cfg: Any) -> tuple[int, int]:
         return owner.grid
     side = math.isqrt(n)
     if side * side != n:
-        raise ValueError(f"{key}: {n} stored positions do not form the checkpoint config's grid or a square one")
+        raise ValueError(f"{key}: {n} stored positions form neither the checkpoint's grid nor a square")
     return side, side

@@ -2,7 +2,7 @@
 
 Key layout of an HF ``save_pretrained`` directory (``vit.`` prefix only under ViTForImageClassification)::
 
-    embeddings.cls_token (1,1,D) · embeddings.position_embeddings (1,1+N,D) · embeddings.patch_embeddings.projection
+    embeddings.{cls_token (1,1,D), position_embeddings (1,1+N,D), patch_embeddings.projection}
     encoder.layer.i.{layernorm_before, attention.attention.{query,key,value}, attention.output.dense,
                      layernorm_after, intermediate.dense, output.dense}
     layernorm · pooler.dense (ViTModel) · classifier (ViTForImageClassification)
@@ -10,10 +10,10 @@ Key layout of an HF ``save_pretrained`` directory (``vit.`` prefix only under Vi
 transformers ≥ 5 names the modules differently in memory (``layers.i.attention.q_proj`` …) but still saves the
 layout above; both are accepted.
 
-Pooler decision: HF's ViTModel pooler (Linear + tanh on the [CLS] token) is exactly vitkit's pre-logits layer, so a
-ViTModel loads as ``representation_size = pooler_output_size, num_classes = 0``: ``forward_features`` equals HF's
-``last_hidden_state`` and ``forward`` equals ``pooler_output``. Pass ``representation_size=None, strict=False``
-to drop it.
+Pooler decision: HF's ViTModel pooler (Linear + tanh on the [CLS] token) is exactly vitkit's pre-logits layer,
+so a ViTModel loads as ``representation_size = pooler_output_size, num_classes = 0``: ``forward_features``
+equals HF's ``last_hidden_state`` and ``forward`` equals ``pooler_output``. Pass ``representation_size=None,
+strict=False`` to drop it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def _hf_image_size(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def vit_to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -> tuple[ViTConfig, dict[str, Tensor]]:
+def vit_to_vitkit(hf_config: dict[str, Any],
+                  state_dict: dict[str, Tensor]) -> tuple[ViTConfig, dict[str, Tensor]]:
     """Map an HF ViT config.json dict + state dict to a ViTConfig + vitkit state dict."""
     sd = _legacy_names(state_dict)
     if any(k.startswith("vit.") for k in sd):  # ViTForImageClassification: strip the base-model prefix
@@ -77,7 +78,8 @@ def vit_to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -> t
     dim, hidden = hf_config["hidden_size"], hf_config["intermediate_size"]
     has_pooler = "pooler.dense.weight" in sd
     if has_pooler and hf_config.get("pooler_act", "tanh") != "tanh":
-        raise ValueError(f"HF ViT pooler_act={hf_config['pooler_act']!r} is not supported (vitkit pre-logits use tanh)")
+        raise ValueError(f"HF ViT pooler_act={hf_config['pooler_act']!r} is not supported "
+                         "(vitkit's pre-logits use tanh)")
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 0
     labels = _label_names(hf_config, num_classes)
     cfg = ViTConfig(
@@ -149,7 +151,8 @@ def vitkit_to_vit(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
         "patch_size": cfg.patch_size, "num_channels": cfg.in_chans, "qkv_bias": cfg.qkv_bias,
         "encoder_stride": cfg.patch_size, "pooler_output_size": cfg.representation_size or cfg.dim,
         "pooler_act": "tanh",
-        "id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)},
+        "id2label": {str(i): n for i, n in enumerate(labels)},
+        "label2id": {n: i for i, n in enumerate(labels)},
     }
     sd = _state_dict_from_vitkit(state_dict, cfg)
     if classify:

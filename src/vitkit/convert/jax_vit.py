@@ -1,4 +1,4 @@
-"""The original JAX/Flax ``.npz`` checkpoints of google-research/vision_transformer → vitkit VisionTransformer.
+"""The original JAX ``.npz`` checkpoints of google-research/vision_transformer → vitkit VisionTransformer.
 
 Layout (optionally under an ``opt/target/`` prefix), with Flax kernels stored input-first::
 

@@ -1,12 +1,13 @@
 """timm-layout ViT state dicts (``timm.models.vision_transformer``) → vitkit VisionTransformer.
 
-Keys: ``cls_token`` (1,1,D) · ``pos_embed`` (1,P+N,D) with the [CLS] position first (P = 0 without [CLS]; timm's
-``no_embed_class`` models store (1,N,D) and give [CLS] no position) · ``patch_embed.proj`` · ``blocks.i.{norm1,
-attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` · ``norm`` · ``fc_norm`` (global-average-pooled models) ·
-``pre_logits.fc`` (older 21k checkpoints) · ``head``. The checkpoint holds no config, so the architecture is read
-off the shapes: width, patch, channels, depth, MLP ratio, qkv bias, classes, pre-logits width. Heads come from the
-paper's size table for a matching (width, depth), else width // 64; the grid is taken square unless `image_size`
-is given. ``model=NAME`` starts from a preset instead; any other override is a ViTConfig field.
+Keys: ``cls_token`` (1,1,D) · ``pos_embed`` (1,P+N,D) with the [CLS] position first (P = 0 without [CLS];
+timm's ``no_embed_class`` models store (1,N,D) and give [CLS] no position) · ``patch_embed.proj`` ·
+``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` · ``norm`` · ``fc_norm``
+(global-average-pooled models) · ``pre_logits.fc`` (older 21k checkpoints) · ``head``. The checkpoint holds no
+config, so the architecture is read off the shapes: width, patch, channels, depth, MLP ratio, qkv bias,
+classes, pre-logits width. Heads come from the paper's size table for a matching (width, depth), else width //
+64; the grid is taken square unless `image_size` is given. ``model=NAME`` starts from a preset instead; any
+other override is a ViTConfig field.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def is_timm_vit(state_dict: dict[str, Tensor]) -> bool:
 
 
 def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTConfig:
-    """A ViTConfig read off a timm-layout state dict's shapes, then `overrides` (``model=NAME`` picks a preset)."""
+    """A ViTConfig read off a timm-layout state dict's shapes, then `overrides` (``model=NAME``: a preset)."""
     overrides = dict(overrides)
     preset = overrides.pop("model", None)
     if preset is not None:
@@ -53,7 +54,8 @@ def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTCon
         n = sd["pos_embed"].shape[1] - _prefix_positions(sd)
         side = math.isqrt(n)
         if side * side != n:
-            raise ValueError(f"pos_embed holds {n} patch positions, not a square grid; pass image_size=(H, W)")
+            raise ValueError(f"pos_embed holds {n} patch positions, not a square grid; "
+                             "pass image_size=(H, W)")
         fields["image_size"] = (side * patch, side * patch)
     return replace_config(ViTConfig(**fields), overrides)
 
@@ -89,7 +91,8 @@ def timm_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Vi
 def is_bare_vitkit_vit(state_dict: dict[str, Tensor]) -> bool:
     """A vitkit ViT state dict saved without its config.json."""
     keys = ("patch_embed.proj.weight", "pos_embed.weight", "blocks.0.attn.qkv.weight")
-    return all(k in state_dict for k in keys) and not any(k.startswith(("decoder", "encoder.")) for k in state_dict)
+    foreign = any(k.startswith(("decoder", "encoder.")) for k in state_dict)
+    return all(k in state_dict for k in keys) and not foreign
 
 
 def bare_vitkit_to_vitkit(sd: dict[str, Tensor],
