@@ -193,7 +193,6 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
         data = json.loads(config_path.read_text())
         state = _read_dir_weights(path, allow_pickle)
         if _is_vitkit_config(data):
-            data.pop("vitkit_version", None)
             return "vitkit", config_from_json_dict(data), state, overrides
         model_type = data.get("model_type")
         cfg, state = convert.get_hf_converter(model_type).to_vitkit(data, state)

@@ -85,8 +85,9 @@ def config_to_json_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_json_dict(data: dict[str, Any]) -> Any:
-    """Inverse of `config_to_json_dict`."""
+    """Inverse of `config_to_json_dict` (a ``vitkit_version`` key, written by save_pretrained, is ignored)."""
     data = dict(data)
+    data.pop("vitkit_version", None)
     type_name = data.pop("model_type", None)
     if type_name not in _TYPES:
         raise ValueError(f"config.json names model_type {type_name!r}; known: {', '.join(sorted(_TYPES))}")
