@@ -156,14 +156,16 @@ def train_dense(cfg: TrainConfig, dense: DenseConfig | None = None) -> dict[str,
     if dense.encoder_lr_scale != 1.0:  # the engine's param-group builder, with an encoder lr multiplier
         o = cfg.optim
         trainer.optimizer = build_optimizer(trainer.model, o.lr, o.weight_decay, o.betas, o.layer_decay,
-                                            lr_scale={"encoder.": dense.encoder_lr_scale})
+                                            lr_scale={"encoder": dense.encoder_lr_scale})
     start = time.perf_counter()
     val = trainer.fit()
+    if trainer.interrupted and trainer.val_data is not None:  # stopped early: still report where it got to
+        val = trainer.evaluate()
     summary: dict[str, Any] = {
         "task": dense.task, "model": cfg.model, "params": sum(p.numel() for p in task.model.parameters()),
         "epochs": trainer.epoch, "steps": trainer.step, "train_seconds": round(time.perf_counter() - start, 1),
         "best": trainer.best, "interrupted": trainer.interrupted, "val": val}
-    if trainer.interrupted or not trainer.dist.is_main:
+    if not trainer.dist.is_main:
         return summary
     if dense.task == "segment":
         summary["val"] = {**val, **evaluate_dense_segmentation(task, trainer.device, cfg.batch_size)}
