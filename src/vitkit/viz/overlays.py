@@ -145,14 +145,18 @@ def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], al
     Args:
         image: (H, W, 3) uint8.
         maps: (K, gh, gw).
-        titles: K short titles.
+        titles: K titles "<map>: <what it shows>" (as `compute_attention_maps` gives them); each tile is
+            captioned with <map>, and the panel with <what it shows>.
+        caption: the input tile's caption (default "input").
     """
     base = upscale(image, display_scale(image.shape[:2]))
     tiles = [add_caption(base, caption or "input")]
     for values, title in zip(maps, titles):
-        tiles.append(add_caption(overlay(base, values, alpha), title.split(":")[0]))
+        tiles.append(add_caption(overlay(base, values, alpha), title.split(": ")[0]))
     cols = len(tiles) if len(tiles) <= 5 else int(np.ceil(np.sqrt(len(tiles))))
-    return image_grid(tiles, cols=cols)
+    panel = image_grid(tiles, cols=cols)
+    shows = {t.split(": ", 1)[1] for t in titles if ": " in t}
+    return add_caption(panel, "; ".join(sorted(shows)), height=16) if shows else panel
 
 
 def save_attention_overlays(model: nn.Module, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
