@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import vitkit
@@ -264,6 +265,39 @@ def to_jax(model, prefix: str = "") -> dict[str, np.ndarray]:
     return {prefix + k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+def jax_reference_logits(w: dict[str, np.ndarray], images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The JAX model's forward written straight from its arrays (Flax layouts, einsums), independent of vitkit."""
+    t = {k: torch.from_numpy(v) for k, v in w.items()}
+    kernel = t["embedding/kernel"]  # (p, p, C, D)
+    p = kernel.shape[0]
+    B, C, H, W = images.shape
+    patches = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)  # (B, gh, gw, p, p, C)
+    x = torch.einsum("bhwijc,ijcd->bhwd", patches, kernel).flatten(1, 2) + t["embedding/bias"]
+    x = torch.cat([t["cls"].expand(B, -1, -1), x], dim=1) + t["Transformer/posembed_input/pos_embedding"]
+
+    def norm(x, name):
+        return F.layer_norm(x, x.shape[-1:], t[f"{name}/scale"], t[f"{name}/bias"], eps)
+
+    i = 0
+    while f"Transformer/encoderblock_{i}/LayerNorm_0/scale" in t:
+        j = f"Transformer/encoderblock_{i}/"
+        a = f"{j}MultiHeadDotProductAttention_1/"
+        y = norm(x, f"{j}LayerNorm_0")
+        q, k, v = (torch.einsum("btd,dhk->bthk", y, t[f"{a}{n}/kernel"]) + t[f"{a}{n}/bias"]
+                   for n in ("query", "key", "value"))
+        weights = torch.einsum("bqhk,bshk->bhqs", q, k).mul(q.shape[-1] ** -0.5).softmax(-1)
+        o = torch.einsum("bhqs,bshk->bqhk", weights, v)
+        x = x + torch.einsum("bqhk,hkd->bqd", o, t[f"{a}out/kernel"]) + t[f"{a}out/bias"]
+        y = norm(x, f"{j}LayerNorm_2")
+        y = F.gelu(y @ t[f"{j}MlpBlock_3/Dense_0/kernel"] + t[f"{j}MlpBlock_3/Dense_0/bias"])
+        x = x + y @ t[f"{j}MlpBlock_3/Dense_1/kernel"] + t[f"{j}MlpBlock_3/Dense_1/bias"]
+        i += 1
+    pooled = norm(x, "Transformer/encoder_norm")[:, 0]
+    if "pre_logits/kernel" in t:
+        pooled = torch.tanh(pooled @ t["pre_logits/kernel"] + t["pre_logits/bias"])
+    return pooled @ t["head/kernel"] + t["head/bias"]
+
+
 @pytest.mark.parametrize("prefix, overrides", [("", {}), ("opt/target/", {"representation_size": 24})])
 def test_jax_npz_loads_to_same_numbers(tmp_path, prefix, overrides):
     model = jitter(vitkit.create_model("vit_tiny_patch4_32", dim=48, depth=2, num_heads=3, **overrides))
@@ -272,7 +306,9 @@ def test_jax_npz_loads_to_same_numbers(tmp_path, prefix, overrides):
     assert report.format == "jax" and report.clean, str(report)
     assert loaded.config.num_heads == 3
     images = torch.randn(2, 3, 32, 32)
+    arrays = {k[len(prefix):]: v for k, v in to_jax(model, prefix).items()}
     with torch.no_grad():
+        assert_close(loaded(images), jax_reference_logits(arrays, images), "logits vs JAX-layout reference")
         assert_close(loaded(images), model(images), "logits")
     # fine-tuning at a higher resolution: the 8×8 position grid is resampled to 12×12, a new head on request
     bigger, report = vitkit.load_checkpoint(tmp_path / "ViT-Ti_4.npz", image_size=48, num_classes=4)
