@@ -352,3 +352,15 @@ def test_bare_vitkit_state_dict_without_config(tmp_path):
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(images), model(images))
+
+
+def test_bare_vitkit_hybrid_state_dict_without_config(tmp_path):
+    backbone = {"layers": (1, 1, 1), "channels": (32, 64, 128), "stem_width": 16, "num_groups": 8}
+    model = jitter(vitkit.create_model("vit_base_r50_s16_224", dim=32, depth=1, num_heads=2, image_size=(64, 64),
+                                       backbone=backbone))
+    save_file(model.state_dict(), str(tmp_path / "hybrid.safetensors"))
+    loaded = vitkit.load_pretrained(tmp_path / "hybrid.safetensors", num_heads=2,
+                                    backbone={"num_groups": 8})  # GroupNorm groups are not in the shapes
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert_close(loaded(images), model(images), "hybrid logits")

@@ -97,12 +97,19 @@ def is_bare_vitkit_vit(state_dict: dict[str, Tensor]) -> bool:
 
 def bare_vitkit_to_vitkit(sd: dict[str, Tensor],
                           overrides: dict[str, Any]) -> tuple[ViTConfig, dict[str, Tensor]]:
-    """vitkit ViT state dict without config → (ViTConfig read off the shapes as for timm, same state dict)."""
+    """vitkit ViT state dict without config → (ViTConfig read off the shapes, same state dict).
+
+    The position embeddings are folded into timm's layout and the timm converters (plain or hybrid, whichever
+    detects it) read the architecture off the shapes.
+    """
+    from . import detect_state_dict_format
+
     timm_sd = dict(sd)
     pos = timm_sd.pop("pos_embed.weight")
     cls_pos = timm_sd.pop("cls_pos_embed", None)
     timm_sd["pos_embed"] = pos if cls_pos is None else torch.cat([cls_pos, pos], dim=1)  # (1, P + N, D)
-    return timm_to_vitkit(timm_sd, overrides)
+    layout = detect_state_dict_format(timm_sd)
+    return (layout.to_vitkit if layout else timm_to_vitkit)(timm_sd, overrides)
 
 
 register_state_dict_format("vitkit", is_bare_vitkit_vit, bare_vitkit_to_vitkit)
