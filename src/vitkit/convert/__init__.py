@@ -8,9 +8,9 @@ Two kinds of converters, each a pair of pure functions living in its own module 
       to_vitkit(hf_config: dict, state_dict) -> (vitkit_config, state_dict)
       from_vitkit(vitkit_config, state_dict) -> (hf_config: dict, state_dict)   # optional (export)
 
-  `from_vitkit` must raise `TypeError` for a vitkit config class it does not handle (so `vitkit.save_pretrained(
-  ..., format="hf")` can find the exporter for a model) and `ValueError` with a clear message for a config of its
-  class that the HF architecture cannot express.
+  `from_vitkit` must raise `TypeError` for a vitkit config class it does not handle (so
+  `vitkit.save_pretrained( ..., format="hf")` can find the exporter for a model) and `ValueError` with a clear
+  message for a config of its class that the HF architecture cannot express.
 
 * Bare state-dict files (timm layout, JAX .npz, official MAE checkpoints), keyed by a format name::
 
@@ -18,8 +18,9 @@ Two kinds of converters, each a pair of pure functions living in its own module 
       detect(state_dict) -> bool
       to_vitkit(state_dict, overrides: dict) -> (vitkit_config, state_dict)
 
-  Detectors are tried in registration order and the first match wins; `load_pretrained(path, format=NAME)` skips
-  detection. Generic layouts (timm ViT) are registered last so specific ones (MAE with its decoder keys) win.
+  Detectors are tried in registration order and the first match wins; `load_pretrained(path, format=NAME)`
+  skips detection. Generic layouts (timm ViT) are registered last so specific ones (MAE with its decoder keys)
+  win.
 
 Adding a converter: write ``vitkit/convert/<name>.py`` calling the register functions at import, then add ONE
 import line to `_import_converters` below (specific formats above the generic timm/JAX ones).
@@ -67,7 +68,7 @@ def register_hf_converter(model_types: tuple[str, ...], to_vitkit: HFToVitkit,
 
 
 def register_state_dict_format(name: str, detect: Detect, to_vitkit: StateDictToVitkit) -> None:
-    """Register a bare state-dict layout; `detect` recognises it, `to_vitkit` maps it (overrides = user kwargs)."""
+    """Register a bare state-dict layout: `detect` recognises it, `to_vitkit` maps it (overrides: user kwargs)."""
     _FORMATS[name] = StateDictFormat(name, detect, to_vitkit)
 
 
