@@ -29,7 +29,7 @@ def make_run(root: Path, data_reachable: bool = True) -> Path:
     for c, name in enumerate(["cat", "dog"]):
         (data / name).mkdir(parents=True)
         for i in range(5):
-            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) // (1 + c)
+            pixels = rng.integers(0, 255, (20 + i, 24 - i, 3), dtype=np.uint8) // (1 + c)  # mixed sizes
             Image.fromarray(pixels).save(data / name / f"{i}.png")
     run = root / "run"
     run.mkdir()

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vit import VisionTransformer
@@ -53,13 +52,14 @@ def vision_encoder(model: nn.Module) -> VisionTransformer:
 
 
 def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
-    """uint8 images (B, C, H, W) → float in [0, 1], standardised with the model's preprocess mean/std."""
-    pre = encoder.config.preprocess
-    C = images.shape[1]
-    mean = torch.tensor(pre.mean[:C] if len(pre.mean) >= C else pre.mean * C, dtype=torch.float32)
-    std = torch.tensor(pre.std[:C] if len(pre.std) >= C else pre.std * C, dtype=torch.float32)
-    x = images.float() / 255.0
-    return (x - mean.to(x.device)[:, None, None]) / std.to(x.device)[:, None, None]
+    """uint8 images (B, C, H, W) → float, standardised with the model's preprocess mean/std (a single-value
+    mean/std is repeated over the channels)."""
+    from ..data.transforms import normalize
+
+    pre, C = encoder.config.preprocess, images.shape[1]
+    mean = pre.mean[:C] if len(pre.mean) >= C else pre.mean * C
+    std = pre.std[:C] if len(pre.std) >= C else pre.std * C
+    return normalize(images, mean, std)
 
 
 def load_images(paths: Sequence[str | os.PathLike], encoder: VisionTransformer) -> Tensor:
@@ -182,12 +182,3 @@ def save_attention_overlays(model: nn.Module, paths: Sequence[str | os.PathLike]
                               caption)
         written.append(save_png(panel, Path(out_dir) / f"{Path(path).stem}_{method}.png"))
     return written
-
-
-def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """uint8 images (B, C, h, w) → uint8 (B, C, H, W) by bilinear resampling (for data already in memory)."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    out = F.interpolate(images.float(), size=tuple(size), mode="bilinear", align_corners=False,
-                        antialias=True)
-    return out.round().clamp(0, 255).to(torch.uint8)

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from .colormap import to_rgb_uint8
-from .overlays import (class_name, compute_attention_maps, normalize_images, overlay_panel, resize_images,
-                       vision_encoder)
+from .overlays import class_name, compute_attention_maps, normalize_images, overlay_panel, vision_encoder
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,10 @@ def _read_run_config(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def held_out_samples(data_section: dict[str, Any], channels: int, count: int) -> tuple[list, list[str], str]:
-    """Up to `count` (image uint8 (C, H, W), target) pairs spread evenly over the run's val split.
+def held_out_samples(data_section: dict[str, Any], channels: int, image_size: int,
+                     count: int) -> tuple[list, list[str], str]:
+    """Up to `count` (image uint8 (C, H, W), target) pairs spread evenly over the run's val split, decoded at the
+    run's storage size (`image_size`, the model's side, when the run config leaves it unset, as training does).
 
     Returns:
         samples, class names, and a sentence saying where they came from.
@@ -63,6 +64,7 @@ def held_out_samples(data_section: dict[str, Any], channels: int, count: int) ->
 
     fields = {f.name for f in dataclasses.fields(DataConfig)}
     known = {k: v for k, v in data_section.items() if k in fields and k not in ("in_memory", "strict")}
+    known["image_size"] = known.get("image_size") or image_size
     cfg = replace_config(DataConfig(), known, channels=channels, in_memory="never", strict=False)
     splits = build_datasets(cfg, progress=False)
     val = splits.val
@@ -81,6 +83,7 @@ def sample_predictions(run_dir: str | Path, count: int = 8,
     Returns:
         the samples (possibly none) and a note: where the images came from, or why there are none.
     """
+    from ..data.transforms import resize_images
     from ..weights import load_pretrained
 
     run_dir = Path(run_dir)
@@ -94,13 +97,14 @@ def sample_predictions(run_dir: str | Path, count: int = 8,
         return [], f"Checkpoint {checkpoint.name}: {e}."
     data_section = _read_run_config(run_dir).get("data") or {}
     try:
-        samples, classes, where = held_out_samples(data_section, encoder.config.in_chans, count)
+        samples, classes, where = held_out_samples(data_section, encoder.config.in_chans,
+                                                   encoder.config.image_size[0], count)
     except (FileNotFoundError, KeyError, ValueError, ImportError, OSError) as e:
         return [], f"The run's data could not be reached ({type(e).__name__}: {e}); no sample predictions."
     if not samples:
         return [], where
     images = torch.stack([s[0] for s in samples])  # uint8 (B, C, h, w)
-    images = resize_images(images, encoder.config.image_size)  # (B, C, H, W)
+    images = resize_images(images, encoder.config.image_size, "bilinear")  # (B, C, H, W); non-square models
     targets = [int(s[1]) for s in samples]
     result = compute_attention_maps(model, normalize_images(images, encoder), "rollout",
                                     head_fusion="mean", discard_ratio=discard_ratio)
