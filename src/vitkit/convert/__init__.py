@@ -68,7 +68,7 @@ def register_hf_converter(model_types: tuple[str, ...], to_vitkit: HFToVitkit,
 
 
 def register_state_dict_format(name: str, detect: Detect, to_vitkit: StateDictToVitkit) -> None:
-    """Register a bare state-dict layout: `detect` recognises it, `to_vitkit` maps it (overrides: user kwargs)."""
+    """Register a bare state-dict layout: `detect` recognises it, `to_vitkit` maps it."""
     _FORMATS[name] = StateDictFormat(name, detect, to_vitkit)
 
 
