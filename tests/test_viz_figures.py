@@ -98,3 +98,14 @@ def test_cli_attention_figures_report(tmp_path, capsys):
     assert (tmp_path / "fig" / "report.html").exists()
     assert main(["attention", "--checkpoint", str(tmp_path / "ckpt"), str(tmp_path / "missing.png")]) == 1
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_figure7_hybrid_skips_filters(tmp_path):
+    from vitkit.models.resnetv2 import ResNetV2Config
+    from vitkit.viz.figures import write_figure7
+
+    backbone = ResNetV2Config(layers=(1, 1), channels=(16, 32), stem_width=8, num_groups=8)
+    hybrid = VisionTransformer(ViTConfig(image_size=(32, 48), patch_size=1, num_classes=3, dim=32, depth=2,
+                                         num_heads=2, backbone=backbone))
+    written = write_figure7(hybrid, tmp_path, torch.randn(2, 3, 32, 48), "2 noise images")
+    assert set(written) == {"position_similarity", "attention_distance"}

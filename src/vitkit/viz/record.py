@@ -12,7 +12,8 @@ layer through the explicit path and hands it the weights. The recorder sets the 
 only, on entry, and puts the previous observer back on exit (also when the block raises), so the fused path
 is used again afterwards and everywhere else during the block. Observers chain: a recorder nested inside
 another on the same layer passes the weights on to the outer one, so both see every call made while both are
-active. No global state is touched; two models recorded at once share nothing.
+active. No global state is touched; two models recorded at once share nothing. The observer lives on the
+layer, so threads running the *same* model instance during the block all record into it.
 
 Layers are numbered in `model.modules()` order, which for ViT, hybrid and DPT backbones is block order; for
 MAE the encoder's blocks come before the decoder's (record ``model.encoder``, or pick indices, for one).
