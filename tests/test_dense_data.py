@@ -8,7 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vitkit.data.dense import DenseFolder, DenseLoader, DenseTransform, ShapesDense, load_motorcycle, read_depth
+from vitkit.data.dense import (
+    DenseFolder,
+    DenseLoader,
+    DenseTransform,
+    ShapesDense,
+    load_motorcycle,
+    read_depth,
+)
 from vitkit.data.shapes import SHAPE_CLASSES, _box, _plane, _sphere, render_scene
 from vitkit.objectives.depth import ssi_loss, valid_mask
 

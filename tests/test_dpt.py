@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from vitkit.models import create_model, get_model_config, list_models
-from vitkit.models.dpt import (DPT, DepthHead, DPTConfig, DPTOutput, SegmentationHead, default_taps,
-                               dpt_from_encoder)
+from vitkit.models.dpt import (
+    DPT,
+    DepthHead,
+    DPTConfig,
+    DPTOutput,
+    SegmentationHead,
+    default_taps,
+    dpt_from_encoder,
+)
 from vitkit.models.vit import ViTConfig
 
 

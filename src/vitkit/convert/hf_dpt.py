@@ -26,7 +26,12 @@ from ..config import PreprocessConfig
 from ..models.dpt import DPTConfig
 from ..models.vit import ViTConfig
 from . import register_hf_converter
-from .hf_vit import _label_names, _legacy_names, _state_dict_from_vitkit, _state_dict_to_vitkit
+from .hf_vit import (
+    _label_names,
+    _legacy_names,
+    _state_dict_from_vitkit,
+    _state_dict_to_vitkit,
+)
 
 _HF_TRUNK = "dpt.embeddings.backbone.bit."  # DPT-Hybrid's BiT weights
 _RCU = [("conv1", "convolution1"), ("conv2", "convolution2"), ("norm1", "batch_norm1"), ("norm2", "batch_norm2")]

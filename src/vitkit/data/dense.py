@@ -15,8 +15,9 @@ bool (H, W) (False where depth is missing), or ``labels`` int64 (H, W) (`ignore_
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch

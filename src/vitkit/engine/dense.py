@@ -8,60 +8,39 @@ DIR/figures/dense_examples.png. `build_dense_task` hands back the pieces for cal
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import replace_config
-from ..data.dense import DenseFolder, DenseLoader, DenseTransform, InMemoryDense, ShapesDense
+from ..data.dense import (
+    DenseFolder,
+    DenseLoader,
+    DenseTransform,
+    InMemoryDense,
+    ShapesDense,
+)
 from ..data.shapes import SHAPE_CLASSES
 from ..models import build_model, get_model_config
 from ..models.dpt import DPT, dpt_from_encoder
 from ..objectives.depth import DepthObjective
 from ..objectives.segmentation import SegmentationObjective, evaluate_segmentation
 from .config import TrainConfig
+from .dense_config import DenseConfig
 from .optim import build_optimizer
 from .trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = {"depth": "dpt_tiny_depth", "segment": "dpt_tiny_segment"}
-
-
-@dataclass
-class DenseConfig:
-    """What a dense run adds to TrainConfig (which supplies model, data.path, epochs, optim, ...).
-
-    depth_loss: "ssi" (relative depth, MiDaS) or "silog" (metric); depth_space: what the model predicts for
-    "ssi" ("disparity" as MiDaS / DPT, or "depth"). encoder_lr_scale: encoder lr = optim.lr × this (decoder and
-    heads at optim.lr). init_encoder: a ViT / MAE checkpoint whose encoder initialises the DPT.
-    train_scenes / val_scenes / scene_size: the built-in procedural set (when data.path is None).
-    """
-
-    task: Literal["depth", "segment"] = "depth"
-    depth_loss: Literal["ssi", "silog"] = "ssi"
-    depth_space: Literal["disparity", "depth"] = "disparity"
-    trim: float = 0.2
-    grad_weight: float = 0.5
-    aux_weight: float = 0.4
-    ignore_index: int = 255
-    encoder_lr_scale: float = 1.0
-    init_encoder: str | None = None
-    crop: tuple[int, int] | None = None
-    flip: bool = True
-    depth_scale: float = 1.0
-    train_scenes: int = 2000
-    val_scenes: int = 200
-    scene_size: int = 64
 
 
 @dataclass
@@ -85,7 +64,7 @@ def build_dense_data(cfg: TrainConfig, dense: DenseConfig, size: int) -> tuple[I
         return (ShapesDense(dense.train_scenes, dense.scene_size, seed=cfg.seed),
                 ShapesDense(dense.val_scenes, dense.scene_size, seed=cfg.seed + 1_000_003))
     root = Path(cfg.data.path)
-    kwargs = dict(task=dense.task, size=(size, size), depth_scale=dense.depth_scale)
+    kwargs = {"task": dense.task, "size": (size, size), "depth_scale": dense.depth_scale}
     if (root / "train").is_dir():
         val_root = Path(cfg.data.val_path) if cfg.data.val_path else root / "val"
         return DenseFolder(root / "train", **kwargs), DenseFolder(val_root, **kwargs)
@@ -147,7 +126,7 @@ def train_dense(cfg: TrainConfig, dense: DenseConfig | None = None) -> dict[str,
         cfg = replace_config(cfg, {"model": DEFAULT_MODELS[dense.task]})
     seed_everything(cfg.seed)
     task = build_dense_task(cfg, dense)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     loaders = [DenseLoader(data, cfg.batch_size // world, shuffle=train, drop_last=train, seed=cfg.seed,
                            rank=rank, world_size=world) for data, train in ((task.train_data, True),
                                                                             (task.val_data, False))]

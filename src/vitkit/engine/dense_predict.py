@@ -11,8 +11,8 @@ Images are resized to the nearest multiple of the patch (keeping the aspect rati
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -25,7 +25,7 @@ _BASE = DPTConfig(encoder=_encoder("B/16"), block_taps=(2, 5, 8, 11), features=(
 _LARGE = DPTConfig(encoder=_encoder("L/16"), block_taps=(5, 11, 17, 23), features=(256, 512, 1024, 1024))
 _HYBRID = DPTConfig(encoder=hybrid_config(384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS),
                     stage_taps=(0, 1), block_taps=(8, 11), features=(256, 512, 768, 768))
-_SEGMENT = dict(task="segment", num_classes=150, fusion_batch_norm=True)
+_SEGMENT = {"task": "segment", "num_classes": 150, "fusion_batch_norm": True}
 
 for _name, _cfg in (("base", _BASE), ("large", _LARGE), ("hybrid", _HYBRID)):
     register_model(f"dpt_{_name}_depth", dataclasses.replace(_cfg, task="depth",

@@ -10,7 +10,8 @@ mIoU accumulate `dense_metrics.confusion_matrix` over the whole set (`evaluate_s
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
