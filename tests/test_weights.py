@@ -54,6 +54,9 @@ def test_weights_file_path_loads_its_directory(tmp_path):
     loaded = vitkit.load_pretrained(tmp_path / "model.safetensors")
     images = torch.randn(1, 3, 32, 32)
     assert torch.equal(loaded(images), model(images))
+    save_file(tiny().state_dict(), str(tmp_path / "other.safetensors"))  # another file in the same directory
+    other = vitkit.load_pretrained(tmp_path / "other.safetensors", num_heads=2)
+    assert not torch.equal(other(images), model(images))
 
 
 def test_overrides_apply_to_the_loaded_config(tmp_path):

@@ -159,8 +159,9 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
         ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
     """
     path = Path(path)
-    if path.is_file() and (path.parent / CONFIG_NAME).is_file() and format is None:
-        path = path.parent  # a weights file inside a checkpoint directory: load the directory
+    in_checkpoint_dir = (path.parent / CONFIG_NAME).is_file() and not format
+    if path.name in (WEIGHTS_NAME, "pytorch_model.bin") and in_checkpoint_dir:
+        path = path.parent  # the weights file of a checkpoint directory: load the directory
     fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
     cfg = replace_config(ckpt_cfg, overrides)
     if num_classes is not None and num_classes != getattr(cfg, "num_classes", None):
