@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "vitkit.cli.viz",
     "vitkit.cli.dense",
     "vitkit.cli.ssl",
+    "vitkit.cli.bench",
 ]
 
 
