@@ -150,3 +150,12 @@ def test_many_classes_confusion_is_an_image(tmp_path):
     assert "<table" not in confusion and confusion.count("data:image/png;base64,") == 1
     assert (run / "figures" / "confusion.png").exists()
     assert "confusion.png" not in section(page, "figures")
+
+
+def test_dense_run_without_image_folder_shows_no_samples(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": "dpt_tiny_depth", "data": {"path": None}}))
+    vitkit.save_pretrained(vitkit.create_model("dpt_tiny_depth"), run / "checkpoints" / "last")
+    page = write_report(run).read_text()
+    assert "The checkpoint is a DPT, not a classifier" in section(page, "samples")

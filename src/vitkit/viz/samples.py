@@ -96,6 +96,10 @@ def sample_predictions(run_dir: str | Path, count: int = 8,
     except TypeError as e:
         return [], f"Checkpoint {checkpoint.name}: {e}."
     data_section = _read_run_config(run_dir).get("data") or {}
+    if not (model is encoder and encoder.config.num_classes > 0) and not data_section.get("path"):
+        # A dense or self-supervised run on generated data: the default built-in set is not its data.
+        return [], (f"The checkpoint is a {type(model).__name__}, not a classifier, and the run names no image "
+                    f"folder, so no held-out images are shown (the run's own figures are below).")
     try:
         samples, classes, where = held_out_samples(data_section, encoder.config.in_chans,
                                                    encoder.config.image_size[0], count)
