@@ -199,3 +199,19 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     (tmp_path / "w.h5").write_bytes(b"1234")
     with pytest.raises(ValueError, match=".safetensors"):
         read_state_dict(tmp_path / "w.h5")
+
+
+def test_every_load_logs_its_report(tmp_path, caplog):
+    vitkit.save_pretrained(tiny(), tmp_path)
+    with caplog.at_level("INFO", logger="vitkit.weights"):
+        vitkit.load_pretrained(tmp_path)
+        vitkit.load_pretrained(tmp_path, image_size=48)
+    clean, resampled = [r for r in caplog.records if r.name == "vitkit.weights"]
+    assert clean.levelname == "INFO" and "vitkit format" in clean.getMessage()
+    assert resampled.levelname == "WARNING" and "8×8 → 12×12" in resampled.getMessage()
+
+
+def test_allow_pickle_names_must_import(tmp_path):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="nonexistent_mod.Thing"):
+        read_state_dict(tmp_path / "x.pth", allow_pickle=("nonexistent_mod.Thing",))
