@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from ..config import replace_config
 from ..data import DataSplits, InMemoryImages, build_datasets, split_indices
-from ..engine.augment import classification_transforms, normalize_images
+from ..data.transforms import normalize
+from ..engine.augment import classification_transforms, eval_transform_for
 from ..engine.config import TrainConfig
 from ..engine.inference import predict_logits
 from ..engine.metrics import classification_summary
@@ -81,13 +82,6 @@ def pretrain_transform(preprocess: Any, crop_scale: tuple[float, float] = (0.2, 
     return transform
 
 
-def _eval_transform(preprocess: Any):
-    def transform(batch: Any, generator: torch.Generator) -> Any:
-        return normalize_images(batch[0], preprocess.mean, preprocess.std), batch[1]
-
-    return transform
-
-
 # ---- pretraining ------------------------------------------------------------------------------------------
 def pretrain(cfg: TrainConfig, mask_ratio: float | None = None, crop_scale: tuple[float, float] = (0.2, 1.0),
              method: str | None = None, splits: DataSplits | None = None) -> dict[str, Any]:
@@ -107,7 +101,7 @@ def pretrain(cfg: TrainConfig, mask_ratio: float | None = None, crop_scale: tupl
     model = build_model(model_cfg)
     pre = model_cfg.encoder.preprocess
     trainer = Trainer(model, objective, splits.train, splits.val, cfg, cfg.out,
-                      train_transform=pretrain_transform(pre, crop_scale), eval_transform=_eval_transform(pre))
+                      train_transform=pretrain_transform(pre, crop_scale), eval_transform=eval_transform_for(pre))
     start = time.perf_counter()
     val = trainer.fit()
     summary = {"model": cfg.model, "method": kind,
@@ -224,7 +218,7 @@ def extract_features(probe: LinearProbe, dataset: Any, device: torch.device, bat
     probe.to(device).eval()
     feats, targets = [], []
     for images, labels in ImageLoader(dataset, batch_size):
-        images = normalize_images(images.to(device), pre.mean, pre.std)
+        images = normalize(images.to(device), pre.mean, pre.std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             feats.append(probe.features(images).float().cpu())
         targets.append(labels)
@@ -260,7 +254,7 @@ def linprobe(checkpoint: str | Path | None, cfg: TrainConfig, *, pool: str = "cl
         train_tf, eval_tf = classification_transforms(cfg.augment, encoder.config.preprocess, splits.num_classes)
         trainer = Trainer(model, objective, train, splits.val, cfg, cfg.out, train_transform=train_tf,
                           eval_transform=eval_tf)
-    summary = _fit_and_summarise(trainer, cfg, splits, _eval_transform(encoder.config.preprocess), extra)
+    summary = _fit_and_summarise(trainer, cfg, splits, eval_transform_for(encoder.config.preprocess), extra)
     if trainer.dist.is_main and not trainer.interrupted:
         from ..weights import save_pretrained
 
