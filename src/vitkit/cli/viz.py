@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or file")
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="images or folders for the attention distances (default: Gaussian noise)")
-    p.add_argument("--max-images", type=int, default=128, help="images used at most (default 128)")
+    p.add_argument("--max-images", type=int, default=128,
+                   help="images used at most, spread over those given (default 128)")
     p.add_argument("--out", default="figures", help="output folder (default: ./figures)")
     p.set_defaults(func=run_figures)
 
@@ -67,7 +68,10 @@ def _expand(items: list[str], limit: int) -> list[Path]:
             paths.append(item)
         else:
             raise FileNotFoundError(f"no such image or folder: {item}")
-    return paths[:limit]
+    if len(paths) <= limit:
+        return paths
+    step = len(paths) / limit  # spread over the (sorted, so class-grouped) list rather than take the first few
+    return [paths[int(i * step)] for i in range(limit)]
 
 
 def run_figures(args: argparse.Namespace) -> int:
