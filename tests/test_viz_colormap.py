@@ -57,3 +57,26 @@ def test_to_rgb_grid_caption_save(tmp_path):
     assert captioned.shape == (24, 60, 3) and (captioned[:14] < 255).any()
     path = save_png(grid, tmp_path / "sub" / "grid.png")
     assert Image.open(path).size == (grid.shape[1], grid.shape[0])
+
+
+def test_attention_overlays_need_no_matplotlib(tmp_path, monkeypatch):
+    import sys
+
+    import torch
+
+    from vitkit.models import ViTConfig, VisionTransformer
+    from vitkit.viz.overlays import save_attention_overlays
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # any import of it now raises ImportError
+    model = VisionTransformer(ViTConfig(image_size=(16, 16), patch_size=4, num_classes=2, dim=16, depth=1,
+                                        num_heads=2))
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "x.png")
+    with torch.no_grad():
+        paths = save_attention_overlays(model, [tmp_path / "x.png"], tmp_path / "out", "heads")
+    assert paths[0].exists()
+    with pytest.raises(ImportError, match="vitkit\\[plot\\]"):
+        from vitkit.viz.curves import plot_confusion
+
+        plot_confusion([[1]], ["a"], tmp_path / "cm.png")
