@@ -177,3 +177,14 @@ def test_every_model_family():
     with torch.no_grad(), record_attention(mae) as rec:
         mae(torch.randn(1, 3, 32, 32))  # 75 % of the 64 patches hidden: 1 + 16 encoder tokens, 65 decoder
     assert rec[0].shape[-1] == 17 and rec[-1].shape[-1] == 65
+
+
+def test_partial_forward_records_the_layers_that_ran():
+    model = tiny_vit()
+    with torch.no_grad(), record_attention(model) as rec:
+        model.forward_intermediates(torch.randn(1, 3, 16, 24), layers=[1])  # blocks 0 and 1 run, 2 does not
+    assert rec[0].shape == rec[1].shape == (1, 4, 25, 25)
+    with pytest.raises(RuntimeError, match="layer 2 has not run"):
+        rec[2]
+    with pytest.raises(RuntimeError, match=r"no attention was recorded for layers \[2\]"):
+        rec.weights

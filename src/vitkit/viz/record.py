@@ -68,7 +68,9 @@ class AttentionRecording:
             layer = self.layers[layer]
         if layer not in self.calls:
             raise KeyError(f"layer {layer} was not recorded; recorded layers: {self.layers}")
-        return self.weights[self.layers.index(layer)]
+        if not self.calls[layer]:
+            raise RuntimeError(f"layer {layer} has not run inside the `with record_attention(...)` block")
+        return self.calls[layer][-1]
 
     def __len__(self) -> int:
         return len(self.layers)
