@@ -238,7 +238,10 @@ def linprobe(checkpoint: str | Path | None, cfg: TrainConfig, *, pool: str = "cl
     splits = splits or _splits(cfg, encoder.config)
     train = labelled_subset(splits.train, label_fraction, cfg.data.split_seed)
     model = LinearProbe(LinearProbeConfig(encoder=encoder.config, num_classes=splits.num_classes, pool=pool))
-    model.encoder.load_state_dict(encoder.state_dict(), strict=False)  # head/fc_norm of a classifier: unused
+    missing, unexpected = model.encoder.load_state_dict(encoder.state_dict(), strict=False)
+    if missing or any(not k.startswith(("head.", "fc_norm.", "pre_logits.")) for k in unexpected):
+        raise ValueError(f"{checkpoint}: encoder weights do not fit a probe (missing {missing}, unexpected "
+                         f"{unexpected}); probe a pretrained encoder, not a classifier with fc-norm")
     objective = ClassificationObjective(cfg.augment.label_smoothing)
     extra = {"from": str(checkpoint), "pool": pool, "train_images": len(train), "cached": cache}
     if cache:
