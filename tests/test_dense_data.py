@@ -90,6 +90,7 @@ def test_joint_crop_and_flip_keep_image_and_targets_aligned():
 
 
 def test_motorcycle_real_pair_with_inf_holes():
+    pytest.importorskip("skimage")
     sample = load_motorcycle(size=(120, 176))
     depth, valid = sample["depth"], sample["valid"]
     assert sample["images"].shape == (1, 3, 120, 176) and sample["images"].dtype == torch.uint8

@@ -47,7 +47,7 @@ class DPTConfig:
     fusion_batch_norm: bool = False
     fusion_bias: bool | None = None  # default: not fusion_batch_norm
     task: Literal["depth", "segment"] = "depth"
-    depth_projection: bool = False  # an extra 3×3 conv + ReLU before the depth head (DPT-Hybrid MiDaS)
+    depth_projection: bool = False  # an extra 3×3 conv + ReLU before the depth head (HF `add_projection`)
     num_classes: int = 150
     aux_head: bool = True  # segmentation: an auxiliary classifier on the finest fused map (training only)
     head_dropout: float = 0.1

@@ -28,8 +28,7 @@ _HYBRID = DPTConfig(encoder=hybrid_config(384, num_classes=0, pos_interp="biline
 _SEGMENT = {"task": "segment", "num_classes": 150, "fusion_batch_norm": True}
 
 for _name, _cfg in (("base", _BASE), ("large", _LARGE), ("hybrid", _HYBRID)):
-    register_model(f"dpt_{_name}_depth", dataclasses.replace(_cfg, task="depth",
-                                                             depth_projection=_name == "hybrid"))
+    register_model(f"dpt_{_name}_depth", dataclasses.replace(_cfg, task="depth"))
     register_model(f"dpt_{_name}_segment", dataclasses.replace(_cfg, **_SEGMENT))
 
 # Tiny DPT for the built-in shapes scenes (64×64, patch 8 → strides 4/8/16/32 from an 8×8 grid).
