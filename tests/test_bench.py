@@ -85,3 +85,12 @@ def test_attention_policy_explicit_only_for_reduced_precision_cpu_training():
         assert not use_explicit_attention(q)
     long = torch.zeros(1, 2, 4096, 8, dtype=torch.bfloat16, requires_grad=True)
     assert not use_explicit_attention(long)  # T² weights would cost more memory than the kernel saves
+
+
+@pytest.mark.slow
+def test_compiled_candidates_train_and_infer():
+    for mode in ("train", "infer"):
+        rows = run_benchmark(_tiny(mode=mode, hf=False, compile=True,
+                                   precision="bf16" if mode == "train" else "bf16-weights"))
+        assert [r["impl"] for r in rows] == ["vitkit", "vitkit+compile"]
+        assert rows[1]["compile_s"] is not None

@@ -259,7 +259,7 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
     for impl, compiled in variants:
         model = prepare(build_model(copy.deepcopy(model_cfg)))
         if compiled:
-            compile_blocks(model)
+            model = compile_model(model, cfg.mode)
         step = _step(model, _classify if is_vit else _mae, images, targets, cfg.mode, cfg.precision, device)
         out.append(Candidate(label, impl, step, flops, batch, cfg.mode, cfg.precision, enc.dim))
     if cfg.hf:
@@ -275,13 +275,18 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
     return out
 
 
-def compile_blocks(model: nn.Module) -> None:
-    """torch.compile every transformer Block in place (identical blocks share one compiled graph)."""
+def compile_model(model: nn.Module, mode: Mode) -> nn.Module:
+    """torch.compile for a benchmark: for training every transformer Block in place (identical blocks share one
+    graph, so compilation does not grow with depth); for inference the whole model with inductor's `freezing`
+    (weights folded in as constants and pre-packed for the matmul library)."""
+    if mode == "infer":
+        return torch.compile(model, options={"freezing": True})
     from .layers import Block
 
     for m in model.modules():
         if isinstance(m, Block):
             m.compile()
+    return model
 
 
 # ---- timing ---------------------------------------------------------------------------------------------------------
@@ -298,21 +303,35 @@ def device_name(device: torch.device) -> str:
     return name
 
 
-def time_interleaved(candidates: Sequence[Candidate], rounds: int, warmup: int, device: torch.device,
-                     peak_n: int) -> dict[str, float]:
-    """Warm every candidate up (recording its first-step time and peak memory), then time `rounds` round-robin
-    rounds in a rotating order, each closed by a bf16 and an fp32 n×n matmul; returns the peak TFLOP/s by dtype."""
+def warm_up(candidates: Sequence[Candidate], warmup: int, device: torch.device) -> list[Candidate]:
+    """Run each candidate's warm-up steps, recording its first-step time and peak memory. A compiled candidate
+    that fails to compile is dropped with a warning (the eager ones still run); any other failure is raised."""
+    ready = []
     for c in candidates:
         mem: list[float] = []
-        with track_memory(device, mem):
-            for i in range(max(warmup, 1)):
-                t0 = time.perf_counter()
-                c.step()
-                _sync(device)
-                if i == 0:
-                    c.first_step_s = time.perf_counter() - t0
+        try:
+            with track_memory(device, mem):
+                for i in range(max(warmup, 1)):
+                    t0 = time.perf_counter()
+                    c.step()
+                    _sync(device)
+                    if i == 0:
+                        c.first_step_s = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - torch.compile raises many kinds
+            if "compile" not in c.impl:
+                raise
+            log.warning("dropping %s %s: compilation failed: %s", c.model, c.impl, e)
+            continue
         c.step_mem_gib = mem[0]
         log.info("warmed up %s %s (first step %.2fs)", c.model, c.impl, c.first_step_s)
+        ready.append(c)
+    return ready
+
+
+def time_interleaved(candidates: Sequence[Candidate], rounds: int, device: torch.device,
+                     peak_n: int) -> dict[str, float]:
+    """Time `rounds` round-robin rounds of warmed-up candidates in a rotating order, each round closed by a bf16
+    and an fp32 n×n matmul; return the peak TFLOP/s by dtype ("bf16", "fp32")."""
     matmuls = {name: matmul_step(peak_n, dt, device) for name, dt in (("bf16", torch.bfloat16),
                                                                         ("fp32", torch.float32))}
     peaks: dict[str, list[float]] = {name: [] for name in matmuls}
@@ -339,11 +358,15 @@ def run_candidates(candidates: Sequence[Candidate], rounds: int = 5, warmup: int
     """Time candidates interleaved and return one row per candidate (see the module docstring)."""
     dev = resolve_device(device)
     peak_n = peak_n or peak_size(max(c.dim for c in candidates))
-    peaks = time_interleaved(candidates, rounds, warmup, dev, peak_n)
-    import transformers
-
+    candidates = warm_up(candidates, warmup, dev)
+    peaks = time_interleaved(candidates, rounds, dev, peak_n)
+    try:
+        import transformers
+        hf_version = transformers.__version__
+    except ImportError:
+        hf_version = None
     meta = {"device": device_name(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peak_n": peak_n,
+            "transformers": hf_version, "peak_n": peak_n,
             "peak_bf16_tflops": round(peaks["bf16"], 4), "peak_fp32_tflops": round(peaks["fp32"], 4)}
     rows = []
     for c in candidates:
