@@ -129,7 +129,8 @@ def test_bad_files_raise_unreadable(tmp_path, monkeypatch, kind):
     path = tmp_path / "bad.jpg"
     if kind == "truncated":
         buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+        noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(buf, "JPEG")
         path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     elif kind == "zero_byte":
         path.write_bytes(b"")

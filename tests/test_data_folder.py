@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitkit.data import (DataConfig, ImageFolder, ImageLoader, InMemoryImages, UnreadableImage, build_datasets,
-                         find_samples, load_builtin, split_indices)
+from vitkit.data import (DataConfig, ImageFolder, ImageLoader, InMemoryImages, UnreadableImage,
+                         build_datasets, find_samples, load_builtin, split_indices)
 
 CIFAR_TARBALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train.tar.gz"
 BAD_KINDS = ("truncated.jpg", "empty.jpg", "text.jpg", "bomb.png")
@@ -26,7 +26,8 @@ def _write_good(path: Path, value: int, size=(8, 8)) -> None:
 def _write_bad(path: Path) -> None:
     if path.name == "truncated.jpg":
         buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+        noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(buf, "JPEG")
         path.write_bytes(buf.getvalue()[:300])
     elif path.name == "empty.jpg":
         path.write_bytes(b"")
@@ -161,7 +162,8 @@ def test_loader_order_resume_and_ddp_shards():
     assert [y.tolist() for _, y in single.epoch(0, start_batch=1)] == epoch0[1:]
     ranks = [ImageLoader(data, batch_size=2, shuffle=True, drop_last=True, seed=5, rank=r, world_size=2)
              for r in range(2)]
-    per_step = [sum((y.tolist() for y in step), []) for step in zip(*[[y for _, y in r.epoch(0)] for r in ranks])]
+    steps = zip(*[[y for _, y in r.epoch(0)] for r in ranks])
+    per_step = [sum((y.tolist() for y in step), []) for step in steps]
     assert per_step == epoch0  # two processes see exactly the samples of the one-process global batch
     ordered = ImageLoader(data, batch_size=4)
     assert [y.tolist() for _, y in ordered] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

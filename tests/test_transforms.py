@@ -18,7 +18,8 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
 def _images(b=6, c=3, h=16, w=16, seed=0) -> torch.Tensor:
-    return torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=generator)
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
@@ -72,7 +73,8 @@ def test_equalize_flat_image_unchanged():
 def test_geometric_ops_exact_on_pixel_grid():
     x = _images(2, 3, 8, 8).float() / 255
     zero = torch.zeros(2)
-    shift = ops.affine_grid_sample(x, ops.geometric_theta(zero, zero, zero, torch.full((2,), 0.25), zero), fill=0.5)
+    theta = ops.geometric_theta(zero, zero, zero, torch.full((2,), 0.25), zero)
+    shift = ops.affine_grid_sample(x, theta, fill=0.5)
     assert torch.allclose(shift[..., 2:], x[..., :-2], atol=1e-5)  # 0.25 of 8 px = 2 px to the right
     assert torch.allclose(shift[..., :2], torch.full_like(shift[..., :2], 0.5))
     turned = ops.affine_grid_sample(x, ops.geometric_theta(torch.full((2,), 90.0), zero, zero, zero, zero))
@@ -107,8 +109,8 @@ def test_rand_and_trivial_augment_mix_ops_per_sample():
 def test_crop_identity_flip_and_padding_shift_exact():
     images = _images(8, 3, 10, 10)
     x = images.float() / 255
-    identity = Augment(AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)), num_classes=3, mean=(0,) * 3,
-                       std=(1,) * 3)
+    whole = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    identity = Augment(whole, num_classes=3, mean=(0,) * 3, std=(1,) * 3)
     out, _ = identity(images, torch.zeros(8, dtype=torch.long), torch.Generator().manual_seed(0))
     assert torch.allclose(out, x, atol=1e-5)
     flip = Augment(AugmentConfig(hflip=1.0), num_classes=3, mean=MEAN, std=STD)
@@ -157,7 +159,8 @@ def test_label_smoothing_matches_cross_entropy_convention():
 def test_mixup_targets_follow_the_image_blend():
     x = torch.arange(4, dtype=torch.float).view(4, 1, 1, 1).expand(4, 1, 4, 4).clone()
     targets = torch.tensor([0, 1, 2, 3])
-    out, soft = mix_batch(x, targets, 4, torch.Generator().manual_seed(0), mixup_alpha=0.8, label_smoothing=0.2)
+    generator = torch.Generator().manual_seed(0)
+    out, soft = mix_batch(x, targets, 4, generator, mixup_alpha=0.8, label_smoothing=0.2)
     lam = (soft[0, 0] - 0.05) / 0.8  # on-value 0.85, off-value 0.05
     assert torch.allclose(out, lam * x + (1 - lam) * x.flip(0), atol=1e-5)
     assert torch.allclose(soft.sum(1), torch.ones(4)) and float(soft.max()) <= 0.85 + 1e-6

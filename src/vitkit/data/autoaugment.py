@@ -73,7 +73,8 @@ def apply_ops(images: Tensor, op_index: Tensor, magnitude: Tensor, space: OpSpac
         elif name != "identity" and bool(chosen.any()):
             out[chosen] = COLOR_OPS[name](images[chosen], magnitude[chosen], space)
     if bool(geometric.any()):
-        out[geometric] = _warp(images[geometric], op_index[geometric], magnitude[geometric], space, fill, op_names)
+        out[geometric] = _warp(images[geometric], op_index[geometric], magnitude[geometric], space, fill,
+                               op_names)
     return out
 
 
@@ -86,7 +87,8 @@ def _warp(images: Tensor, op_index: Tensor, magnitude: Tensor, space: OpSpace, f
 
     theta = ops.geometric_theta(pick("rotate", space.rotate), pick("shear_x", space.shear),
                                 pick("shear_y", space.shear), pick("translate_x", space.translate),
-                                pick("translate_y", space.translate), aspect=images.shape[-1] / images.shape[-2])
+                                pick("translate_y", space.translate),
+                                aspect=images.shape[-1] / images.shape[-2])
     return ops.affine_grid_sample(images, theta, fill=fill, mode="bilinear")
 
 

@@ -4,7 +4,8 @@
 
 * nothing or a built-in name (``"digits"``, ``"mnist"``): the built-in set and its fixed held-out split;
 * ``DATA/`` with ``DATA/train/<class>/`` and ``DATA/val/<class>/`` (also ``valid``/``validation``);
-* ``DATA/train/<class>/`` alone, or ``DATA/<class>/``: a seeded stratified split (`val_fraction`, `split_seed`);
+* ``DATA/train/<class>/`` alone, or ``DATA/<class>/``: a seeded stratified split (`val_fraction`,
+  `split_seed`);
 * ``.tar`` shards (a file, a directory of them, or a brace pattern ``shards-{000..009}.tar``): WebDataset
   (the ``webdataset`` extra); give the held-out shards in `val_path`.
 
@@ -108,7 +109,8 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> DataSplits:
         val_samples, _ = find_samples(val_root, classes)
     elif cfg.val_fraction > 0:
         train_idx, val_idx = split_indices([t for _, t in train_samples], cfg.val_fraction, cfg.split_seed)
-        train_samples, val_samples = [train_samples[i] for i in train_idx], [train_samples[i] for i in val_idx]
+        val_samples = [train_samples[i] for i in val_idx]
+        train_samples = [train_samples[i] for i in train_idx]
     else:
         val_samples = []
     log.info("%s: %d classes, %d train / %d val images", root, len(classes), len(train_samples),

@@ -1,7 +1,9 @@
-"""Image datasets: class-subfolder trees read lazily (`ImageFolder`) or decoded once into memory (`InMemoryImages`).
+"""Image datasets: class-subfolder trees read lazily (`ImageFolder`) or decoded once into memory
+(`InMemoryImages`).
 
 Both are map-style datasets whose items are ``(image uint8 (C, H, W), target int)``. An unreadable file in an
-`ImageFolder` yields a `SkippedSample` instead (logged with its path and reason); `collate_samples` drops those
+`ImageFolder` yields a `SkippedSample` instead (logged with its path and reason); `collate_samples` drops
+those
 and reports them, and `ImageFolder.load` skips them while decoding into memory. With ``strict=True`` the
 `UnreadableImage` error is raised instead.
 """

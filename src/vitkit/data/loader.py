@@ -2,7 +2,8 @@
 
 `ImageLoader` yields ``(images uint8 (B, C, H, W), targets int64 (B,))``. The order of epoch ``e`` is a pure
 function of ``(seed, e)``, so a resumed run can restart mid-epoch with ``epoch(e, start_batch=k)``. Under
-data parallelism each global batch of ``batch_size · world_size`` samples is split into contiguous rank slices,
+data parallelism each global batch of ``batch_size · world_size`` samples is split into contiguous rank
+slices,
 so N processes see exactly the samples one process would see in the same step.
 
 In-memory datasets (`InMemoryImages`) are batched by tensor indexing in the calling process (no workers

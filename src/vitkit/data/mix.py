@@ -16,12 +16,16 @@ Tensor = torch.Tensor
 
 
 def smooth_one_hot(targets: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
-    """(B,) class indices → (B, K) float targets: ``1 − smoothing + smoothing/K`` on the class, ``smoothing/K``
-    elsewhere (the same convention as ``F.cross_entropy(label_smoothing=...)``)."""
+    """(B,) class indices → (B, K) float targets.
+
+    ``1 − smoothing + smoothing/K`` on the class and ``smoothing/K`` elsewhere: the convention of
+    ``F.cross_entropy(label_smoothing=...)``.
+    """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
-        raise ValueError(f"targets must lie in [0, {num_classes}), got {int(targets.min())}..{int(targets.max())}")
+        raise ValueError(f"targets must lie in [0, {num_classes}), "
+                         f"got {int(targets.min())}..{int(targets.max())}")
     off = smoothing / num_classes
     soft = torch.full((targets.shape[0], num_classes), off, device=targets.device)
     return soft.scatter_(1, targets.long()[:, None], 1.0 - smoothing + off)
@@ -64,8 +68,8 @@ def cutmix(images: Tensor, soft_targets: Tensor, lam: float, generator: torch.Ge
 
 
 def mix_batch(images: Tensor, targets: Tensor, num_classes: int, generator: torch.Generator | None = None, *,
-              mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0, switch_prob: float = 0.5,
-              label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
+              mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0,
+              switch_prob: float = 0.5, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
     """Mixup or cutmix a batch with probability `prob`, returning smoothed soft targets either way.
 
     Args:

@@ -19,7 +19,8 @@ Tensor = torch.Tensor
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
+def uniform(n: int, low: float, high: float, generator: torch.Generator | None,
+            device: torch.device) -> Tensor:
     """n samples of U(low, high) drawn from `generator` (on its own device), moved to `device`."""
     gen_device = generator.device if generator is not None else torch.device("cpu")
     values = torch.rand(n, generator=generator, device=gen_device)
@@ -123,8 +124,8 @@ def equalize(images: Tensor) -> Tensor:
     """Histogram-equalise each channel on 8-bit levels, following Pillow's ImageOps.equalize LUT."""
     b, c, h, w = images.shape
     levels = (images * 255).round_().long().view(b * c, h * w)  # (B·C, H·W)
-    hist = torch.zeros(b * c, 256, device=images.device).scatter_add_(1, levels, torch.ones_like(levels,
-                                                                                               dtype=torch.float))
+    ones = torch.ones_like(levels, dtype=torch.float)
+    hist = torch.zeros(b * c, 256, device=images.device).scatter_add_(1, levels, ones)  # (B·C, 256)
     # Pillow: step = (pixels − count of the last non-empty level) // 255; identity when step == 0
     last = 255 - torch.argmax((hist.flip(1) > 0).float(), dim=1)
     step = torch.div(h * w - hist.gather(1, last[:, None]).squeeze(1), 255, rounding_mode="floor")
@@ -155,12 +156,14 @@ def affine_grid_sample(images: Tensor, theta: Tensor, size: tuple[int, int] | No
     if fill == 0.0:
         warped = F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
     else:  # sample (images − fill) with zero padding, so uncovered pixels come out as `fill`
-        warped = F.grid_sample(images - fill, grid, mode=mode, padding_mode="zeros", align_corners=False).add_(fill)
+        warped = F.grid_sample(images - fill, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        warped.add_(fill)
     return warped.clamp_(0.0, 1.0) if mode == "bicubic" else warped
 
 
 def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
-    """``F.affine_grid(theta, (B, ·, height, width), align_corners=False)`` by broadcasting (3x faster on CPU).
+    """``F.affine_grid(theta, (B, ·, height, width), align_corners=False)`` by broadcasting (3x faster on
+    CPU).
 
     Returns:
         (B, height, width, 2) sampling positions (x, y) in [−1, 1] coordinates.

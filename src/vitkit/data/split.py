@@ -11,8 +11,8 @@ def split_indices(targets: Sequence[int] | np.ndarray, val_fraction: float, seed
                   stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into (train, val), both sorted, deterministic given `seed`.
 
-    With `stratify`, each class contributes ``round(val_fraction · n_class)`` samples to val (at least one when
-    the class has two or more), so class balance is kept even for small sets.
+    With `stratify`, each class contributes ``round(val_fraction · n_class)`` samples to val (at least one
+    when the class has two or more), so class balance is kept even for small sets.
 
     Args:
         targets: class index per sample (N,).

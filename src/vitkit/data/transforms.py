@@ -126,7 +126,8 @@ def crop_flip_theta(batch: int, image_hw: tuple[int, int], cfg: AugmentConfig,
     h, w = image_hw
     if cfg.crop_scale is not None:
         area = ops.uniform(batch, *cfg.crop_scale, generator, device)
-        log_ratio = ops.uniform(batch, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), generator, device)
+        low, high = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+        log_ratio = ops.uniform(batch, low, high, generator, device)
         ratio = torch.exp(log_ratio)
         # crop width / height as fractions of the image side (clipped rather than redrawn when too large)
         frac_w = torch.sqrt(area * ratio * h / w).clamp(max=1.0)
@@ -185,7 +186,8 @@ def random_erasing(images: Tensor, prob: float, generator: torch.Generator | Non
     if index.numel() == 0:
         return images
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    noise = torch.randn((index.numel(), c, h, w), generator=generator, device=gen_device).to(device, images.dtype)
+    noise = torch.randn((index.numel(), c, h, w), generator=generator, device=gen_device)
+    noise = noise.to(device, images.dtype)
     out = images.clone()
     out[index] = torch.lerp(images[index], noise, inside[index, None].to(images.dtype))
     return out

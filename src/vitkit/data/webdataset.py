@@ -42,7 +42,8 @@ def expand_shards(spec: str) -> list[str]:
         shards = [spec]
     missing = [s for s in shards if not Path(s).is_file()]
     if not shards or missing:
-        raise FileNotFoundError(f"no WebDataset shards at {spec!r}" + (f"; missing {missing[:3]}" if missing else ""))
+        detail = f"; missing {missing[:3]}" if missing else ""
+        raise FileNotFoundError(f"no WebDataset shards at {spec!r}{detail}")
     return shards
 
 
