@@ -5,7 +5,8 @@ from .config import AugmentConfig, OptimConfig, TrainConfig, load_train_config, 
 from .ema import ModelEMA
 from .optim import build_optimizer, build_param_groups, layer_decay_scales, layer_id
 from .schedule import warmup_cosine_lr
-from .trainer import NonFiniteError, Trainer, seed_everything
+from .runtime import seed_everything
+from .trainer import NonFiniteError, Trainer
 
 __all__ = ["AugmentConfig", "CheckpointError", "ModelEMA", "NonFiniteError", "OptimConfig", "TrainConfig", "Trainer",
            "build_optimizer", "build_param_groups", "find_checkpoint", "layer_decay_scales", "layer_id",

@@ -232,3 +232,26 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def pack_training_state(optimizer: torch.optim.Optimizer, ema: Any = None
+                        ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer, RNG and EMA state as (tensors for safetensors, JSON-able dict)."""
+    tensors, optim_meta = optimizer_to_state(optimizer)
+    rng_tensors, rng_meta = rng_to_state()
+    tensors.update(rng_tensors)
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    return tensors, {"optimizer": optim_meta, "rng": rng_meta, "ema_updates": ema.updates if ema else 0}
+
+
+def unpack_training_state(tensors: dict[str, Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
+                          ema: Any = None, restore_rng: bool = True) -> None:
+    """Inverse of `pack_training_state`; an EMA missing from the checkpoint keeps its current weights."""
+    optimizer_from_state(optimizer, tensors, meta["optimizer"])
+    if ema is not None:
+        ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if ema_state:
+            ema.load_state_dict(ema_state, meta["ema_updates"])
+    if restore_rng:
+        rng_from_state(tensors, meta["rng"])

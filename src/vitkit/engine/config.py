@@ -12,23 +12,7 @@ from typing import Any
 
 from ..config import config_from_dict, config_to_dict, replace_config
 from ..data import DataConfig
-
-
-@dataclass
-class AugmentConfig:
-    """Batched tensor augmentation on the training device (vitkit.data.transforms); off when all zero/False."""
-
-    crop_scale: tuple[float, float] = (1.0, 1.0)  # random resized crop area range; (1, 1) = no crop
-    crop_ratio: tuple[float, float] = (0.75, 1.3333)
-    flip: bool = False  # random horizontal flip (leave off for digits)
-    translate: int = 0  # random shift by up to this many pixels (pad and crop)
-    auto_augment: str | None = None  # "trivial" or "randaugment"
-    magnitude: int = 9  # RandAugment magnitude (0..30)
-    color_jitter: float = 0.0  # brightness/contrast/saturation strength
-    erase_prob: float = 0.0  # random erasing probability per image
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    label_smoothing: float = 0.0
+from ..data.transforms import AugmentConfig
 
 
 @dataclass

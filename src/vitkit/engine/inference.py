@@ -10,7 +10,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .augment import normalize_images
+from ..data.transforms import normalize
+from .augment import eval_transform_for
 from .metrics import classification_summary
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batc
     dataset = splits.val if split == "val" else splits.train
     if dataset is None:
         raise ValueError(f"{data} has no held-out split; pass a folder of class subfolders with split='train'")
-    pre = cfg.preprocess
-    logits, targets = predict_logits(model, dataset, lambda b, g: (normalize_images(b[0], pre.mean, pre.std), b[1]),
-                                     dev, amp, batch_size)
+    logits, targets = predict_logits(model, dataset, eval_transform_for(cfg.preprocess), dev, amp, batch_size)
     return classification_summary(logits, targets, names)
 
 
@@ -92,7 +91,7 @@ def predict_images(checkpoint: str | Path, images: Sequence[str | Path], *, top_
     for path in images:
         image = decode_image(path, channels=cfg.in_chans, size=cfg.image_size[0], crop_pct=pre.crop_pct)
         with torch.no_grad():
-            probs = model(normalize_images(image[None].to(dev), pre.mean, pre.std)).float().softmax(-1)[0]
+            probs = model(normalize(image[None].to(dev), pre.mean, pre.std)).float().softmax(-1)[0]
         top = probs.topk(min(top_k, probs.numel()))
         results.append({"image": str(path), "top": [
             {"label": pre.label_names[i] if i < len(pre.label_names) else str(i), "index": i, "prob": p}

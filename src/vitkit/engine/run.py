@@ -25,7 +25,8 @@ from .augment import classification_transforms
 from .config import TrainConfig
 from .inference import predict_logits
 from .metrics import classification_summary
-from .trainer import Trainer, seed_everything
+from .runtime import seed_everything
+from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
                                            "preprocess.label_names": tuple(splits.classes)})
     model = build_model(model_cfg)
     train_tf, eval_tf = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
-    objective = ClassificationObjective(cfg.augment.label_smoothing)
+    objective = ClassificationObjective()  # label smoothing is in Augment's soft targets
     trainer = Trainer(model, objective, splits.train, splits.val, cfg, cfg.out, train_transform=train_tf,
                       eval_transform=eval_tf)
     start = time.perf_counter()

@@ -14,14 +14,10 @@ import contextlib
 import logging
 import math
 import os
-import random
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -36,6 +32,7 @@ from .ema import ModelEMA
 from .logs import MetricsLog, Progress
 from .metrics import MeanMetrics
 from .optim import build_optimizer
+from .runtime import StopFlag, deterministic_algorithms, seed_everything
 from .schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
@@ -85,7 +82,8 @@ class Trainer:
         self.best: float | None = None
         self.nonfinite_total = self.nonfinite_run = 0
         self.interrupted = False
-        self._stop_requested = False
+        self.epoch_seconds = 0.0  # training time of the last epoch (this session's part of it after a resume)
+        self.stop = StopFlag()
         self.logger = MetricsLog(self.out_dir, self.dist.is_main, cfg.tensorboard)
         self.progress = Progress(self.dist.is_main)
 
@@ -100,58 +98,62 @@ class Trainer:
             save_train_config(self.cfg, self.out_dir / "config.yaml")
         self.resume()
         val: dict[str, float] = {}
-        with self._sigterm_stops(), _deterministic(self.cfg.deterministic):
+        with self.stop.catch_sigterm(), deterministic_algorithms(self.cfg.deterministic):
             for epoch in range(self.epoch, self.cfg.epochs):
-                self.train_epoch(epoch)
+                line = self.train_epoch(epoch)
                 if self.interrupted:
+                    self.progress.end_epoch(f"interrupted at step {self.step}; checkpoint saved")
                     return val
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
-                is_last = epoch + 1 == self.cfg.epochs
                 val = {}
-                if self.val_data is not None and (is_last or (epoch + 1) % self.cfg.eval_every == 0):
+                if self.val_data is not None and (epoch + 1 == self.cfg.epochs
+                                                  or (epoch + 1) % self.cfg.eval_every == 0):
                     val = self.evaluate()
-                    self.logger.write(self.step, epoch, "val", val)
+                    self.logger.write(self.step, epoch, "val", {**val, "epoch_seconds": self.epoch_seconds})
+                    line += "  val " + _fmt(val)
                 improved = self.select in val and (self.best is None or val[self.select] > self.best)
-                if improved:
-                    self.best = val[self.select]
+                self.best = val[self.select] if improved else self.best
                 self.save(best=improved)
+                self.progress.end_epoch(line)
         self.logger.close()
         return val
 
-    def train_epoch(self, epoch: int) -> None:
+    def train_epoch(self, epoch: int) -> str:
+        """Train the rest of `epoch`; return its summary line (or stop early with `interrupted` set)."""
         self.model.train()
         self.progress.start_epoch(epoch, self.cfg.epochs, self.steps_per_epoch, self.batch_in_epoch)
         epoch_meter, window = MeanMetrics(), MeanMetrics()
         start = window_start = time.perf_counter()
-        images = 0
+        images = images_in_window = 0
         for batch in self.train_data.epoch(epoch, start_batch=self.batch_in_epoch):
             metrics, lr = self.train_step(to_device(batch, self.device))
             self.batch_in_epoch += 1
             images += batch_size_of(batch) * self.dist.world_size
+            images_in_window += batch_size_of(batch) * self.dist.world_size
             epoch_meter.update(metrics, 1)
             window.update(metrics, 1)
             rate = images / max(time.perf_counter() - start, 1e-9)
             self.progress.update(rate, metrics.get("loss", float("nan")), lr)
             if self.step % self.cfg.log_every == 0:
-                per_s = batch_size_of(batch) * self.dist.world_size * window.count / (time.perf_counter() - window_start)
+                per_s = images_in_window / (time.perf_counter() - window_start)
                 self.logger.write(self.step, epoch, "train", {**window.compute(), "lr": lr, "img_per_s": per_s})
+                images_in_window = 0
                 window, window_start = MeanMetrics(), time.perf_counter()
             if self._should_stop():
                 self.save()
                 self.interrupted = True
-                self.progress.end_epoch(f"interrupted at step {self.step}; checkpoint saved")
-                return
+                return ""
             mid_epoch = self.batch_in_epoch < self.steps_per_epoch  # epoch ends save after evaluating
             if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and mid_epoch:
                 self.save()
-        took = time.perf_counter() - start
+        took = self.epoch_seconds = time.perf_counter() - start
         notes = [f"{images / max(took, 1e-9):.0f} img/s", f"{took:.1f}s"]
         if self.nonfinite_total:
             notes.append(f"non-finite steps {self.nonfinite_total}")
         if getattr(self.train_data, "num_skipped", 0):
             notes.append(f"unreadable images skipped {self.train_data.num_skipped}")
-        self.progress.end_epoch(f"epoch {epoch + 1}/{self.cfg.epochs}  step {self.step}  "
-                                + _fmt(epoch_meter.compute()) + "  " + "  ".join(notes))
+        return (f"epoch {epoch + 1}/{self.cfg.epochs}  step {self.step}  train " + _fmt(epoch_meter.compute())
+                + "  " + "  ".join(notes))
 
     def train_step(self, batch: Any) -> tuple[dict[str, float], float]:
         """One optimizer step over `accum_steps` micro-batches; returns (batch metrics, lr used)."""
@@ -229,15 +231,9 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         """Write DIR/checkpoints/last (and copy it to best) on the main process; others wait."""
         if self.dist.is_main:
-            tensors, optim_meta = ckpt.optimizer_to_state(self.optimizer)
-            rng_tensors, rng_meta = ckpt.rng_to_state()
-            tensors.update(rng_tensors)
-            if self.ema is not None:
-                tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-            meta = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                    "best": self.best, "nonfinite_total": self.nonfinite_total,
-                    "ema_updates": self.ema.updates if self.ema else 0, "optimizer": optim_meta, "rng": rng_meta,
-                    "config": config_to_dict(self.cfg)}
+            tensors, meta = ckpt.pack_training_state(self.optimizer, self.ema)
+            meta.update(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best=self.best,
+                        nonfinite_total=self.nonfinite_total, config=config_to_dict(self.cfg))
             last = ckpt.save_checkpoint(self.checkpoint_dir / "last", self.model, tensors, meta)
             if best:
                 ckpt.copy_checkpoint(last, self.checkpoint_dir / "best")
@@ -252,14 +248,8 @@ class Trainer:
         ckpt.check_same_model(found, self.model)
         model_state, meta, tensors = ckpt.load_checkpoint_state(found)
         self.model.load_state_dict(model_state)
-        ckpt.optimizer_from_state(self.optimizer, tensors, meta["optimizer"])
-        if self.ema is not None:
-            prefix = "ema."
-            ema_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            self.ema.load_state_dict(ema_state or self.model.state_dict(), meta["ema_updates"])
-        if self.dist.is_main:
-            ckpt.rng_from_state(tensors, meta["rng"])
-        else:  # only rank 0's generators are saved; the others restart from a seed tied to the step
+        ckpt.unpack_training_state(tensors, meta, self.optimizer, self.ema, restore_rng=self.dist.is_main)
+        if not self.dist.is_main:  # only rank 0's generators are saved; the others reseed, tied to the step
             seed_everything(self.cfg.seed * 7919 + self.dist.rank * 104_729 + meta["step"])
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
         self.best, self.nonfinite_total = meta["best"], meta["nonfinite_total"]
@@ -283,25 +273,9 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         if not self.dist.enabled:
-            return self._stop_requested
-        flag = torch.tensor([float(self._stop_requested)], device=self.device)
+            return self.stop.requested
+        flag = torch.tensor([float(self.stop.requested)], device=self.device)
         return bool(all_reduce_sum(flag).item())  # every rank stops at the same step
-
-    @contextlib.contextmanager
-    def _sigterm_stops(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request_stop(signum: int, frame: Any) -> None:
-            log.warning("SIGTERM: finishing this step and writing a checkpoint")
-            self._stop_requested = True
-
-        previous = signal.signal(signal.SIGTERM, request_stop)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
@@ -314,23 +288,6 @@ def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
     return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
                        num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(enabled or previous)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 def _local_rank() -> int:

@@ -1,0 +1,84 @@
+"""`vitkit train / eval / predict` end to end on a tiny model and the built-in digits set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitkit.cli.main import build_parser, main
+
+TINY = ["--model", "vit_tiny_patch2_28", "--set", "data.image_size=8", "--set", "model_args.dim=32",
+        "--set", "model_args.depth=2", "--set", "model_args.num_heads=2", "--device", "cpu", "--no-amp"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--out", str(out), "--epochs", "2", "--batch-size", "64", "--lr", "3e-3", *TINY]) == 0
+    return out
+
+
+def test_train_writes_the_run_directory(run_dir, capsys):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last/model.safetensors",
+                 "checkpoints/last/config.json", "checkpoints/last/train_state.json",
+                 "checkpoints/best/model.safetensors"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    from vitkit.data import load_builtin
+
+    num_train, num_val = len(load_builtin("digits", "train", 1)), len(load_builtin("digits", "val", 1))
+    assert summary["val"]["num_samples"] == num_val and summary["steps"] == 2 * (num_train // 64)
+    assert summary["val"]["acc1"] > 0.3  # two epochs are far above chance (0.1)
+    assert len(summary["val"]["confusion"]) == 10
+
+
+def test_rerun_resumes_finished_run(run_dir, capsys):
+    assert main(["train", "--out", str(run_dir), "--epochs", "2", "--batch-size", "64", "--lr", "3e-3", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "held-out accuracy" in out
+    keys = [(e["step"], e["split"]) for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    assert len(keys) == len(set(keys))
+
+
+def test_eval_matches_training_summary(run_dir, capsys):
+    assert main(["eval", "--checkpoint", str(run_dir), "--data", "digits", "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert result["acc1"] == pytest.approx(summary["val"]["acc1"])
+    assert set(result["per_class_acc"]) == {str(i) for i in range(10)}
+    assert main(["eval", "--checkpoint", str(run_dir / "checkpoints" / "last"), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("top-1 ") and "top-5" in text and len(text.splitlines()) == 11
+
+
+def test_predict_top_k_json(run_dir, tmp_path, capsys):
+    from vitkit.data import load_builtin
+
+    val = load_builtin("digits", "val", 1)
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(val.images[i, 0].numpy().astype(np.uint8), mode="L").save(path)
+        paths.append(str(path))
+    assert main(["predict", "--checkpoint", str(run_dir), *paths, "--top-k", "3", "--json", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows] == paths
+    for r in rows:
+        probs = [t["prob"] for t in r["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert all(t["label"] == str(t["index"]) for t in r["top"])
+
+
+def test_every_train_option_is_explained():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("train", "eval", "predict"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"vitkit {name} {action.option_strings} has no help"
+
+
+def test_bad_override_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), "--set", "optim.lrr=1"]) == 1
+    assert "did you mean lr" in capsys.readouterr().err
