@@ -40,7 +40,8 @@ class DataConfig:
     Attributes:
         path: None = the default built-in set; a built-in name; an image folder; or WebDataset shards.
         val_path: held-out folder or shards, overriding the automatic choice.
-        val_fraction: share held out by the seeded split when no val folder exists (0 = no val set).
+        val_fraction: share held out by the seeded split when no val folder exists (0 = no val set);
+            built-in sets always use their own fixed held-out split.
         split_seed: seed of that split (independent of the training seed).
         image_size: storage size: an int resizes the shorter side and centre-crops a square (so mixed
             sizes can be batched and held in memory); None keeps native sizes.

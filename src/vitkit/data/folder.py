@@ -141,6 +141,7 @@ class ImageFolder(Dataset):
         self.size = size
         self.strict = strict
         self.background = background
+        self._warned: set[str] = set()
 
     @classmethod
     def from_root(cls, root: str | os.PathLike, classes: Sequence[str] | None = None,
@@ -164,7 +165,9 @@ class ImageFolder(Dataset):
         path, target = self.samples[index]
         result = _decode_one(path, self.channels, self.size, self.background, self.strict)
         if isinstance(result, SkippedSample):
-            log.warning("skipping unreadable image %s: %s", result.path, result.reason)
+            if result.path not in self._warned:  # once per file and process, not once per epoch
+                self._warned.add(result.path)
+                log.warning("skipping unreadable image %s: %s", result.path, result.reason)
             return result
         return torch.from_numpy(result), target
 

@@ -229,9 +229,11 @@ class Augment:
         x = to_float(images)
         b, _, h, w = x.shape
         size = (cfg.image_size, cfg.image_size) if cfg.image_size else (h, w)
-        if cfg.crop_scale is not None or cfg.crop_padding > 0 or cfg.hflip > 0 or size != (h, w):
+        if cfg.crop_scale is not None or cfg.crop_padding > 0 or cfg.hflip > 0:
             theta = crop_flip_theta(b, (h, w), cfg, generator, x.device)
             x = ops.affine_grid_sample(x, theta, size=size, fill=0.0, mode=cfg.interpolation)
+        elif size != (h, w):
+            x = resize_images(x, size, cfg.interpolation)  # antialiased, unlike a plain warp
         if cfg.auto_augment == "randaugment":
             x = rand_augment(x, generator, cfg.ra_num_ops, cfg.ra_magnitude)
         elif cfg.auto_augment == "trivialaugment":
