@@ -48,7 +48,7 @@ def make_trainer(out: Path, model=None, objective=None, **kw) -> Trainer:
                    train_transform=train_tf, eval_transform=eval_tf)
 
 
-# ---- schedule and optimizer groups ------------------------------------------------------------------------------
+# ---- schedule and optimizer groups -------------------------------------------------------------------------
 def test_warmup_cosine_values():
     lr = lambda s: warmup_cosine_lr(s, total_steps=110, base_lr=1.0, warmup_steps=10, min_lr=0.1)  # noqa: E731
     assert lr(0) == 0.0
@@ -87,7 +87,7 @@ def test_layer_decay_scales_and_lr_scale_prefix():
     assert by_name["head.weight"] == 10.0 and by_name["blocks.0.attn.qkv.weight"] == 0.25
 
 
-# ---- non-finite detection -----------------------------------------------------------------------------------------
+# ---- non-finite detection ----------------------------------------------------------------------------------
 class PoisonedObjective(ClassificationObjective):
     """Returns a NaN loss on the calls listed in `bad` (0-based)."""
 
@@ -134,7 +134,7 @@ def test_checkpoint_refuses_nonfinite_weights(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-# ---- atomic checkpoints ---------------------------------------------------------------------------------------------
+# ---- atomic checkpoints ------------------------------------------------------------------------------------
 def test_failing_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     target = tmp_path / "checkpoints" / "last"
     first = tiny_model()
@@ -164,7 +164,7 @@ def test_checkpoint_survives_crash_between_renames(tmp_path):
     assert ckpt.find_checkpoint(target) == tmp_path / ".last.old"
 
 
-# ---- resume -------------------------------------------------------------------------------------------------------
+# ---- resume ------------------------------------------------------------------------------------------------
 def test_resume_refuses_changed_model_config(tmp_path):
     make_trainer(tmp_path, epochs=1).fit()
     trainer = make_trainer(tmp_path, model=tiny_model(dim=32), epochs=2)

@@ -36,7 +36,7 @@ class CheckpointError(RuntimeError):
     pass
 
 
-# ---- writing ----------------------------------------------------------------------------------------------------
+# ---- writing -----------------------------------------------------------------------------------------------
 def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
     """Write model + training state to `directory` atomically (replacing an older checkpoint there).
 
@@ -138,7 +138,7 @@ def _check_finite(tensors: dict[str, Tensor], what: str) -> None:
         raise CheckpointError(f"refusing to save non-finite {what} tensors: {', '.join(bad[:5])}")
 
 
-# ---- reading ----------------------------------------------------------------------------------------------------
+# ---- reading -----------------------------------------------------------------------------------------------
 def find_checkpoint(directory: str | Path) -> Path | None:
     """The complete checkpoint at `directory`, or the one a crash mid-swap left at ``.NAME.old``; else None."""
     directory = Path(directory)
@@ -157,7 +157,7 @@ def load_checkpoint_state(directory: str | Path) -> tuple[dict[str, Tensor], dic
     return model_state, meta, tensors
 
 
-# ---- optimizer and RNG state as (tensors, JSON) ------------------------------------------------------------------
+# ---- optimizer and RNG state as (tensors, JSON) ------------------------------------------------------------
 def optimizer_to_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}

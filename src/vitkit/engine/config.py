@@ -15,15 +15,21 @@ from ..data import DataConfig
 from ..data.transforms import AugmentConfig
 
 
+def default_augment() -> AugmentConfig:
+    """Random resized crops (60–100 % of the area, near-square) and label smoothing 0.1: no flips, so digits and
+    text stay readable."""
+    return AugmentConfig(crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), label_smoothing=0.1)
+
+
 @dataclass
 class OptimConfig:
     """AdamW with warmup + cosine, clipping, accumulation and an optional EMA of the weights."""
 
-    lr: float = 1e-3  # peak learning rate for a batch of `batch_size`
+    lr: float = 1.5e-3  # peak learning rate for a batch of `batch_size`
     min_lr: float = 1e-5
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 5.0
     clip_grad: float | None = 1.0  # max global grad norm; None: no clipping
     accum_steps: int = 1  # micro-batches per optimizer step (batch_size is split among them)
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning); None: off
@@ -32,12 +38,16 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; saved as DIR/config.yaml."""
+    """Everything a training run needs; saved as DIR/config.yaml.
 
-    model: str = "vit_tiny_patch4_28"
+    The defaults are the `vitkit train` recipe: a 0.45 M-parameter ViT on the built-in digits (upsampled to 16×16),
+    ≥ 97 % held-out accuracy in a few minutes on 2 CPU cores.
+    """
+
+    model: str = "vit_micro_patch4_16"
     model_args: dict[str, Any] = field(default_factory=dict)  # ViTConfig overrides, e.g. {drop_path_rate: 0.1}
-    epochs: int = 10
-    batch_size: int = 128  # global images per optimizer step, over all processes and micro-batches
+    epochs: int = 120
+    batch_size: int = 64  # global images per optimizer step, over all processes and micro-batches
     seed: int = 0
     out: str = ""  # run directory; "" = runs/<data>-<model> from the command line
     device: str = "auto"  # auto: cuda if available, else cpu
@@ -49,8 +59,9 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between train entries in metrics.jsonl
     max_nonfinite: int = 5  # stop after this many non-finite steps in a row
     tensorboard: bool = False  # also write TensorBoard events (needs the `tensorboard` extra)
+    report: bool = True  # at the end, DIR/figures/*.png and DIR/report.html (needs matplotlib)
     data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=default_augment)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 

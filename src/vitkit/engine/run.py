@@ -40,6 +40,9 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
     """
     seed_everything(cfg.seed)
     model_cfg = get_model_config(cfg.model, **cfg.model_args)
+    if cfg.data.path is not None and model_cfg.in_chans == 1:
+        log.warning("%s reads 1-channel images: colour images are converted to grey (choose an RGB model, e.g. "
+                    "--model vit_tiny_patch4_32, for colour data)", cfg.model)
     size = cfg.data.image_size or model_cfg.image_size[0]
     data_cfg = dataclasses.replace(cfg.data, channels=model_cfg.in_chans, image_size=size)
     splits = build_datasets(data_cfg, progress=sys.stdout.isatty())
@@ -65,7 +68,8 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
         summary["val"] = classification_summary(logits, targets, list(splits.classes))
     out = Path(cfg.out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_figures(out, summary)
+    if cfg.report:
+        write_figures(out, summary)
     return summary
 
 
