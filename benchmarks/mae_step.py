@@ -27,19 +27,21 @@ from vitkit.models.summary import vit_forward_flops  # noqa: E402
 from vitkit.models.vit import ViTConfig, VisionTransformer  # noqa: E402
 
 
-def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
-    """Median seconds of `fn()` (forward + backward)."""
-    times = []
+def timed(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each `fn()` (forward + backward); the functions run interleaved, one call each per
+    round, so load from other processes affects them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def decoder_flops(mae, num_patches: int, visible: int) -> float:
@@ -84,9 +86,8 @@ def main() -> None:
     def vit_step() -> None:
         F.cross_entropy(vit(images), labels).backward()
 
-    t = {name: timed(fn, args.steps, args.warmup, device) for name, fn in
-         (("mae_encoder", mae_encoder), ("full_encoder", full_encoder), ("mae_step", mae_step),
-          ("vit_step", vit_step))}
+    t = timed({"mae_encoder": mae_encoder, "full_encoder": full_encoder, "mae_step": mae_step,
+               "vit_step": vit_step}, args.steps, args.warmup, device)
     enc_vis = vit_forward_flops(enc_cfg, tokens=k + 1) - 2 * enc_cfg.dim * enc_cfg.num_classes
     enc_full = vit_forward_flops(enc_cfg)
     # the patch projection runs on all N patches before masking in both cases, as in the code
