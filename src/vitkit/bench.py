@@ -107,13 +107,16 @@ def _current_rss_bytes() -> int:
 
 @contextlib.contextmanager
 def track_memory(device: torch.device, out: list[float]):
-    """Append the peak memory (GiB) seen inside the block: CUDA allocator peak, or sampled RSS on CPU."""
+    """Append the memory (GiB) the block added at its peak over what was in use before it: CUDA allocator peak, or
+    RSS sampled every 5 ms on CPU."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         yield
-        out.append(torch.cuda.max_memory_allocated(device) / 2**30)
+        out.append((torch.cuda.max_memory_allocated(device) - before) / 2**30)
         return
-    peak, done = [_current_rss_bytes()], threading.Event()
+    before = _current_rss_bytes()
+    peak, done = [before], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.005):
@@ -126,7 +129,7 @@ def track_memory(device: torch.device, out: list[float]):
     finally:
         done.set()
         thread.join()
-        out.append(max(peak[0], _current_rss_bytes()) / 2**30)
+        out.append((max(peak[0], _current_rss_bytes()) - before) / 2**30)
 
 
 def matmul_step(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Callable[[], None], float]:
@@ -422,5 +425,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         f"matmul peak ({r['peak_n']}²) bf16 {r['peak_bf16_tflops']:.3f} / fp32 {r['peak_fp32_tflops']:.3f} TFLOP/s"
         for r in rows)
     rss = max((r["peak_rss_gib"] for r in rows), default=0.0)
-    return "\n".join(lines + list(notes) + [f"process peak RSS {rss:.2f} GiB; mem GiB = peak RSS (CPU) or "
-                                            "allocator peak (CUDA) during that candidate's warm-up steps"])
+    return "\n".join(lines + list(notes) + [
+        f"process peak RSS {rss:.2f} GiB; mem GiB = memory a candidate's warm-up steps added at their peak "
+        "(activations, gradients, optimizer state; not the weights): sampled RSS on CPU, allocator on CUDA"])
