@@ -194,3 +194,32 @@ def test_metrics_log_truncates_after_step(tmp_path):
         log.write(step, 0, "train", {"loss": float(step)})
     log.truncate_after(2)
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+# ---- accumulation and EMA -------------------------------------------------------------------------------------------
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    from vitkit.data.transforms import AugmentConfig
+
+    results = []
+    for accum in (1, 4):
+        torch.manual_seed(0)
+        trainer = make_trainer(tmp_path / str(accum), augment=AugmentConfig())
+        trainer.cfg.optim.accum_steps = accum
+        trainer.train_step(next(iter(trainer.train_data.epoch(0))))
+        results.append(trainer.model.state_dict())
+    for k, v in results[0].items():
+        torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_ema_tracks_weights_with_warmup_decay():
+    from vitkit.engine import ModelEMA
+
+    model = torch.nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # first update: decay min(0.9, 2/11)
+    d = 2 / 11
+    torch.testing.assert_close(ema.module.weight, start * d + (start + 1.0) * (1 - d))
+    assert not ema.module.weight.requires_grad
