@@ -88,6 +88,7 @@ def test_official_checkpoint_refused_by_default_then_loaded(tmp_path) -> None:
                                              encoder={"num_heads": 2}, decoder_num_heads=2)
     assert report.format == "mae" and report.clean and isinstance(loaded, MaskedAutoencoder)
     assert loaded.config.encoder.pos_embed == "sincos" and loaded.config.decoder_depth == 2
+    assert loaded.config.encoder.preprocess.mean == (0.485, 0.456, 0.406)  # MAE's ImageNet normalisation
     loaded.eval()
     images, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 64)
     with torch.no_grad():

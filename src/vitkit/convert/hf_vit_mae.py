@@ -19,15 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import PreprocessConfig
 from ..layers import sincos_pos_embed_2d
-from ..models.mae import MAEConfig
+from ..models.mae import IMAGENET_PREPROCESS, MAEConfig
 from ..models.vit import ViTConfig
 from . import register_hf_converter
 
 log = logging.getLogger(__name__)
-
-_IMAGENET = PreprocessConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 # Older / on-disk HF names → the canonical names used below (order matters: attention.output before output).
 _LEGACY = [
@@ -80,7 +77,7 @@ def config_to_vitkit(hf: dict[str, Any]) -> MAEConfig:
         image_size=size, patch_size=hf.get("patch_size", 16), in_chans=hf.get("num_channels", 3), num_classes=0,
         dim=dim, depth=hf.get("num_hidden_layers", 12), num_heads=hf.get("num_attention_heads", 12),
         mlp_ratio=hf.get("intermediate_size", 3072) / dim, qkv_bias=hf.get("qkv_bias", True),
-        pos_embed="sincos", eps=hf.get("layer_norm_eps", 1e-12), preprocess=_IMAGENET)
+        pos_embed="sincos", eps=hf.get("layer_norm_eps", 1e-12), preprocess=IMAGENET_PREPROCESS)
     return MAEConfig(encoder=encoder, decoder_dim=ddim, decoder_depth=hf.get("decoder_num_hidden_layers", 8),
                      decoder_num_heads=hf.get("decoder_num_attention_heads", 16),
                      decoder_mlp_ratio=hf.get("decoder_intermediate_size", 2048) / ddim,

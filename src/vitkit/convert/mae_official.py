@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..config import replace_config
 from ..layers import sincos_pos_embed_2d
-from ..models.mae import MAEConfig
+from ..models.mae import IMAGENET_PREPROCESS, MAEConfig
 from ..models.registry import get_model_config
 from ..models.vit import ViTConfig
 from . import register_state_dict_format
@@ -100,8 +100,9 @@ def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any
     decoder_sd = {k: v for k, v in sd.items() if k.startswith(_DECODER)}
     target = replace_config(get_model_config(preset), overrides) if preset else None
     as_mae = isinstance(target, MAEConfig) if target is not None else bool(decoder_sd)
-    if target is None:
-        encoder_cfg = infer_vit_config(encoder_sd, overrides if not as_mae else {})
+    if target is None:  # MAE trains on ImageNet-normalised images
+        encoder_cfg = infer_vit_config(encoder_sd, {"preprocess": IMAGENET_PREPROCESS,
+                                                    **(overrides if not as_mae else {})})
     else:
         encoder_cfg = target.encoder if as_mae else target
     encoder_cfg = dataclasses.replace(encoder_cfg, pos_embed="learn")

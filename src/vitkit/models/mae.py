@@ -178,12 +178,12 @@ class MaskedAutoencoder(nn.Module):
 register_model_type("mae", MAEConfig, MaskedAutoencoder)
 
 # Presets: the paper's encoders (ImageNet preprocessing, 8 × 512 decoder) and small-image ones for CIFAR-like data.
-_IMAGENET = PreprocessConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+IMAGENET_PREPROCESS = PreprocessConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # MAE's
 _CIFAR = PreprocessConfig(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
 def mae_config(spec: str, image_size: int = 224, decoder: tuple[int, int, int] = (512, 8, 16),
-               preprocess: PreprocessConfig = _IMAGENET, **encoder_overrides) -> MAEConfig:
+               preprocess: PreprocessConfig = IMAGENET_PREPROCESS, **encoder_overrides) -> MAEConfig:
     """MAE config for a paper size, e.g. ``mae_config("B/16")``; `decoder` is (width, depth, heads)."""
     encoder = vit_config(spec, image_size, pos_embed="sincos", num_classes=0, preprocess=preprocess,
                          **encoder_overrides)
