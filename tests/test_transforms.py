@@ -109,7 +109,7 @@ def test_rand_and_trivial_augment_mix_ops_per_sample():
 def test_crop_identity_flip_and_padding_shift_exact():
     images = _images(8, 3, 10, 10)
     x = images.float() / 255
-    whole = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    whole = AugmentConfig(crop_scale=(1.0, 1.0))  # no box of full area fits off-square: whole image
     identity = Augment(whole, num_classes=3, mean=(0,) * 3, std=(1,) * 3)
     out, _ = identity(images, torch.zeros(8, dtype=torch.long), torch.Generator().manual_seed(0))
     assert torch.allclose(out, x, atol=1e-5)
@@ -122,6 +122,18 @@ def test_crop_identity_flip_and_padding_shift_exact():
     for i in range(8):  # every output is a 10x10 window of the zero-padded image
         windows = [padded[i, :, dy:dy + 10, dx:dx + 10] for dy in range(5) for dx in range(5)]
         assert any(torch.allclose(out[i], w, atol=1e-5) for w in windows)
+
+
+def test_crop_fractions_fit_and_follow_the_scale_range():
+    from vitkit.data.transforms import crop_fractions
+
+    w, h = crop_fractions(4000, (32, 32), (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0),
+                          torch.device("cpu"))
+    assert float(w.max()) <= 1 and float(h.max()) <= 1
+    assert float((w * h).min()) >= 0.08 - 1e-6 and 0.4 < float((w * h).mean()) < 0.6
+    assert float((w / h).log().abs().max()) <= np.log(4 / 3) + 1e-5
+    wide_w, wide_h = crop_fractions(3, (20, 40), (1.0, 1.0), (3 / 4, 4 / 3), None, torch.device("cpu"))
+    assert torch.allclose(wide_w, torch.full((3,), 2 / 3)) and torch.equal(wide_h, torch.ones(3))
 
 
 @pytest.mark.parametrize("preset", ["none", "light", "strong"])

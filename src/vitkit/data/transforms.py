@@ -120,18 +120,39 @@ def prepare_eval(images: Tensor, mean: Sequence[float], std: Sequence[float], si
     return normalize(images, mean, std)
 
 
+def crop_fractions(batch: int, image_hw: tuple[int, int], scale: tuple[float, float],
+                   ratio: tuple[float, float], generator: torch.Generator | None, device: torch.device,
+                   attempts: int = 10) -> tuple[Tensor, Tensor]:
+    """Random resized crop sizes (width, height: fractions of the side, each (B,)), drawn as torchvision does.
+
+    Each sample takes the first of `attempts` (area, log-uniform aspect) draws whose box fits in the image;
+    when none fits it falls back to the largest centred box with an aspect inside `ratio` (the whole image for
+    a square input), so ``scale=(1, 1)`` means no crop whatever the ratio range.
+    """
+    h, w = image_hw
+    area = ops.uniform(batch * attempts, *scale, generator, device).view(batch, attempts)
+    low, high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(ops.uniform(batch * attempts, low, high, generator, device)).view(batch, attempts)
+    frac_w = torch.sqrt(area * aspect * h / w)  # (B, attempts)
+    frac_h = torch.sqrt(area / aspect * w / h)
+    fits = (frac_w <= 1) & (frac_h <= 1)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # index of the first fitting draw (0 if none)
+    in_ratio = w / h
+    fallback_w = min(1.0, ratio[1] / in_ratio)  # widest centred box whose aspect stays within range
+    fallback_h = min(1.0, in_ratio / ratio[0])
+    any_fit = fits.any(1)
+    fallback = torch.ones_like(area[:, 0])
+    chosen_w = torch.where(any_fit, frac_w.gather(1, first).squeeze(1), fallback * fallback_w)
+    chosen_h = torch.where(any_fit, frac_h.gather(1, first).squeeze(1), fallback * fallback_h)
+    return chosen_w, chosen_h
+
+
 def crop_flip_theta(batch: int, image_hw: tuple[int, int], cfg: AugmentConfig,
                     generator: torch.Generator | None, device: torch.device) -> Tensor:
     """Output→input affine maps (B, 2, 3) for random resized crop, padding shift and horizontal flip."""
     h, w = image_hw
     if cfg.crop_scale is not None:
-        area = ops.uniform(batch, *cfg.crop_scale, generator, device)
-        low, high = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
-        log_ratio = ops.uniform(batch, low, high, generator, device)
-        ratio = torch.exp(log_ratio)
-        # crop width / height as fractions of the image side (clipped rather than redrawn when too large)
-        frac_w = torch.sqrt(area * ratio * h / w).clamp(max=1.0)
-        frac_h = torch.sqrt(area / ratio * w / h).clamp(max=1.0)
+        frac_w, frac_h = crop_fractions(batch, (h, w), cfg.crop_scale, cfg.crop_ratio, generator, device)
         cx = ops.uniform(batch, -1.0, 1.0, generator, device) * (1 - frac_w)
         cy = ops.uniform(batch, -1.0, 1.0, generator, device) * (1 - frac_h)
     else:
