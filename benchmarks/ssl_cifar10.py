@@ -130,7 +130,8 @@ def main() -> None:
                            ClassificationObjective(), args.batch_size, labelled, device)
     ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3, "optim.weight_decay": 0.05,
                                    "optim.layer_decay": 0.75, "optim.warmup_epochs": min(5.0, ft_epochs / 10),
-                                   "model_args": {"drop_path_rate": 0.1}, "augment.label_smoothing": 0.1,
+                                   "model_args": {"drop_path_rate": 0.1}, "augment.crop_padding": 4,
+                                   "augment.hflip": 0.5, "augment.label_smoothing": 0.1,
                                    "augment.mixup_alpha": 0.8, "augment.cutmix_alpha": 1.0})
     scratch_cfg = replace_config(ft_cfg, {"optim.layer_decay": None})
     lp_cfg = replace_config(base, {"model": ENCODER, "epochs": args.epochs_linprobe, "optim.lr": 1e-2,
