@@ -1,16 +1,18 @@
 """Self-supervised pretraining on CIFAR-10 at small scale: MAE and masked patch prediction vs training from scratch.
 
-Reproduces the claim of both papers on the shared CIFAR-10 training split: pretrain MAE and MPP on all training
-images without labels, then fine-tune and linear-probe on 10% of the labels, against the same ViT trained from
-scratch on the same 10% with the same fine-tuning budget. Accuracy is measured on a held-out, class-stratified
-part of the split that no stage trains on (pretraining included). Prints one table.
+Reproduces the claim of both papers on the shared CIFAR-10 training split: pretrain MAE and MPP on all
+training images without labels, then fine-tune and linear-probe on 10% of the labels, against the same ViT
+trained from scratch on the same 10% with the same fine-tuning budget. Accuracy is measured on a held-out,
+class-stratified part of the split that no stage trains on (pretraining included). Prints one table.
 
     python benchmarks/ssl_cifar10.py                                  # default budget (hours on a CPU)
     python benchmarks/ssl_cifar10.py --minutes-pretrain 30 --minutes-finetune 10 --device cuda
-    python benchmarks/ssl_cifar10.py --limit 600 --epochs-pretrain 1 --epochs-finetune 1 --epochs-linprobe 1  # smoke
+    python benchmarks/ssl_cifar10.py --limit 600 --epochs-pretrain 1 --epochs-finetune 1 --epochs-linprobe 1 
+    # smoke
 
-Budgets: ``--epochs-*`` per stage, or ``--minutes-*`` converted to epochs from the measured speed of a few steps
-(the cosine schedule needs its length up front). The encoder is ViT-Ti/4 (6 blocks) at 32 × 32 for all arms.
+Budgets: ``--epochs-*`` per stage, or ``--minutes-*`` converted to epochs from the measured speed of a few
+steps (the cosine schedule needs its length up front). The encoder is ViT-Ti/4 (6 blocks) at 32 × 32 for all
+arms.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """HF transformers `ViTMAEForPreTraining` (model_type "vit_mae") ↔ vitkit `MaskedAutoencoder`: pure mappings.
 
-Reads every key layout transformers has written: the hub layout (``vit.encoder.layer.i.attention.attention.query``,
-``decoder.decoder_layers.i...``), the one transformers 5 saves (``decoder.decoder_encoder.layer.i...``) and its
-in-memory names (``vit.layers.i.attention.q_proj``, ``mlp.fc1``). Writes the hub layout.
+Reads every key layout transformers has written: the hub layout
+(``vit.encoder.layer.i.attention.attention.query``, ``decoder.decoder_layers.i...``), the one transformers 5
+saves (``decoder.decoder_encoder.layer.i...``) and its in-memory names (``vit.layers.i.attention.q_proj``,
+``mlp.fc1``). Writes the hub layout.
 
-Position embeddings: HF stores its fixed sin-cos tables as frozen parameters (N + 1 rows, [CLS] first). When the
-encoder's table equals vitkit's sin-cos (within 1e-4) the model gets ``pos_embed="sincos"``; otherwise its values are
-kept as learned embeddings, so the conversion stays exact. vitkit's decoder always uses fixed sin-cos; a checkpoint
-whose decoder table differs is logged as a warning.
+Position embeddings: HF stores its fixed sin-cos tables as frozen parameters (N + 1 rows, [CLS] first). When
+the encoder's table equals vitkit's sin-cos (within 1e-4) the model gets ``pos_embed="sincos"``; otherwise its
+values are kept as learned embeddings, so the conversion stays exact. vitkit's decoder always uses fixed
+sin-cos; a checkpoint whose decoder table differs is logged as a warning.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def config_to_vitkit(hf: dict[str, Any]) -> MAEConfig:
     dim = hf.get("hidden_size", 768)
     ddim = hf.get("decoder_hidden_size", 512)
     encoder = ViTConfig(
-        image_size=size, patch_size=hf.get("patch_size", 16), in_chans=hf.get("num_channels", 3), num_classes=0,
+        image_size=size, patch_size=hf.get("patch_size", 16), in_chans=hf.get("num_channels", 3),
+        num_classes=0,
         dim=dim, depth=hf.get("num_hidden_layers", 12), num_heads=hf.get("num_attention_heads", 12),
         mlp_ratio=hf.get("intermediate_size", 3072) / dim, qkv_bias=hf.get("qkv_bias", True),
         pos_embed="sincos", eps=hf.get("layer_norm_eps", 1e-12), preprocess=IMAGENET_PREPROCESS)
@@ -84,13 +86,14 @@ def config_to_vitkit(hf: dict[str, Any]) -> MAEConfig:
                      mask_ratio=hf.get("mask_ratio", 0.75), norm_pix_loss=hf.get("norm_pix_loss", False))
 
 
-def to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -> tuple[MAEConfig, dict[str, Tensor]]:
+def to_vitkit(hf_config: dict[str, Any],
+              state_dict: dict[str, Tensor]) -> tuple[MAEConfig, dict[str, Tensor]]:
     """(HF config dict, HF state dict) → (MAEConfig, vitkit state dict). Unknown keys are passed through
     unchanged so the load report names them."""
     cfg = config_to_vitkit(hf_config)
     sd = {_canonical(k): v for k, v in state_dict.items()}
     out: dict[str, Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}  # (our block prefix, weight|bias) → {"q"|"k"|"v": tensor}
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}  # (block prefix, weight|bias) → {"q"|"k"|"v": tensor}
     layer = re.compile(r"^(vit\.layers|decoder\.decoder_layers)\.(\d+)\.(.+)\.(weight|bias)$")
     for key, value in sd.items():
         m = layer.match(key)
@@ -119,8 +122,8 @@ def to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -> tuple
                 out["encoder.pos_embed.weight"] = value[:, 1:]
         elif key == "decoder.decoder_pos_embed":
             if not _is_sincos(value, cfg.decoder_dim, _grid(cfg.encoder)):
-                log.warning("decoder.decoder_pos_embed is not the 2-D sin-cos table; vitkit's MAE decoder uses "
-                            "fixed sin-cos position embeddings, so its predictions will differ from the source")
+                log.warning("decoder.decoder_pos_embed is not the 2-D sin-cos table; vitkit's MAE decoder "
+                            "uses fixed sin-cos position embeddings, so its predictions will differ")
         else:
             out[key] = value
     for (prefix, kind), parts in qkv.items():

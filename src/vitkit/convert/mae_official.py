@@ -13,9 +13,10 @@ The release files are pickles ``{"model": state_dict, ...}``; training checkpoin
 What is built, unless ``model=NAME`` names a preset to load into: a checkpoint with decoder keys → the full
 `MaskedAutoencoder`; without → a plain ViT (with a head if the checkpoint has one). Loading into another kind
 (e.g. ``model="vit_base_patch16_224"`` for a full checkpoint) leaves the keys that have no place — decoder or
-head — to the load report (``strict=False``). A sin-cos ``pos_embed`` becomes ``pos_embed="sincos"``; any other is
-kept as learned embeddings. Detection claims files with decoder keys, or with the encoder keys and a sin-cos
-``pos_embed``; fine-tuned checkpoints are plain timm ViTs and load through the "timm" format (or ``format="mae"``).
+head — to the load report (``strict=False``). A sin-cos ``pos_embed`` becomes ``pos_embed="sincos"``; any
+other is kept as learned embeddings. Detection claims files with decoder keys, or with the encoder keys and a
+sin-cos ``pos_embed``; fine-tuned checkpoints are plain timm ViTs and load through the "timm" format (or
+``format="mae"``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 _DECODER = ("mask_token", "decoder_")
 _ENCODER_REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight", "cls_token")
-_DECODER_TOP = {"decoder_embed": "decoder.embed", "decoder_norm": "decoder.norm", "decoder_pred": "decoder.pred",
+_DECODER_TOP = {"decoder_embed": "decoder.embed", "decoder_norm": "decoder.norm",
+                "decoder_pred": "decoder.pred",
                 "mask_token": "decoder.mask_token"}
 
 
@@ -57,7 +59,9 @@ def _is_sincos_table(table: Tensor) -> bool:
 
 def is_official_mae(state_dict: dict[str, Tensor]) -> bool:
     """Official MAE layout: timm-style encoder keys plus decoder keys, or plus a sin-cos ``pos_embed``."""
-    if not all(k in state_dict for k in _ENCODER_REQUIRED) or any(k.startswith("encoder.") for k in state_dict):
+    if not all(k in state_dict for k in _ENCODER_REQUIRED):
+        return False
+    if any(k.startswith("encoder.") for k in state_dict):  # a vitkit MAE state dict
         return False
     return "decoder_embed.weight" in state_dict or _is_sincos_table(state_dict["pos_embed"])
 
@@ -72,15 +76,15 @@ def _decoder_config(sd: dict[str, Tensor], encoder: ViTConfig) -> MAEConfig:
 
 def _map_decoder(sd: dict[str, Tensor], cfg: MAEConfig) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    grid = (cfg.encoder.image_size[0] // cfg.encoder.patch_size, cfg.encoder.image_size[1] // cfg.encoder.patch_size)
+    grid = _grid(cfg.encoder)
     for key, value in sd.items():
         module, _, kind = key.rpartition(".")
         if key.startswith("decoder_blocks."):
             out["decoder.blocks." + key[len("decoder_blocks."):]] = value
         elif key == "decoder_pos_embed":
             if value.shape != (1, 1 + grid[0] * grid[1], cfg.decoder_dim) or not _is_sincos_table(value):
-                log.warning("decoder_pos_embed is not the 2-D sin-cos table of the model's grid; vitkit's MAE "
-                            "decoder computes fixed sin-cos positions, so the stored table is not used")
+                log.warning("decoder_pos_embed is not the 2-D sin-cos table of the model's grid; vitkit's "
+                            "MAE decoder computes fixed sin-cos positions, so the stored table is not used")
         elif key == "mask_token":
             out["decoder.mask_token"] = value
         elif module in _DECODER_TOP:
@@ -108,8 +112,9 @@ def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any
     encoder_cfg = dataclasses.replace(encoder_cfg, pos_embed="learn")
     if as_mae:
         encoder_cfg = dataclasses.replace(encoder_cfg, num_classes=0)
-    _, encoder_out = timm_to_vitkit(encoder_sd, _as_overrides(encoder_cfg))  # same config back, timm's keys mapped
-    grid = (encoder_cfg.image_size[0] // encoder_cfg.patch_size, encoder_cfg.image_size[1] // encoder_cfg.patch_size)
+    # the same config comes back, with timm's keys mapped onto ours
+    _, encoder_out = timm_to_vitkit(encoder_sd, _as_overrides(encoder_cfg))
+    grid = _grid(encoder_cfg)
     if _is_sincos_table(sd["pos_embed"]) and sd["pos_embed"].shape[1] == 1 + grid[0] * grid[1]:
         encoder_cfg = dataclasses.replace(encoder_cfg, pos_embed="sincos")
         encoder_out.pop("pos_embed.weight")
@@ -119,8 +124,13 @@ def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any
     if target is not None:
         cfg = dataclasses.replace(target, encoder=encoder_cfg)
     else:
-        cfg = replace_config(_decoder_config(sd, encoder_cfg), overrides) if decoder_sd else MAEConfig(encoder_cfg)
+        cfg = (replace_config(_decoder_config(sd, encoder_cfg), overrides) if decoder_sd
+               else MAEConfig(encoder_cfg))
     return cfg, {**{f"encoder.{k}": v for k, v in encoder_out.items()}, **_map_decoder(decoder_sd, cfg)}
+
+
+def _grid(cfg: ViTConfig) -> tuple[int, int]:
+    return cfg.image_size[0] // cfg.patch_size, cfg.image_size[1] // cfg.patch_size
 
 
 def _as_overrides(cfg: ViTConfig) -> dict[str, Any]:

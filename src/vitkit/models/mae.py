@@ -1,12 +1,13 @@
 """Masked autoencoder (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022).
 
 images → encoder.embed → + fixed 2-D sin-cos positions → keep a random (1 − mask_ratio) share of patches →
-+[CLS] → encoder blocks + norm → latent → decoder: Linear to decoder width, mask tokens appended, unshuffled with
-`ids_restore`, + fixed sin-cos positions ([CLS] at a zero position) → blocks → norm → Linear to p·p·C pixels.
-Loss: mean squared error on the hidden patches only, against raw or per-patch normalised pixels (`norm_pix_loss`).
++[CLS] → encoder blocks + norm → latent → decoder: Linear to decoder width, mask tokens appended, unshuffled
+with `ids_restore`, + fixed sin-cos positions ([CLS] at a zero position) → blocks → norm → Linear to p·p·C
+pixels. Loss: mean squared error on the hidden patches only, against raw or per-patch normalised pixels
+(`norm_pix_loss`).
 
-The encoder is a plain `VisionTransformer` used only through its public methods, so `export_encoder` hands back a
-ViT that loads and fine-tunes like any other.
+The encoder is a plain `VisionTransformer` used only through its public methods, so `export_encoder` hands
+back a ViT that loads and fine-tunes like any other.
 
 Shapes: B batch · C channels · p patch · (gh, gw) grid · N = gh·gw patches · K visible patches ·
 P prefix tokens (1 with [CLS]) · D encoder width · Dd decoder width.
@@ -135,13 +136,14 @@ class MaskedAutoencoder(nn.Module):
         return target
 
     def forward_loss(self, images: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """Mean squared error per patch, averaged over hidden patches (over all patches when none is hidden)."""
+        """Mean squared error per patch, averaged over the hidden patches (over all when none is hidden)."""
         per_patch = ((pred - self.targets(images)) ** 2).mean(dim=-1)  # (B, N)
         if mask.sum() == 0:
             return per_patch.mean()
         return (per_patch * mask).sum() / mask.sum()
 
-    def forward(self, images: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None) -> MAEOutput:
+    def forward(self, images: Tensor, mask_ratio: float | None = None,
+                noise: Tensor | None = None) -> MAEOutput:
         """images (B, C, H, W), normalised as the encoder's preprocess says.
 
         Args:
@@ -158,8 +160,8 @@ class MaskedAutoencoder(nn.Module):
     def export_encoder(self, learnable_pos_embed: bool = True) -> VisionTransformer:
         """A standalone copy of the encoder as a plain ViT (no head), for fine-tuning or saving.
 
-        With `learnable_pos_embed` (the MAE fine-tuning recipe) the fixed sin-cos table becomes the initial value
-        of learned position embeddings (a zero one for [CLS]); otherwise the copy keeps them fixed.
+        With `learnable_pos_embed` (the MAE fine-tuning recipe) the fixed sin-cos table becomes the initial
+        value of learned position embeddings (a zero one for [CLS]); otherwise the copy keeps them fixed.
         """
         if not learnable_pos_embed or self.config.encoder.pos_embed == "learn":
             return copy.deepcopy(self.encoder)
@@ -177,7 +179,7 @@ class MaskedAutoencoder(nn.Module):
 
 register_model_type("mae", MAEConfig, MaskedAutoencoder)
 
-# Presets: the paper's encoders (ImageNet preprocessing, 8 × 512 decoder) and small-image ones for CIFAR-like data.
+# Presets: the paper's encoders (ImageNet preprocessing, 8 × 512 decoder) and small-image ones (CIFAR-like).
 IMAGENET_PREPROCESS = PreprocessConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # MAE's
 _CIFAR = PreprocessConfig(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 

@@ -1,13 +1,13 @@
-"""Masked patch prediction: the ViT paper's self-supervised objective (Dosovitskiy et al., 2021, appendix B.1.2).
+"""Masked patch prediction: the ViT paper's self-supervised objective (Dosovitskiy et al., 2021, app. B.1.2).
 
 images → encoder.embed → corrupt 50% of the patch embeddings (of those: 80% → a learnable [mask] embedding,
 10% → a random other patch embedding from the batch, 10% left unchanged) → + positions → +[CLS] → encoder →
 per-patch head → loss on the corrupted positions only.
 
-Targets (`MPPConfig.target`), computed from the un-normalised pixels (the encoder's `preprocess` mean/std undone,
-clamped to [0, 1]):
-  * "color3bit": the patch's mean colour, each channel quantised to 3 bits → one of 2^(3·C) classes (512 for RGB),
-    cross-entropy (the paper's main choice);
+Targets (`MPPConfig.target`), computed from the un-normalised pixels (the encoder's `preprocess` mean/std
+undone, clamped to [0, 1]):
+  * "color3bit": the patch's mean colour, each channel quantised to 3 bits → one of 2^(3·C) classes (512 for
+    RGB), cross-entropy (the paper's main choice);
   * "color": the mean colour itself (C values), L2 regression;
   * "downsampled": the patch average-pooled to 4 × 4 (16·C values), L2 regression.
 
@@ -44,7 +44,7 @@ class MPPConfig:
     encoder: ViTConfig = field(default_factory=_mpp_encoder_config)
     corrupt_ratio: float = 0.5  # share of patches corrupted per image
     mask_prob: float = 0.8  # of the corrupted: replaced by the [mask] embedding
-    random_prob: float = 0.1  # of the corrupted: replaced by another patch's embedding (the rest stay unchanged)
+    random_prob: float = 0.1  # of the corrupted: another patch's embedding instead (the rest stay unchanged)
     target: Literal["color3bit", "color", "downsampled"] = "color3bit"
     bits: int = 3  # per channel, for "color3bit"
     downsample: int = 4  # output side, for "downsampled"
@@ -53,7 +53,7 @@ class MPPConfig:
 @dataclass
 class MPPOutput:
     """loss (scalar) · pred (B, N, K) per-patch logits or regressions · target (B, N) classes or (B, N, K) ·
-    corrupted (B, N), 1 = corrupted (loss positions) · corruption (B, N) kinds KEEP/MASKED/RANDOM/UNCHANGED."""
+    corrupted (B, N), 1 = corrupted (loss positions) · corruption (B, N): KEEP/MASKED/RANDOM/UNCHANGED."""
 
     loss: Tensor
     pred: Tensor
@@ -93,7 +93,8 @@ def corrupt_patches(tokens: Tensor, mask_token: Tensor, corrupt_ratio: float, ma
     other = other + (other >= own).long()
     flat = tokens.reshape(B * N, D)  # (B·N, D)
     replaced = torch.where((kind == RANDOM).reshape(-1, 1), flat[other], flat).reshape(B, N, D)
-    replaced = torch.where((kind == MASKED).unsqueeze(-1), mask_token.to(tokens.dtype).expand(B, N, D), replaced)
+    mask_tokens = mask_token.to(tokens.dtype).expand(B, N, D)
+    replaced = torch.where((kind == MASKED).unsqueeze(-1), mask_tokens, replaced)
     return replaced, kind
 
 
@@ -135,7 +136,8 @@ class MaskedPatchPrediction(nn.Module):
         self.encoder = VisionTransformer(cfg.encoder)
         self.patch_size = self.encoder.patch_size
         C = cfg.encoder.in_chans
-        out = {"color3bit": 2 ** (cfg.bits * C), "color": C, "downsampled": cfg.downsample ** 2 * C}[cfg.target]
+        widths = {"color3bit": 2 ** (cfg.bits * C), "color": C, "downsampled": cfg.downsample ** 2 * C}
+        out = widths[cfg.target]
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.encoder.dim))
         nn.init.normal_(self.mask_token, std=0.02)
         self.head = nn.Linear(cfg.encoder.dim, out)
@@ -185,4 +187,5 @@ class MaskedPatchPrediction(nn.Module):
 register_model_type("mpp", MPPConfig, MaskedPatchPrediction)
 register_model("mpp_vit_base_patch16", MPPConfig(encoder=vit_config("B/16", 224, num_classes=0)))
 # the encoder of vit_tiny_patch4_32 (CIFAR preprocessing), without a head
-register_model("mpp_vit_tiny_patch4_32", MPPConfig(encoder=get_model_config("vit_tiny_patch4_32", num_classes=0)))
+register_model("mpp_vit_tiny_patch4_32",
+               MPPConfig(encoder=get_model_config("vit_tiny_patch4_32", num_classes=0)))

@@ -1,11 +1,11 @@
-"""Linear probe: a frozen ViT encoder, its [CLS] or mean-pooled features, BatchNorm without affine, one Linear.
+"""Linear probe: a frozen ViT encoder, its [CLS] or mean-pooled features, BatchNorm (no affine), one Linear.
 
 As in MAE's linear probing (He et al. 2022, appendix A.2): the BatchNorm (affine=False) only standardises the
-frozen features, so the probe stays a linear classifier; `to_classifier` folds it into the Linear and hands back
-a plain `VisionTransformer` classifier.
+frozen features, so the probe stays a linear classifier; `to_classifier` folds it into the Linear and hands
+back a plain `VisionTransformer` classifier.
 
-`forward` takes images (B, C, H, W) or features (B, D) computed beforehand with `features` (the cached path used
-when training without augmentation: the encoder then runs once per image, not once per epoch).
+`forward` takes images (B, C, H, W) or features (B, D) computed beforehand with `features` (the cached path
+used when training without augmentation: the encoder then runs once per image, not once per epoch).
 
 Shapes: B batch · D encoder width · K classes.
 """
@@ -34,7 +34,7 @@ class LinearProbeConfig:
 
 
 class LinearProbe(nn.Module):
-    """Frozen encoder + BatchNorm1d(affine=False) + Linear; the encoder stays in eval mode and gets no gradient."""
+    """Frozen encoder + BatchNorm1d(affine=False) + Linear; the encoder stays in eval mode, without grads."""
 
     def __init__(self, cfg: LinearProbeConfig) -> None:
         super().__init__()
@@ -71,7 +71,7 @@ class LinearProbe(nn.Module):
         scale = (self.norm.running_var + self.norm.eps).rsqrt()  # (D,)
         state = self.encoder.state_dict()
         state["head.weight"] = self.head.weight.detach() * scale  # (K, D)
-        state["head.bias"] = self.head.bias.detach() - (self.head.weight.detach() * scale) @ self.norm.running_mean
+        state["head.bias"] = self.head.bias.detach() - state["head.weight"] @ self.norm.running_mean
         vit.load_state_dict(state, strict=True)
         return vit
 

@@ -1,7 +1,8 @@
 """Masked patch prediction objective (ViT paper, appendix B.1.2): the model's loss on corrupted patches.
 
 Batches are images (B, C, H, W), already normalised, or ``(images, targets)`` with the targets ignored.
-For the 3-bit colour target it also reports ``acc1``, the share of corrupted patches whose colour class is right.
+For the 3-bit colour target it also reports ``acc1``, the share of corrupted patches whose colour class is
+right.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 Every recipe takes the engine's `TrainConfig` (data, epochs, batch size, optimizer, augmentation, output
 directory) plus the few options specific to it, and returns a summary dict (also written to DIR/summary.json).
 
-* `pretrain(cfg)`: ``cfg.model`` is an MAE or MPP preset; labels are ignored. Images get the MAE paper's random
-  resized crop (scale 0.2–1) and horizontal flip. Writes the full model to DIR/checkpoints/last (decoder kept) and
-  the encoder alone, as a plain ViT, to DIR/encoder.
+* `pretrain(cfg)`: ``cfg.model`` is an MAE or MPP preset; labels are ignored. Images get the MAE paper's
+  random resized crop (scale 0.2–1) and horizontal flip. Writes the full model to DIR/checkpoints/last
+  (decoder kept) and the encoder alone, as a plain ViT, to DIR/encoder.
 * `finetune(checkpoint, cfg)`: the encoder of `checkpoint` (a pretrain run, a checkpoint directory or any file
-  `vitkit.load_pretrained` reads; None trains ``cfg.model`` from scratch) gets a new head: [CLS] or global average
-  pooling with fc-norm, a small-init head (trunc-normal std 2e-5), drop path from ``cfg.model_args``, layer-wise lr
-  decay from ``cfg.optim.layer_decay``, mixup / cutmix / label smoothing from ``cfg.augment``.
+  `vitkit.load_pretrained` reads; None trains ``cfg.model`` from scratch) gets a new head: [CLS] or global
+  average pooling with fc-norm, a small-init head (trunc-normal std 2e-5), drop path from ``cfg.model_args``,
+  layer-wise lr decay from ``cfg.optim.layer_decay``, mixup / cutmix / label smoothing from ``cfg.augment``.
 * `linprobe(checkpoint, cfg)`: a frozen encoder + BatchNorm(affine=False) + Linear. With ``cache=True`` (no
   augmentation) features are computed once and the probe trains on them; DIR/classifier holds the probe folded
   into a plain ViT classifier.
@@ -87,8 +87,8 @@ def pretrain(cfg: TrainConfig, mask_ratio: float | None = None, crop_scale: tupl
              method: str | None = None, splits: DataSplits | None = None) -> dict[str, Any]:
     """Pretrain the MAE or MPP preset ``cfg.model`` on ``cfg.data`` without labels; see the module docstring.
 
-    `method` ("mae" / "mpp"), when given, must match the preset's model type. `splits` (already decoded, at the
-    encoder's size and channels) replaces ``cfg.data``, so several stages can share one decode.
+    `method` ("mae" / "mpp"), when given, must match the preset's model type. `splits` (already decoded, at
+    the encoder's size and channels) replaces ``cfg.data``, so several stages can share one decode.
     """
     seed_everything(cfg.seed)
     model_cfg = get_model_config(cfg.model, **cfg.model_args)
@@ -141,9 +141,10 @@ def classifier_from_encoder(encoder: VisionTransformer, num_classes: int, pool: 
                             head_init_std: float = 2e-5, **overrides: Any) -> VisionTransformer:
     """A ViT classifier with `encoder`'s weights and a new head.
 
-    ``pool="avg"``: mean of patch tokens followed by a fresh fc-norm (the pretrained final norm is dropped, as in
-    MAE fine-tuning); ``pool="cls"``: the [CLS] token after the pretrained final norm. The head is trunc-normal
-    with std `head_init_std` (0: zeros), biases zero. `overrides` are ViTConfig fields (e.g. drop_path_rate).
+    ``pool="avg"``: mean of patch tokens followed by a fresh fc-norm (the pretrained final norm is dropped, as
+    in MAE fine-tuning); ``pool="cls"``: the [CLS] token after the pretrained final norm. The head is
+    trunc-normal with std `head_init_std` (0: zeros), biases zero. `overrides` are ViTConfig fields (e.g.
+    drop_path_rate).
     """
     cfg = replace_config(encoder.config, {"num_classes": num_classes, "pool": pool, "fc_norm": pool == "avg",
                                           "representation_size": None, **overrides})
@@ -170,8 +171,8 @@ def finetune(checkpoint: str | Path | None, cfg: TrainConfig, *, pool: str = "av
              splits: DataSplits | None = None) -> dict[str, Any]:
     """Fine-tune the encoder of `checkpoint` (None: ``cfg.model`` from scratch) as a classifier on ``cfg.data``.
 
-    `label_fraction` keeps a class-stratified share of the training labels (seeded by ``cfg.data.split_seed``);
-    the held-out split is untouched. `splits`: as for `pretrain`.
+    `label_fraction` keeps a class-stratified share of the training labels (seeded by
+    ``cfg.data.split_seed``); the held-out split is untouched. `splits`: as for `pretrain`.
     """
     seed_everything(cfg.seed)
     encoder = _encoder(checkpoint, cfg, allow_pickle)
@@ -230,8 +231,8 @@ def linprobe(checkpoint: str | Path | None, cfg: TrainConfig, *, pool: str = "cl
              splits: DataSplits | None = None) -> dict[str, Any]:
     """Train a linear probe on the frozen encoder of `checkpoint` (None: a random ``cfg.model``, a baseline).
 
-    With `cache` the features are computed once (no augmentation); otherwise every batch runs through the frozen
-    encoder with ``cfg.augment``. `splits`: as for `pretrain`.
+    With `cache` the features are computed once (no augmentation); otherwise every batch runs through the
+    frozen encoder with ``cfg.augment``. `splits`: as for `pretrain`.
     """
     seed_everything(cfg.seed)
     encoder = _encoder(checkpoint, cfg, allow_pickle)

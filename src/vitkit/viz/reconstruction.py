@@ -1,9 +1,9 @@
 """MAE reconstructions, drawn as in the MAE paper's figures: original | masked | reconstruction | reconstruction with
 the visible patches pasted back.
 
-With `norm_pix_loss` the decoder predicts each patch normalised by its own mean and variance, so predictions are
-brought back to pixels with the statistics of the true patch (mean and unbiased std of the target patch in the
-model's normalised input space, as the MAE-pytorch visualisation does); the reconstruction then shows the
+With `norm_pix_loss` the decoder predicts each patch normalised by its own mean and variance, so predictions
+are brought back to pixels with the statistics of the true patch (mean and unbiased std of the target patch in
+the model's normalised input space, as the MAE-pytorch visualisation does); the reconstruction then shows the
 predicted structure inside each patch, its overall colour taken from the image. Without `norm_pix_loss` the
 predictions are pixels already. Either way they are un-normalised with the encoder's preprocess mean/std.
 
@@ -106,8 +106,8 @@ def save_reconstructions(model: MaskedAutoencoder | str | Path, image_paths: Seq
                          allow_pickle: Sequence[str] = ()) -> list[Path]:
     """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image; returns the paths.
 
-    `model` is an MAE or a checkpoint for `load_mae`. Images are resized (shorter side) and centre-cropped to the
-    encoder's image size.
+    `model` is an MAE or a checkpoint for `load_mae`. Images are resized (shorter side) and centre-cropped to
+    the encoder's image size.
     """
     from ..data import decode_image
 
