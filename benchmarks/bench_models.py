@@ -53,7 +53,7 @@ def _target(name: str, value: float | None, goal: float, unit: str = "×") -> di
 
 def suite_small(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     batch = 64 if args.quick else 256
-    common = dict(model="vit_tiny_patch4_32", mode="train", rounds=args.rounds, warmup=args.warmup)
+    common = {"model": "vit_tiny_patch4_32", "mode": "train", "rounds": args.rounds, "warmup": args.warmup}
     rows = _rows([BenchConfig(precision="bf16", compile=not args.no_compile, **common)], batch, args)
     rows += _rows([BenchConfig(precision="fp32", **common)], batch, args)
     vk = _find(rows, impl="vitkit", precision="bf16")
@@ -67,7 +67,7 @@ def suite_small(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[di
 
 
 def suite_size(model: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    common = dict(model=model, rounds=args.rounds, warmup=args.warmup)
+    common = {"model": model, "rounds": args.rounds, "warmup": args.warmup}
     rows = _rows([BenchConfig(mode="train", precision="bf16", **common)], 16 if args.quick else 32, args)
     targets = [_target(f"{model} train bf16: vitkit / best HF", _find(rows, impl="vitkit")["vs_hf_best"], 1.5)]
     for batch in (8,) if args.quick else (8, 32):
@@ -84,7 +84,7 @@ def suite_size(model: str, args: argparse.Namespace) -> tuple[list[dict[str, Any
 
 def suite_mae(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     batch = 8 if args.quick else 32
-    common = dict(mode="train", precision="bf16", rounds=args.rounds, warmup=args.warmup)
+    common = {"mode": "train", "precision": "bf16", "rounds": args.rounds, "warmup": args.warmup}
     configs = [BenchConfig(model="vit_base_patch16_224", label="ViT-B/16 full tokens", **common),
                BenchConfig(model="mae_vit_base_patch16", label="MAE-B 8x512 decoder", **common),
                BenchConfig(model="mae_vit_base_patch16", label="MAE-B 1x512 decoder",
@@ -124,9 +124,9 @@ def suite_memory(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[d
 
 def suite_cuda(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not torch.cuda.is_available():
-        logging.info("no CUDA device: the cuda suite is skipped")
+        logging.getLogger("bench_models").info("no CUDA device: the cuda suite is skipped")
         return [], []
-    common = dict(model="vit_base_patch16_224", rounds=args.rounds, warmup=max(args.warmup, 3))
+    common = {"model": "vit_base_patch16_224", "rounds": args.rounds, "warmup": max(args.warmup, 3)}
     rows = _rows([BenchConfig(mode="train", precision="bf16", compile=not args.no_compile, **common)],
                  64 if args.quick else 256, args)
     rows += _rows([BenchConfig(mode="infer", precision="bf16", compile=not args.no_compile, **common)],

@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from vitkit.bench import BenchConfig, build_candidates, format_table, forward_flops, run_benchmark, run_candidates
+from vitkit.bench import (
+    BenchConfig,
+    build_candidates,
+    format_table,
+    forward_flops,
+    run_benchmark,
+    run_candidates,
+)
 from vitkit.cli.main import main
 from vitkit.layers.attention import use_explicit_attention
 from vitkit.models.registry import get_model_config

@@ -21,8 +21,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -168,8 +169,8 @@ def hf_model(cfg: Any, attn: str) -> nn.Module:
     """The HF transformers equivalent of a vitkit config (same architecture, random init), or ValueError."""
     import transformers
 
-    from .convert.hf_vit_mae import config_from_vitkit
     from .convert import get_hf_converter
+    from .convert.hf_vit_mae import config_from_vitkit
 
     if isinstance(cfg, ViTConfig):
         with torch.device("meta"):
@@ -320,7 +321,7 @@ def warm_up(candidates: Sequence[Candidate], warmup: int, device: torch.device) 
                     _sync(device)
                     if i == 0:
                         c.first_step_s = time.perf_counter() - t0
-        except Exception as e:  # noqa: BLE001 - torch.compile raises many kinds
+        except Exception as e:
             if "compile" not in c.impl:
                 raise
             log.warning("dropping %s %s: compilation failed: %s", c.model, c.impl, e)
@@ -438,5 +439,5 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         for r in rows)
     rss = max((r["peak_rss_gib"] for r in rows), default=0.0)
     return "\n".join(lines + list(notes) + [
-        f"process peak RSS {rss:.2f} GiB; mem GiB = memory a candidate's warm-up steps added at their peak "
-        "(activations, gradients, optimizer state; not the weights): sampled RSS on CPU, allocator on CUDA"])
+        (f"process peak RSS {rss:.2f} GiB; mem GiB = memory a candidate's warm-up steps added at their peak "
+        "(activations, gradients, optimizer state; not the weights): sampled RSS on CPU, allocator on CUDA")])

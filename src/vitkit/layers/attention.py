@@ -13,7 +13,7 @@ compute the same function, so the choice is about speed and memory only.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
