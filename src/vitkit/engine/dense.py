@@ -78,6 +78,8 @@ def build_dense_data(cfg: TrainConfig, dense: DenseConfig, size: int) -> tuple[I
 def build_dense_model(cfg: TrainConfig, dense: DenseConfig, num_classes: int, size: int) -> DPT:
     overrides = dict(cfg.model_args)
     overrides.setdefault("task", dense.task)
+    if dense.task == "depth":
+        overrides.setdefault("depth_output", "depth" if dense.depth_loss == "silog" else dense.depth_space)
     if dense.task == "segment":
         overrides.setdefault("num_classes", num_classes)
     if dense.init_encoder:
@@ -169,7 +171,7 @@ def evaluate_dense_segmentation(task: DenseTask, device: torch.device, batch_siz
 def save_examples(task: DenseTask, device: torch.device, path: Path, count: int = 6) -> Path:
     """A grid of image · ground truth · prediction rows for the first `count` validation samples."""
     from ..viz.colormap import image_grid, save_png, upscale
-    from .dense_predict import colorize_depth, colorize_labels
+    from .dense_predict import as_disparity, colorize_depth, colorize_labels
 
     batch = task.val_data.get_batch(torch.arange(min(count, len(task.val_data))))
     images = batch["images"].permute(0, 2, 3, 1).numpy()
@@ -185,9 +187,7 @@ def save_examples(task: DenseTask, device: torch.device, path: Path, count: int 
                    colorize_labels(pred[i].argmax(0).numpy(), k)]
         else:
             valid = batch["valid"][i].numpy()
-            shown = pred[i].numpy()  # shown as disparity: near is bright
-            if getattr(task.objective, "space", "disparity") == "depth" or task.objective.loss_name == "silog":
-                shown = 1.0 / np.maximum(shown, 1e-6)
+            shown = as_disparity(pred[i].numpy(), task.model.config.depth_output)  # near is bright
             row = [images[i], colorize_depth(1.0 / np.where(valid, batch["depth"][i].numpy(), np.inf)),
                    colorize_depth(shown)]
         tiles += [upscale(t, max(1, 128 // t.shape[0])) for t in row]

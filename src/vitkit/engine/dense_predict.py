@@ -37,6 +37,12 @@ def colorize_depth(values: np.ndarray, cmap: str = "magma") -> np.ndarray:
     return rgb
 
 
+def as_disparity(values: np.ndarray, output: str) -> np.ndarray:
+    """A depth head's output as something that grows towards the camera (for display): disparity as is,
+    depth inverted."""
+    return values if output == "disparity" else 1.0 / np.maximum(values, 1e-6)
+
+
 def label_palette(num_classes: int) -> np.ndarray:
     """(K, 3) uint8 distinct colours: the turbo map at evenly spaced, shuffled positions (neighbours differ)."""
     from ..viz.colormap import colormap_lut
@@ -105,8 +111,8 @@ def _read(path: str | Path) -> np.ndarray:
 
 def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path,
                         device: str = "cpu", max_side: int = 512, cmap: str = "magma") -> list[Path]:
-    """For each image: OUT/<stem>_depth.png (coloured, near = bright for disparity models) and
-    OUT/<stem>_depth.npy (the raw prediction, float32 (H, W)). Returns the written paths."""
+    """For each image: OUT/<stem>_depth.png (coloured, near = bright) and OUT/<stem>_depth.npy (the raw
+    prediction, float32 (H, W): disparity or depth as the model's `depth_output` says). Returns the paths."""
     from ..viz.colormap import save_png
 
     model = _load(checkpoint, "depth", device)
@@ -117,7 +123,8 @@ def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], ou
         depth = predict_dense(model, _read(path), max_side).astype(np.float32)
         stem = Path(path).stem
         np.save(out_dir / f"{stem}_depth.npy", depth)
-        written += [save_png(colorize_depth(depth, cmap), out_dir / f"{stem}_depth.png"),
+        shown = colorize_depth(as_disparity(depth, model.config.depth_output), cmap)
+        written += [save_png(shown, out_dir / f"{stem}_depth.png"),
                     out_dir / f"{stem}_depth.npy"]
     return written
 

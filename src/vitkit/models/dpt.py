@@ -48,6 +48,8 @@ class DPTConfig:
     fusion_bias: bool | None = None  # default: not fusion_batch_norm
     task: Literal["depth", "segment"] = "depth"
     depth_projection: bool = False  # an extra 3×3 conv + ReLU before the depth head (HF `add_projection`)
+    # what the depth head's values mean (MiDaS / HF DPT: relative inverse depth), so tools colour near as bright
+    depth_output: Literal["disparity", "depth"] = "disparity"
     num_classes: int = 150
     aux_head: bool = True  # segmentation: an auxiliary classifier on the finest fused map (training only)
     head_dropout: float = 0.1
