@@ -1,11 +1,11 @@
-"""Train the CIFAR-10 recipe (configs/cifar10.yaml) on the shared training split and print val accuracy and wall
-time per epoch.
+"""Train the CIFAR-10 recipe (configs/cifar10.yaml) on the shared training split and print val accuracy and
+wall time per epoch.
 
     python benchmarks/train_cifar10.py                       # the full recipe (≈ 30 min on 2 cores)
-    python benchmarks/train_cifar10.py --epochs 1 --per-class 600 --set optim.warmup_epochs=0.2   # a smoke run
+    python benchmarks/train_cifar10.py --epochs 1 --per-class 600 --set optim.warmup_epochs=0.2  # smoke run
 
-The tarball (50k JPEGs in train/<class>/) is extracted into a temporary folder; the recipe splits off 5k images
-for validation (45k / 5k). Figures are printed, never asserted.
+The tarball (50k JPEGs in train/<class>/) is extracted into a temporary folder; the recipe splits off 5k
+images for validation (45k / 5k). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def main() -> None:
         print(f"\n{'epoch':>5} {'val acc1':>9} {'epoch s':>8}")
         for e in (e for e in entries if e["split"] == "val"):
             print(f"{e['epoch'] + 1:>5} {e['acc1']:>9.4f} {e['epoch_seconds']:>8.1f}")
-        print(f"final val acc1 {summary['val']['acc1']:.4f}  wall {wall:.0f}s (incl. decoding and evaluation)  "
-              f"median train {sorted(train_rates)[len(train_rates) // 2]:.0f} img/s")
+        print(f"final val acc1 {summary['val']['acc1']:.4f}  wall {wall:.0f}s (with decoding and evaluation)"
+              f"  median train {sorted(train_rates)[len(train_rates) // 2]:.0f} img/s")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ from vitkit.cli.main import build_parser, main
 
 TINY = ["--model", "vit_tiny_patch2_28", "--set", "data.image_size=8", "--set", "model_args.dim=32",
         "--set", "model_args.depth=2", "--set", "model_args.num_heads=2", "--device", "cpu", "--no-amp"]
+RUN = ["--epochs", "2", "--batch-size", "64", "--lr", "3e-3", "--set", "optim.warmup_epochs=0.5",
+       "--set", "augment.crop_scale=null", *TINY]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--out", str(out), "--epochs", "2", "--batch-size", "64", "--lr", "3e-3", *TINY]) == 0
+    assert main(["train", "--out", str(out), *RUN]) == 0
     return out
 
 
@@ -36,10 +38,11 @@ def test_train_writes_the_run_directory(run_dir, capsys):
 
 
 def test_rerun_resumes_finished_run(run_dir, capsys):
-    assert main(["train", "--out", str(run_dir), "--epochs", "2", "--batch-size", "64", "--lr", "3e-3", *TINY]) == 0
+    assert main(["train", "--out", str(run_dir), *RUN]) == 0
     out = capsys.readouterr().out
     assert "held-out accuracy" in out
-    keys = [(e["step"], e["split"]) for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    entries = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    keys = [(e["step"], e["split"]) for e in entries]
     assert len(keys) == len(set(keys))
 
 
@@ -63,7 +66,8 @@ def test_predict_top_k_json(run_dir, tmp_path, capsys):
         path = tmp_path / f"digit{i}.png"
         Image.fromarray(val.images[i, 0].numpy().astype(np.uint8), mode="L").save(path)
         paths.append(str(path))
-    assert main(["predict", "--checkpoint", str(run_dir), *paths, "--top-k", "3", "--json", "--device", "cpu"]) == 0
+    assert main(["predict", "--checkpoint", str(run_dir), *paths, "--top-k", "3", "--json",
+                 "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["image"] for r in rows] == paths
     for r in rows:

@@ -1,4 +1,5 @@
-"""Engine unit tests: schedule, parameter groups, non-finite handling, atomic checkpoints, resume refusal, JSONL."""
+"""Engine unit tests: schedule, parameter groups, non-finite handling, atomic checkpoints, resume refusal,
+JSONL."""
 
 from __future__ import annotations
 
@@ -44,13 +45,16 @@ def make_trainer(out: Path, model=None, objective=None, **kw) -> Trainer:
     cfg = tiny_cfg(out, **kw)
     model = model or tiny_model()
     train_tf, eval_tf = classification_transforms(cfg.augment, model.config.preprocess, 3)
-    return Trainer(model, objective or ClassificationObjective(), tiny_data(), tiny_data(24, seed=1), cfg, out,
+    objective = objective or ClassificationObjective()
+    return Trainer(model, objective, tiny_data(), tiny_data(24, seed=1), cfg, out,
                    train_transform=train_tf, eval_transform=eval_tf)
 
 
 # ---- schedule and optimizer groups -------------------------------------------------------------------------
 def test_warmup_cosine_values():
-    lr = lambda s: warmup_cosine_lr(s, total_steps=110, base_lr=1.0, warmup_steps=10, min_lr=0.1)  # noqa: E731
+    def lr(s: int) -> float:
+        return warmup_cosine_lr(s, total_steps=110, base_lr=1.0, warmup_steps=10, min_lr=0.1)
+
     assert lr(0) == 0.0
     assert lr(5) == pytest.approx(0.5)
     assert lr(10) == pytest.approx(1.0)
@@ -67,7 +71,8 @@ def test_param_groups_skip_decay_on_norms_biases_tokens_pos_embed():
     groups = build_param_groups(model, weight_decay=0.05)
     no_decay = {n for g in groups if g["weight_decay"] == 0.0 for n in g["names"]}
     decay = {n for g in groups if g["weight_decay"] > 0 for n in g["names"]}
-    assert {"cls_token", "cls_pos_embed", "pos_embed.weight", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias",
+    assert {"cls_token", "cls_pos_embed", "pos_embed.weight", "blocks.0.norm1.weight",
+            "blocks.0.attn.qkv.bias",
             "norm.weight", "head.bias"} <= no_decay
     assert {"blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.weight", "patch_embed.proj.weight",
             "head.weight"} <= decay
@@ -111,7 +116,8 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
     for _ in range(2):
         trainer.train_step(next(iter(trainer.train_data.epoch(0))))
     assert trainer.nonfinite_total == 2 and trainer.nonfinite_run == 2
-    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())  # skipped, not applied
+    # skipped, not applied
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     trainer.train_step(next(iter(trainer.train_data.epoch(0))))
     assert trainer.nonfinite_run == 0 and trainer.nonfinite_total == 2
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
@@ -196,7 +202,7 @@ def test_metrics_log_truncates_after_step(tmp_path):
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
-# ---- accumulation and EMA -------------------------------------------------------------------------------------------
+# ---- accumulation and EMA ------------------------------------------------------------------------------
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     from vitkit.data.transforms import AugmentConfig
 

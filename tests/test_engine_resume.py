@@ -1,5 +1,6 @@
-"""Process-level engine tests: SIGKILL mid-epoch + resume is bit-exact, SIGTERM checkpoints, and a 2-process DDP
-run matches a 1-process run with the same global batch. Each runs `python -m vitkit train` in subprocesses."""
+"""Process-level engine tests: SIGKILL mid-epoch + resume is bit-exact, SIGTERM checkpoints, and a 2-process
+DDP run matches a 1-process run with the same global batch. Each runs `python -m vitkit train` in
+subprocesses."""
 
 from __future__ import annotations
 
@@ -138,8 +139,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, folder):
     assert ddp.stderr.count("rank 1 of 2") == 1
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in one:
-        # Float noise of the other reduction order (~1e-7) is amplified by Adam only where the true gradient is
-        # zero (the key part of qkv.bias: softmax ignores it), to ~3e-5.
+        # Float noise of the other reduction order (~1e-7) is amplified by Adam only where the true gradient
+        # is zero (the key part of qkv.bias: softmax ignores it), to ~3e-5.
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-4, msg=f"{k} differs")
     assert not torch.equal(one["head.weight"], torch.zeros_like(one["head.weight"]))  # it did train
     steps = [e["step"] for e in train_entries(tmp_path / "two") if e["split"] == "train"]

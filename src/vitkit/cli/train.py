@@ -1,4 +1,5 @@
-"""`vitkit train`, `vitkit eval`, `vitkit predict`: parse options, call one library function, print the result."""
+"""`vitkit train`, `vitkit eval`, `vitkit predict`: parse options, call one library function, print the
+result."""
 
 from __future__ import annotations
 
@@ -13,33 +14,38 @@ examples:
   vitkit train --data cifar10/ --config configs/cifar10.yaml --out runs/cifar10
   vitkit train --set optim.lr=5e-4 --set augment.mixup_alpha=0.8 --set model_args.drop_path_rate=0.1
   torchrun --nproc_per_node=2 -m vitkit train --data photos/ --batch-size 256
-Re-running the same command (same --out) resumes from DIR/checkpoints/last; SIGTERM saves a checkpoint first."""
+Re-running the same command (same --out) resumes from DIR/checkpoints/last; SIGTERM saves a checkpoint
+first."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a classifier (no arguments: a small ViT on built-in digits)",
-                       description="Train a ViT classifier on an image folder or a built-in set, with automatic "
-                                   "resume, held-out evaluation, figures and a report in --out.",
+                       description="Train a ViT classifier on an image folder or a built-in set, with "
+                                   "automatic resume, held-out evaluation, figures and a report in --out.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", metavar="PATH", help="folder of class subfolders (DATA/<class>/*, or DATA/train and "
-                   "DATA/val), .tar shards, or a built-in name (digits, mnist); default: built-in digits")
+    p.add_argument("--data", metavar="PATH", help="folder of class subfolders (DATA/<class>/*, or DATA/train "
+                   "and DATA/val), .tar shards, or a built-in name (digits, mnist); default: built-in digits")
     p.add_argument("--model", metavar="NAME", help="model preset (`vitkit models` lists them)")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="global images per optimizer step (over all processes)")
     p.add_argument("--lr", type=float, help="peak learning rate (optim.lr)")
-    p.add_argument("--out", metavar="DIR", help="run directory (config, metrics, checkpoints, figures, report); "
-                   "default: runs/<data>-<model>")
+    p.add_argument("--out", metavar="DIR", help="run directory (config, metrics, checkpoints, figures, "
+                   "report); default: runs/<data>-<model>")
     p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of TrainConfig fields, e.g. configs/cifar10.yaml")
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="YAML file of TrainConfig fields, e.g. configs/cifar10.yaml")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any config field by dotted key, e.g. optim.lr=1e-3 (repeatable)")
-    p.add_argument("--strict-data", action="store_true", help="fail on an unreadable image instead of skipping it")
+    p.add_argument("--strict-data", action="store_true",
+                   help="fail on an unreadable image instead of skipping it")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast with fp32 master weights (default: on)")
     p.add_argument("--workers", type=int, help="DataLoader workers for data streamed from disk")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events (extra: tensorboard)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events (extra: tensorboard)")
     p.set_defaults(func=run_train)
     _register_eval(sub)
     _register_predict(sub)
@@ -50,7 +56,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..engine.config import load_train_config
     from ..engine.run import train_classifier
 
-    options = {"data.path": args.data, "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+    options = {"data.path": args.data, "model": args.model, "epochs": args.epochs,
+               "batch_size": args.batch_size,
                "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device,
                "compile": args.compile, "amp": args.amp, "data.num_workers": args.workers,
                "data.strict": args.strict_data or None, "tensorboard": args.tensorboard or None}
@@ -64,8 +71,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 143
     val = summary.get("val")
     if val:
-        print(f"held-out accuracy: {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) on {val['num_samples']} images; "
-              f"{summary['epochs']} epochs in {summary['train_seconds']:.0f}s; run: {cfg.out}")
+        print(f"held-out accuracy: {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) on {val['num_samples']} "
+              f"images; {summary['epochs']} epochs in {summary['train_seconds']:.0f}s; run: {cfg.out}")
     return 0
 
 
@@ -79,12 +86,15 @@ def default_out(cfg) -> str:
 def _register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint",
                        description="Evaluate a checkpoint on a folder of class subfolders (held-out split).")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="run directory or checkpoint directory")
-    p.add_argument("--data", metavar="PATH", help="data as for `vitkit train --data` (default: built-in digits)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="run directory or checkpoint directory")
+    p.add_argument("--data", metavar="PATH",
+                   help="data as for `vitkit train --data` (default: built-in digits)")
     p.add_argument("--split", choices=["val", "train"], default="val", help="which split to evaluate")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON (with the confusion matrix)")
+    p.add_argument("--json", action="store_true",
+                   help="print the full result as JSON (with the confusion matrix)")
     p.set_defaults(func=run_eval)
 
 
@@ -105,7 +115,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k labels with probabilities for images",
                        description="Classify image files with a trained checkpoint.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="run directory or checkpoint directory")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="run directory or checkpoint directory")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, webp, bmp, gif)")
     p.add_argument("--top-k", type=int, default=5, help="labels to show per image")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")

@@ -1,8 +1,8 @@
 """Batch transforms for classification runs: (images uint8, targets) → (normalised float images, targets).
 
 Training batches go through `vitkit.data.transforms.Augment` (crop, flip, RandAugment/TrivialAugment, jitter,
-erasing, mixup/cutmix, label smoothing → soft targets) with the trainer's per-step generator; evaluation batches
-are only normalised (hard targets).
+erasing, mixup/cutmix, label smoothing → soft targets) with the trainer's per-step generator; evaluation
+batches are only normalised (hard targets).
 """
 
 from __future__ import annotations

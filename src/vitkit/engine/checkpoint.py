@@ -2,12 +2,12 @@
 
     config.json + model.safetensors   the model, loadable by `vitkit.load_pretrained`
     train_state.safetensors            optimizer moments, EMA weights, torch RNG states (tensors)
-    train_state.json                   step, epoch, sampler position, optimizer hyperparameters, python and numpy
-                                       RNG states, run config (plain JSON: nothing needs unpickling)
+    train_state.json                   step, epoch, sampler position, optimizer hyperparameters, python
+                                       and numpy RNG states, run config (plain JSON: nothing to unpickle)
 
-A checkpoint is written into a temporary sibling directory (every file fsynced), then swapped in by renames, so a
-failure at any point (disk full, SIGKILL) leaves the previous checkpoint whole. `train_state.json` is written
-last and marks a complete checkpoint.
+A checkpoint is written into a temporary sibling directory (every file fsynced), then swapped in by renames,
+so a failure at any point (disk full, SIGKILL) leaves the previous checkpoint whole. `train_state.json` is
+written last and marks a complete checkpoint.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class CheckpointError(RuntimeError):
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
-def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, Tensor],
+                    meta: dict[str, Any]) -> Path:
     """Write model + training state to `directory` atomically (replacing an older checkpoint there).
 
     Raises:
@@ -105,7 +106,7 @@ def _swap_in(tmp: Path, final: Path) -> None:
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
-        os.replace(final, old)  # from here until the next rename, `old` is the checkpoint (see find_checkpoint)
+        os.replace(final, old)  # until the next rename, `old` is the checkpoint (see find_checkpoint)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
@@ -140,7 +141,8 @@ def _check_finite(tensors: dict[str, Tensor], what: str) -> None:
 
 # ---- reading -----------------------------------------------------------------------------------------------
 def find_checkpoint(directory: str | Path) -> Path | None:
-    """The complete checkpoint at `directory`, or the one a crash mid-swap left at ``.NAME.old``; else None."""
+    """The complete checkpoint at `directory`, or the one a crash mid-swap left at ``.NAME.old``; else
+    None."""
     directory = Path(directory)
     for candidate in (directory, directory.with_name(f".{directory.name}.old")):
         if (candidate / STATE_JSON).is_file():
@@ -148,7 +150,8 @@ def find_checkpoint(directory: str | Path) -> Path | None:
     return None
 
 
-def load_checkpoint_state(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]]:
+def load_checkpoint_state(directory: str | Path
+                          ) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]]:
     """(model state dict, training-state JSON, training-state tensors) of a checkpoint directory."""
     directory = Path(directory)
     model_state = load_file(str(directory / "model.safetensors"))
@@ -170,7 +173,8 @@ def optimizer_to_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tens
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_state(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+def optimizer_from_state(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
+                         meta: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -187,7 +191,8 @@ def rng_to_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Python, numpy, torch CPU and CUDA generator states."""
     version, mt, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy_keys": torch.from_numpy(np_keys.astype(np.int64))}
+    tensors = {"rng.torch": torch.get_rng_state(),
+               "rng.numpy_keys": torch.from_numpy(np_keys.astype(np.int64))}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -220,8 +225,9 @@ def check_same_model(directory: str | Path, model: nn.Module) -> None:
     diff = [f"  {k}: {saved.get(k, '<missing>')!r} → {current[k]!r}" for k in sorted(current)
             if saved.get(k, "<missing>") != current[k]]
     if diff:
-        raise ValueError(f"refusing to resume from {directory}: the model config differs from the checkpoint's\n"
-                         + "\n".join(diff) + "\nuse another --out directory, or restore the model settings")
+        raise ValueError(f"refusing to resume from {directory}: the model config differs from the "
+                         "checkpoint's\n" + "\n".join(diff)
+                         + "\nuse another --out directory, or restore the model settings")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Typed run configuration for `vitkit train`: one TrainConfig with nested data, augmentation and optimizer parts.
+"""Typed run configuration for `vitkit train`: one TrainConfig with nested data, augmentation and optimizer
+parts.
 
-Resolved from defaults ← YAML file (``--config``) ← command-line options ← ``--set key=value`` (dotted keys such as
-``optim.lr=1e-3``) with `vitkit.config.replace_config`, and saved as ``DIR/config.yaml`` next to every run.
+Resolved from defaults ← YAML file (``--config``) ← command-line options ← ``--set key=value`` (dotted keys
+such as ``optim.lr=1e-3``) with `vitkit.config.replace_config`, and saved as ``DIR/config.yaml`` next to every
+run.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from ..data.transforms import AugmentConfig
 
 
 def default_augment() -> AugmentConfig:
-    """Random resized crops (60–100 % of the area, near-square) and label smoothing 0.1: no flips, so digits and
-    text stay readable."""
+    """Random resized crops (60–100 % of the area, near-square) and label smoothing 0.1: no flips, so digits
+    and text stay readable."""
     return AugmentConfig(crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), label_smoothing=0.1)
 
 
@@ -40,12 +42,12 @@ class OptimConfig:
 class TrainConfig:
     """Everything a training run needs; saved as DIR/config.yaml.
 
-    The defaults are the `vitkit train` recipe: a 0.45 M-parameter ViT on the built-in digits (upsampled to 16×16),
-    ≥ 97 % held-out accuracy in a few minutes on 2 CPU cores.
+    The defaults are the `vitkit train` recipe: a 0.45 M-parameter ViT on the built-in digits (upsampled to
+    16×16), ≥ 97 % held-out accuracy in a few minutes on 2 CPU cores.
     """
 
     model: str = "vit_micro_patch4_16"
-    model_args: dict[str, Any] = field(default_factory=dict)  # ViTConfig overrides, e.g. {drop_path_rate: 0.1}
+    model_args: dict[str, Any] = field(default_factory=dict)  # ViTConfig overrides, e.g. {depth: 4}
     epochs: int = 120
     batch_size: int = 64  # global images per optimizer step, over all processes and micro-batches
     seed: int = 0

@@ -42,7 +42,8 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1), else do nothing."""
+    """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1), else do
+    nothing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 class ModelEMA:
     """A frozen copy of `model` whose floating-point weights track ``ema = d·ema + (1 − d)·weights``.
 
-    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates n, so early averages are not
-    dominated by the random initialisation. Buffers that are not floating point are copied.
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates n, so early averages are
+    not dominated by the random initialisation. Buffers that are not floating point are copied.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999) -> None:

@@ -1,8 +1,8 @@
-"""Evaluation and prediction with a trained checkpoint: `vitkit eval` and `vitkit predict` as library calls."""
+"""Evaluation and prediction with a trained checkpoint: `vitkit eval` and `vitkit predict` as library
+calls."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,7 +38,8 @@ def predict_logits(model: nn.Module, dataset: Any, transform: Callable | None, d
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a checkpoint directory (DIR/checkpoints/best, a run DIR, or any vitkit weights directory)."""
+    """The model of a checkpoint directory (DIR/checkpoints/best, a run DIR, or any vitkit weights
+    directory)."""
     from ..weights import load_pretrained
 
     path = Path(checkpoint)
@@ -72,14 +73,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batc
         raise ValueError(f"the data's classes {splits.classes} differ from the checkpoint's labels {names}")
     dataset = splits.val if split == "val" else splits.train
     if dataset is None:
-        raise ValueError(f"{data} has no held-out split; pass a folder of class subfolders with split='train'")
+        raise ValueError(f"{data} has no held-out split; use split='train' to evaluate a folder as a whole")
     logits, targets = predict_logits(model, dataset, eval_transform_for(cfg.preprocess), dev, amp, batch_size)
     return classification_summary(logits, targets, names)
 
 
 def predict_images(checkpoint: str | Path, images: Sequence[str | Path], *, top_k: int = 5,
                    device: str = "auto") -> list[dict[str, Any]]:
-    """Top-k labels with probabilities for image files: ``[{"image", "top": [{"label", "index", "prob"}]}]``."""
+    """Top-k labels with probabilities for image files: ``[{"image", "top": [{"label", "index",
+    "prob"}]}]``."""
     from ..data import decode_image
     from .distributed import resolve_device
 

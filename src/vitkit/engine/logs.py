@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 class MetricsLog:
     """Writes ``{"step", "epoch", "split", ...}`` lines to DIR/metrics.jsonl; only the main process writes.
 
-    On resume from step s, entries with step > s (written after the checkpoint being resumed) are dropped first,
-    so the file never holds a step twice.
+    On resume from step s, entries with step > s (written after the checkpoint being resumed) are dropped
+    first, so the file never holds a step twice.
     """
 
     def __init__(self, out_dir: Path, enabled: bool = True, tensorboard: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Metric accumulation over batches and processes, and classification summaries (top-k, per class, confusion)."""
+"""Metric accumulation over batches and processes, and classification summaries (top-k, per class,
+confusion)."""
 
 from __future__ import annotations
 

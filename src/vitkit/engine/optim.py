@@ -1,5 +1,6 @@
-"""Optimizer construction: AdamW parameter groups without weight decay on norms, biases, position embeddings and
-tokens; layer-wise learning-rate decay (BEiT / MAE fine-tuning) for any encoder with ``blocks.<i>.`` parameters.
+"""Optimizer construction: AdamW parameter groups without weight decay on norms, biases, position embeddings
+and tokens; layer-wise learning-rate decay (BEiT / MAE fine-tuning) for any encoder with ``blocks.<i>.``
+parameters.
 
 Each group carries ``lr_scale``; the trainer sets ``group["lr"] = schedule(step) * group["lr_scale"]``.
 """
@@ -45,8 +46,8 @@ def layer_id(name: str, num_layers: int) -> int:
 
 
 def layer_decay_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
-    """Learning-rate multiplier per parameter name: ``layer_decay ** (num_layers + 1 − layer_id)``, so the head
-    learns at the full rate and each block below it at `layer_decay` times the one above."""
+    """Learning-rate multiplier per parameter name: ``layer_decay ** (num_layers + 1 − layer_id)``, so the
+    head learns at the full rate and each block below it at `layer_decay` times the one above."""
     L = num_layers_for_decay(model)
     return {n: layer_decay ** (L + 1 - layer_id(n, L)) for n, _ in model.named_parameters()}
 
@@ -86,7 +87,8 @@ def _prefix_scale(name: str, lr_scale: dict[str, float]) -> float:
     return lr_scale[max(matches, key=len)] if matches else 1.0
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999),
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
+                    betas: tuple[float, float] = (0.9, 0.999),
                     layer_decay: float | None = None, lr_scale: dict[str, float] | None = None,
                     fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW over `build_param_groups`; every group starts at ``lr * lr_scale``."""

@@ -1,8 +1,9 @@
 """`vitkit train` as one library call: ``train_classifier(TrainConfig(...))``.
 
 data (built-in digits, an image folder, shards) → model preset sized to the data → ClassificationObjective →
-Trainer.fit (resuming DIR/checkpoints/last when it exists) → held-out summary (top-1/top-5, per-class accuracy,
-confusion matrix) in DIR/summary.json → figures (DIR/figures) and DIR/report.html when matplotlib is installed.
+Trainer.fit (resuming DIR/checkpoints/last when it exists) → held-out summary (top-1/top-5, per-class
+accuracy, confusion matrix) in DIR/summary.json → figures (DIR/figures) and DIR/report.html when matplotlib is
+installed.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model_cfg = get_model_config(cfg.model, **cfg.model_args)
     if cfg.data.path is not None and model_cfg.in_chans == 1:
-        log.warning("%s reads 1-channel images: colour images are converted to grey (choose an RGB model, e.g. "
-                    "--model vit_tiny_patch4_32, for colour data)", cfg.model)
+        log.warning("%s reads 1-channel images: colour images are converted to grey (choose an RGB model, "
+                    "e.g. --model vit_tiny_patch4_32, for colour data)", cfg.model)
     size = cfg.data.image_size or model_cfg.image_size[0]
     data_cfg = dataclasses.replace(cfg.data, channels=model_cfg.in_chans, image_size=size)
     splits = build_datasets(data_cfg, progress=sys.stdout.isatty())

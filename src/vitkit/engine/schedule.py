@@ -13,8 +13,8 @@ def warmup_cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: 
                      min_lr: float = 0.0, warmup_start_lr: float = 0.0) -> float:
     """Learning rate at optimizer step `step` (0-based).
 
-    Rises linearly from `warmup_start_lr` (step 0) towards `base_lr` (reached at step `warmup_steps`), then follows
-    half a cosine from `base_lr` down to `min_lr` at step `total_steps`; stays at `min_lr` after that.
+    Rises linearly from `warmup_start_lr` (step 0) towards `base_lr` (reached at step `warmup_steps`), then
+    follows half a cosine from `base_lr` down to `min_lr` at step `total_steps`; stays at `min_lr` after that.
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")

@@ -1,9 +1,9 @@
 """The training loop: one readable Trainer that runs any Objective.
 
-The objective owns the loss and metrics (classification, MAE, MPP, depth, segmentation); the trainer owns the rest:
-AdamW groups, warmup + cosine as a function of the step, gradient accumulation and clipping, EMA, bf16 autocast
-with fp32 master weights, optional torch.compile, non-finite detection, evaluation, atomic checkpoints with
-automatic resume, DDP under torchrun, and logging (DIR/metrics.jsonl, progress display).
+The objective owns the loss and metrics (classification, MAE, MPP, depth, segmentation); the trainer owns the
+rest: AdamW groups, warmup + cosine as a function of the step, gradient accumulation and clipping, EMA, bf16
+autocast with fp32 master weights, optional torch.compile, non-finite detection, evaluation, atomic
+checkpoints with automatic resume, DDP under torchrun, and logging (DIR/metrics.jsonl, progress display).
 
 Objectives must call the model through ``model(...)`` (its forward), so DDP can synchronise gradients.
 """
@@ -50,8 +50,8 @@ class Trainer:
 
     `train_data` and `val_data` are loaders: ``len(loader)`` batches per epoch and ``loader.epoch(e,
     start_batch=k)`` yielding this process's batches of epoch e from batch k on, in an order that is a pure
-    function of (seed, e) — like `vitkit.data.ImageLoader`. A plain dataset of ``(image, target)`` is wrapped in
-    an ImageLoader with ``cfg.batch_size`` split over the processes. Batches go to the device, then through
+    function of (seed, e) — like `vitkit.data.ImageLoader`. A plain dataset of ``(image, target)`` is wrapped
+    in an ImageLoader with ``cfg.batch_size`` split over the processes. Batches go to the device, then through
     `train_transform` / `eval_transform` (augmentation, normalisation), then to the objective. `select` names
     the validation metric whose maximum picks DIR/checkpoints/best.
     """
@@ -91,7 +91,8 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train to `cfg.epochs` (resuming from DIR/checkpoints/last if present); return the last val metrics.
 
-        On SIGTERM the current step finishes, a checkpoint is written and `fit` returns with `interrupted` set.
+        On SIGTERM the current step finishes, a checkpoint is written and `fit` returns with `interrupted`
+        set.
         """
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,8 @@ class Trainer:
             self.progress.update(rate, metrics.get("loss", float("nan")), lr)
             if self.step % self.cfg.log_every == 0:
                 per_s = images_in_window / (time.perf_counter() - window_start)
-                self.logger.write(self.step, epoch, "train", {**window.compute(), "lr": lr, "img_per_s": per_s})
+                values = {**window.compute(), "lr": lr, "img_per_s": per_s}
+                self.logger.write(self.step, epoch, "train", values)
                 images_in_window = 0
                 window, window_start = MeanMetrics(), time.perf_counter()
             if self._should_stop():
@@ -198,8 +200,8 @@ class Trainer:
         if self.nonfinite_run >= self.cfg.max_nonfinite:
             raise NonFiniteError(
                 f"stopping at step {self.step}: {self.nonfinite_run} steps in a row had a non-finite loss or "
-                f"gradient; lower optim.lr, set optim.clip_grad, or check the data. Weights were not updated by "
-                f"those steps and no non-finite weights were saved.")
+                f"gradient; lower optim.lr, set optim.clip_grad, or check the data. Weights were not updated "
+                f"by those steps and no non-finite weights were saved.")
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Objectives: turn (model, batch) into a loss and metrics, so one Trainer runs every task.
 
 An objective owns the loss and the task's metrics; the engine owns the loop. Classification lives here; the
-self-supervised (MAE, masked patch prediction) and dense (depth, segmentation) objectives plug in the same way.
+self-supervised (MAE, masked patch prediction) and dense (depth, segmentation) objectives plug in the same
+way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class ObjectiveOutput:
         loss: scalar tensor to minimise (backpropagated by the trainer).
         metrics: batch-mean floats to log (e.g. ``{"acc1": 0.91}``); the trainer averages them over batches
             weighted by batch size.
-        outputs: task outputs (logits, reconstructions, ...) for callers that want them; the trainer ignores them.
+        outputs: task outputs (logits, reconstructions, ...) for callers that want them; the trainer ignores
+        them.
     """
 
     loss: Tensor
@@ -30,7 +32,8 @@ class ObjectiveOutput:
 
 @runtime_checkable
 class Objective(Protocol):
-    """``objective(model, batch) -> ObjectiveOutput``; `batch` is whatever the task's data yields, on device."""
+    """``objective(model, batch) -> ObjectiveOutput``; `batch` is whatever the task's data yields, on
+    device."""
 
     def __call__(self, model: nn.Module, batch: Any) -> ObjectiveOutput: ...
 

@@ -1,7 +1,7 @@
 """Image classification: cross-entropy with label smoothing and soft targets (mixup / cutmix), top-k accuracy.
 
-Batches are ``(images, targets)``: images (B, C, H, W) float, already normalised; targets (B,) class indices or
-(B, K) soft targets (rows summing to 1, as mixup and cutmix produce).
+Batches are ``(images, targets)``: images (B, C, H, W) float, already normalised; targets (B,) class indices
+or (B, K) soft targets (rows summing to 1, as mixup and cutmix produce).
 """
 
 from __future__ import annotations
