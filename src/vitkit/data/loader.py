@@ -55,7 +55,7 @@ class ImageLoader:
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
-        self.pin_memory = pin_memory
+        self.pin_memory = pin_memory and torch.cuda.is_available()  # pinning needs an accelerator
         self.skipped: dict[str, str] = {s.path: s.reason for s in getattr(dataset, "skipped", ())}
         self._epoch = 0
         if len(self) == 0:
