@@ -102,3 +102,10 @@ def test_compiled_candidates_train_and_infer():
                                    precision="bf16" if mode == "train" else "bf16-weights"))
         assert [r["impl"] for r in rows] == ["vitkit", "vitkit+compile"]
         assert rows[1]["compile_s"] is not None
+
+
+def test_unsupported_models_are_refused_clearly():
+    with pytest.raises(ValueError, match="hybrid"):
+        build_candidates(BenchConfig(model="vit_base_r50_s16_224"), 1)
+    with pytest.raises(KeyError):
+        build_candidates(BenchConfig(model="no_such_model"), 1)
