@@ -36,9 +36,10 @@ SUITES = ("small", "s16", "b16", "mae", "memory", "cuda")
 
 
 def _rows(configs: list[BenchConfig], batch: int, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Candidates of several configs at one batch size, timed together (one interleaved run)."""
+    """Candidates of several configs at one batch size, timed together (one interleaved run with the first
+    config's rounds and warm-up steps)."""
     candidates = [c for cfg in configs for c in build_candidates(cfg, batch)]
-    return run_candidates(candidates, args.rounds, args.warmup, args.device)
+    return run_candidates(candidates, configs[0].rounds, configs[0].warmup, args.device)
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -112,7 +113,7 @@ def suite_mae(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict
 def suite_memory(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     batch = 8 if args.quick else 32
     cfg = BenchConfig(model="vit_large_patch16_224", mode="train", precision="bf16", grad_checkpointing=True,
-                      hf=args.memory_hf, rounds=1, warmup=1)
+                      hf=args.memory_hf, rounds=min(args.rounds, 2), warmup=1)  # a step takes minutes on a CPU
     rows = _rows([cfg], batch, args)
     vk = _find(rows, impl="vitkit")
     peak = vk["peak_rss_gib"]  # the whole process: this suite runs alone in it
