@@ -67,8 +67,10 @@ def test_gradients_reach_every_parameter():
     model = DPT(_cfg(task="segment", num_classes=3))
     out = model(torch.randn(2, 3, 32, 32), return_aux=True)
     (out.pred.mean() + out.aux.mean()).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("encoder.norm")]
-    assert no_grad == []  # (the encoder's final norm is not used by DPT: taps are pre-norm, as in the paper)
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []  # every trainable parameter is used (DDP needs this)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ["encoder.norm.weight", "encoder.norm.bias"]  # taps are pre-norm, as in the paper and HF
 
 
 def test_presets_and_taps():

@@ -256,6 +256,10 @@ class DPT(nn.Module):
         default_head, default_aux = build_heads(cfg)
         self.head = head if head is not None else default_head
         self.aux_head = aux_head if aux_head is not None else default_aux
+        # DPT taps pre-norm tokens (as the paper and HF do): the encoder's final norms get no gradient, so they are
+        # frozen (kept in checkpoints for interop) and DDP does not wait for them.
+        self.encoder.norm.requires_grad_(False)
+        self.encoder.fc_norm.requires_grad_(False)
 
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
@@ -265,7 +269,11 @@ class DPT(nn.Module):
 
     def forward_taps(self, images: Tensor) -> list[Tensor]:
         """images (B, C, H, W) → raw taps, fine to coarse: ResNet stage maps (B, C_i, h_i, w_i) for a hybrid,
-        then block tokens (B, T, D)."""
+        then block tokens (B, T, D).
+
+        A hybrid runs its ResNet trunk twice (once here for the stage maps, once inside `forward_intermediates`):
+        the encoder has no public way to start its blocks from precomputed patch tokens.
+        """
         taps: list[Tensor] = []
         if self.config.stage_taps:
             stages = self.encoder.patch_embed.forward_stages(images)
