@@ -78,3 +78,17 @@ def test_depth_cli_writes_png_and_npy(tmp_path):
     depth = np.load(tmp_path / "o" / "photo_depth.npy")
     assert depth.shape == (30, 50) and depth.dtype == np.float32 and np.isfinite(depth).all()
     assert Image.open(tmp_path / "o" / "photo_depth.png").size == (50, 30)
+
+
+def test_train_dense_on_a_folder_of_depth_pairs(tmp_path):
+    data = ShapesDense(6, 32, seed=2)
+    for sub in ("images", "depth"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(data[i]["images"].permute(1, 2, 0).numpy()).save(tmp_path / "data" / "images" / f"{i}.png")
+        np.save(tmp_path / "data" / "depth" / f"{i}.npy", data[i]["depth"].numpy())
+    cfg = replace_config(TrainConfig(), {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 2, "amp": False,
+                                         "model": "dpt_tiny_depth", "model_args": SMALL, "data.image_size": 32,
+                                         "data.path": str(tmp_path / "data"), "data.val_fraction": 0.34})
+    summary = train_dense(cfg, DenseConfig(task="depth", depth_loss="silog"))
+    assert summary["steps"] == 2 and 0.0 <= summary["val"]["delta1"] <= 1.0  # 4 train / 2 val images
