@@ -1,11 +1,11 @@
 """Train DPT on the built-in procedural scenes and print the held-out figures the dense issue asks for.
 
-    OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task depth      # goal: AbsRel <= 0.10, delta1 >= 0.90
-    OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task segment    # goal: mIoU >= 0.80
+    OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task depth     # goal: AbsRel <= 0.10, delta1 >= 0.9
+    OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task segment   # goal: mIoU >= 0.80
     OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task both       # one after the other
 
-Each run trains `dpt_tiny_*` (64x64 scenes, ViT-Ti-ish encoder, 2.1M parameters) with `vitkit.engine.dense`
-on --scenes training scenes and evaluates on 200 held-out scenes (other seeds). --max-minutes (default 19.5 per
+Each run trains `dpt_tiny_*` (64x64 scenes, ViT-Ti-ish encoder, 2.1M parameters) with `vitkit.engine.dense` on
+--scenes training scenes and evaluates on 200 held-out scenes (other seeds). --max-minutes (default 19.5 per
 task, scene rendering included) stops training (SIGTERM to itself: the trainer finishes the step and
 checkpoints) and evaluates what it has; wall time, CPU time and the figures are printed, plus example
 predictions in OUT/<task>/figures/dense_examples.png. On a shared machine compare CPU time, not wall time.

@@ -1,5 +1,5 @@
-"""DPT model: shapes at input size (non-square, odd grids), readouts, heads, presets, taps through public methods,
-initialisation from ViT / MAE encoders, clear errors."""
+"""DPT model: shapes at input size (non-square, odd grids), readouts, heads, presets, taps through public
+methods, initialisation from ViT / MAE encoders, clear errors."""
 
 from __future__ import annotations
 

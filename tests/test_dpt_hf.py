@@ -1,7 +1,9 @@
-"""DPT parity with HF transformers (random init, saved locally, loaded through vitkit.load_pretrained) and export.
+"""DPT parity with HF transformers (random init, saved locally, loaded through vitkit.load_pretrained) and
+export.
 
-HF's DPT reshapes tokens to a square grid, so parity is checked on square inputs; vitkit's non-square behaviour is
-tested on its own terms (output at input size, finite) and against HF on the square case it reduces to.
+HF's DPT reshapes tokens to a square grid, so parity is checked on square inputs; vitkit's non-square
+behaviour is tested on its own terms (output at input size, finite) and against HF on the square case it
+reduces to.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 HF layout (``save_pretrained``)::
 
     dpt.embeddings / dpt.encoder / dpt.layernorm       the ViT encoder (as HF "vit", under ``dpt.``);
-        hybrid: dpt.embeddings.backbone.* (BiT) and dpt.embeddings.projection (1×1 conv) instead of patch_embeddings
+        hybrid: dpt.embeddings.backbone.* (BiT) and dpt.embeddings.projection (1×1 conv) instead of
+        patch_embeddings
     neck.reassemble_stage.readout_projects.i.0         → reassemble.i.readout.proj
     neck.reassemble_stage.layers.i.{projection,resize} → reassemble.i.{proj,resample}
     neck.convs.i                                       → reassemble.i.to_fusion
@@ -11,8 +12,8 @@ HF layout (``save_pretrained``)::
     head.head.{0,2,4}, head.projection                 → head.{conv1,conv2,conv3}, head.proj        (depth)
     head.head.{0,1,4}, auxiliary_head.head.{0,1,4}     → {head,aux_head}.{conv,norm,classifier}     (segment)
 
-HF keeps an unused residual unit in its coarsest fusion layer; vitkit has none there (dropped on load, filled with
-a copy of the block's other unit on export so HF loads without missing keys).
+HF keeps an unused residual unit in its coarsest fusion layer; vitkit has none there (dropped on load, filled
+with a copy of the block's other unit on export so HF loads without missing keys).
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def dpt_config_to_vitkit(hf_config: dict[str, Any], sd: dict[str, Tensor]) -> DP
 
 
 def _hybrid_encoder(hf_config: dict[str, Any], encoder: ViTConfig) -> ViTConfig:
-    """DPT-Hybrid: the BiT trunk becomes the ViT's patch embedder; HF's `patch_size` is the trunk's stride, ours
-    the patch side on its last map (1)."""
+    """DPT-Hybrid: the BiT trunk becomes the ViT's patch embedder; HF's `patch_size` is the trunk's stride,
+    ours the patch side on its last map (1)."""
     if hf_config.get("readout_type", "project") != "project":
         raise ValueError("HF DPT-Hybrid needs readout_type='project'")
     from .hf_bit import bit_config_to_resnetv2

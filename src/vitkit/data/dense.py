@@ -1,12 +1,13 @@
 """Dense (per-pixel) datasets and their joint augmentation.
 
-Every dataset here yields dicts: ``images`` uint8 (3, H, W) and, by task, ``depth`` float32 (H, W) with ``valid``
-bool (H, W) (False where depth is missing), or ``labels`` int64 (H, W) (`ignore_index` where unlabelled).
-`get_batch(indices)` returns the same keys batched; `DenseLoader` serves them in the trainer's seeded order.
+Every dataset here yields dicts: ``images`` uint8 (3, H, W) and, by task, ``depth`` float32 (H, W) with
+``valid`` bool (H, W) (False where depth is missing), or ``labels`` int64 (H, W) (`ignore_index` where
+unlabelled). `get_batch(indices)` returns the same keys batched; `DenseLoader` serves them in the trainer's
+seeded order.
 
 * `ShapesDense`: the built-in procedural scenes (`vitkit.data.shapes`), exact depth and labels, seeded.
-* `DenseFolder`: ``root/images/*`` with ``root/depth/<stem>.png`` (16-bit, 0 = missing) or ``.npy`` (non-finite
-  or ≤ 0 = missing), and/or ``root/masks/<stem>.png`` (palette / grey index PNG).
+* `DenseFolder`: ``root/images/*`` with ``root/depth/<stem>.png`` (16-bit, 0 = missing) or ``.npy``
+  (non-finite or ≤ 0 = missing), and/or ``root/masks/<stem>.png`` (palette / grey index PNG).
 * `load_motorcycle`: scikit-image's real Middlebury motorcycle stereo pair; depth ∝ 1 / disparity, +inf
   disparity holes become invalid pixels — a real-image sanity check of the depth path and its masks.
 
@@ -61,7 +62,8 @@ class DenseLoader(ImageLoader):
 
 
 class ShapesDense(InMemoryDense):
-    """`count` procedural scenes of `size`² pixels (scene i from seed (seed, i)); depth and labels both present."""
+    """`count` procedural scenes of `size`² pixels (scene i from seed (seed, i)); depth and labels both
+    present."""
 
     def __init__(self, count: int, size: int = 64, seed: int = 0) -> None:
         images, depth, labels = render_scenes(count, size, seed)
@@ -78,7 +80,8 @@ def _stems(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 def read_depth(path: Path, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Depth (H, W) float32 and validity (H, W) bool from a 16-bit PNG (value × `scale`, 0 = missing) or .npy."""
+    """Depth (H, W) float32 and validity (H, W) bool from a 16-bit PNG (value × `scale`, 0 = missing) or
+    .npy."""
     from PIL import Image
 
     if path.suffix.lower() == ".npy":
@@ -92,7 +95,8 @@ def read_depth(path: Path, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DenseFolder(InMemoryDense):
-    """A folder of dense pairs, decoded into memory (resized to `size` if given: images bilinear, targets nearest).
+    """A folder of dense pairs, decoded into memory (resized to `size` if given: images bilinear, targets
+    nearest).
 
     Args:
         root: holds ``images/`` and ``depth/`` (task "depth") or ``masks/`` (task "segment").
@@ -147,8 +151,8 @@ def _resize_nearest(array: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
 
 
 def load_motorcycle(size: tuple[int, int] | None = (240, 352)) -> dict[str, Tensor]:
-    """The Middlebury motorcycle (scikit-image) as a batch of one: images uint8 (1, 3, H, W), depth (1, H, W) =
-    1 / disparity (relative: the calibration is unknown here), valid (1, H, W) False at the +inf holes."""
+    """The Middlebury motorcycle (scikit-image) as a batch of one: images uint8 (1, 3, H, W), depth (1, H, W)
+    = 1 / disparity (relative: the calibration is unknown here), valid (1, H, W) False at the +inf holes."""
     from PIL import Image
     from skimage.data import stereo_motorcycle
 

@@ -1,11 +1,11 @@
-"""A procedurally rendered dense dataset: textured scenes of spheres and boxes on a floor before a wall, ray-cast in
-numpy with exact per-pixel depth and class labels, deterministic from a seed. No downloads.
+"""A procedurally rendered dense dataset: textured scenes of spheres and boxes on a floor before a wall,
+ray-cast in numpy with exact per-pixel depth and class labels, deterministic from a seed. No downloads.
 
-Each scene: a pinhole camera at the origin looking down +z; a floor plane below it and a (slightly tilted) back
-wall; 2–5 spheres and boxes (boxes rotated about the vertical axis) standing on the floor. Every surface gets its
-own random solid texture (checker, stripes or smooth noise in two random colours) and Lambertian shading from a
-random light, plus sensor noise — so colour says little about depth, and depth must come from geometry (occlusion,
-perspective, contact with the floor, shading).
+Each scene: a pinhole camera at the origin looking down +z; a floor plane below it and a (slightly tilted)
+back wall; 2–5 spheres and boxes (boxes rotated about the vertical axis) standing on the floor. Every surface
+gets its own random solid texture (checker, stripes or smooth noise in two random colours) and Lambertian
+shading from a random light, plus sensor noise — so colour says little about depth, and depth must come from
+geometry (occlusion, perspective, contact with the floor, shading).
 
 Depth is the z-distance along the optical axis (what depth sensors report); labels are `SHAPE_CLASSES`.
 """
@@ -47,7 +47,8 @@ def _sphere(d: np.ndarray, centre: np.ndarray, radius: float) -> tuple[np.ndarra
 
 
 def _box(d: np.ndarray, centre: np.ndarray, half: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """Hit distance and normals of rays d with a box rotated by `angle` about the vertical axis (slab method)."""
+    """Hit distance and normals of rays d with a box rotated by `angle` about the vertical axis (slab
+    method)."""
     cos, sin = np.cos(angle), np.sin(angle)
     rot = np.array([[cos, 0, sin], [0, 1, 0], [-sin, 0, cos]])  # box frame → world
     o = rot.T @ (-centre)  # camera origin in the box frame
@@ -86,8 +87,8 @@ def render_scene(seed: int | tuple[int, ...], size: int = 64) -> tuple[np.ndarra
     """Render one scene.
 
     Returns:
-        image uint8 (H, W, 3), depth float32 (H, W) (z-distance, all pixels valid), labels uint8 (H, W) indexing
-        `SHAPE_CLASSES`.
+        image uint8 (H, W, 3), depth float32 (H, W) (z-distance, all pixels valid), labels uint8 (H, W)
+        indexing `SHAPE_CLASSES`.
     """
     rng = np.random.default_rng(seed)
     d = _rays(size)
@@ -127,6 +128,7 @@ def render_scene(seed: int | tuple[int, ...], size: int = 64) -> tuple[np.ndarra
 
 
 def render_scenes(count: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`count` scenes, scene i from seed (seed, i): images (N, H, W, 3) uint8, depth (N, H, W), labels (N, H, W)."""
+    """`count` scenes, scene i from seed (seed, i): images (N, H, W, 3) uint8, depth (N, H, W), labels (N, H,
+    W)."""
     scenes = [render_scene((seed, i), size) for i in range(count)]
     return tuple(np.stack(parts) for parts in zip(*scenes))  # type: ignore[return-value]

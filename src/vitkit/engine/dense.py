@@ -1,9 +1,10 @@
-"""Dense tasks (depth, segmentation) on the shared Trainer: ``train_dense(TrainConfig(...), DenseConfig(...))``.
+"""Dense tasks (depth, segmentation) on the shared Trainer: ``train_dense(TrainConfig(...), DenseConfig())``.
 
 data (built-in procedural scenes, or a dense folder) → DPT preset (or one initialised from a ViT / MAE encoder
-checkpoint) → DepthObjective / SegmentationObjective → Trainer.fit with separate encoder / decoder learning rates →
-summary (held-out depth metrics, or dataset mIoU / pixel accuracy) in DIR/summary.json and example predictions in
-DIR/figures/dense_examples.png. `build_dense_task` hands back the pieces for callers that run their own Trainer.
+checkpoint) → DepthObjective / SegmentationObjective → Trainer.fit with separate encoder / decoder learning
+rates → summary (held-out depth metrics, or dataset mIoU / pixel accuracy) in DIR/summary.json and example
+predictions in DIR/figures/dense_examples.png. `build_dense_task` hands back the pieces for callers that run
+their own Trainer.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class DenseTask:
 
 
 def build_dense_data(cfg: TrainConfig, dense: DenseConfig, size: int) -> tuple[InMemoryDense, InMemoryDense]:
-    """(train, val): the built-in scenes (seeds 0 and 1, so the sets never share a scene), or a dense folder with
-    DATA/train and DATA/val, or one folder split by data.val_fraction (seeded)."""
+    """(train, val): the built-in scenes (seeds 0 and 1, so the sets never share a scene), or a dense folder
+    with DATA/train and DATA/val, or one folder split by data.val_fraction (seeded)."""
     if cfg.data.path is None:
         return (ShapesDense(dense.train_scenes, dense.scene_size, seed=cfg.seed),
                 ShapesDense(dense.val_scenes, dense.scene_size, seed=cfg.seed + 1_000_003))

@@ -1,5 +1,6 @@
 """DenseConfig: what a dense (depth / segmentation) run adds to TrainConfig. Import-light on purpose, so
-`engine.config.TrainConfig` can carry one as a field (``dense: DenseConfig``) without importing the dense engine."""
+`engine.config.TrainConfig` can carry one as a field (``dense: DenseConfig``) without importing the dense
+engine."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ class DenseConfig:
     """What a dense run adds to TrainConfig (which supplies model, data.path, epochs, optim, ...).
 
     depth_loss: "ssi" (relative depth, MiDaS) or "silog" (metric); depth_space: what the model predicts for
-    "ssi" ("disparity" as MiDaS / DPT, or "depth"). encoder_lr_scale: encoder lr = optim.lr × this (decoder and
-    heads at optim.lr). init_encoder: a ViT / MAE checkpoint whose encoder initialises the DPT.
+    "ssi" ("disparity" as MiDaS / DPT, or "depth"). encoder_lr_scale: encoder lr = optim.lr × this (decoder
+    and heads at optim.lr). init_encoder: a ViT / MAE checkpoint whose encoder initialises the DPT.
     train_scenes / val_scenes / scene_size: the built-in procedural set (when data.path is None).
     """
 

@@ -1,8 +1,8 @@
-"""Depth and segmentation inference on image files: `vitkit depth` and `vitkit segment` as library calls, plus the
-colouring they use (numpy + Pillow only, on top of `vitkit.viz.colormap`).
+"""Depth and segmentation inference on image files: `vitkit depth` and `vitkit segment` as library calls, plus
+the colouring they use (numpy + Pillow only, on top of `vitkit.viz.colormap`).
 
-    predict_depth_files("runs/depth", ["a.jpg"], "out/")    # out/a_depth.png (coloured) + out/a_depth.npy (raw)
-    predict_segment_files("runs/seg", ["a.jpg"], "out/")    # out/a_overlay.png + out/a_mask.png (index PNG)
+    predict_depth_files("runs/depth", ["a.jpg"], "out/")  # out/a_depth.png (coloured) + a_depth.npy (raw)
+    predict_segment_files("runs/seg", ["a.jpg"], "out/")   # out/a_overlay.png + a_mask.png (index PNG)
 
 Images are resized to the nearest multiple of the patch (keeping the aspect ratio, longer side at most
 `max_side`), predicted, and the prediction resized back to the file's own size.
@@ -44,7 +44,8 @@ def as_disparity(values: np.ndarray, output: str) -> np.ndarray:
 
 
 def label_palette(num_classes: int) -> np.ndarray:
-    """(K, 3) uint8 distinct colours: the turbo map at evenly spaced, shuffled positions (neighbours differ)."""
+    """(K, 3) uint8 distinct colours: the turbo map at evenly spaced, shuffled positions (neighbours
+    differ)."""
     from ..viz.colormap import colormap_lut
 
     lut = colormap_lut("turbo")
@@ -131,8 +132,8 @@ def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], ou
 
 def predict_segment_files(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path,
                           device: str = "cpu", max_side: int = 512, alpha: float = 0.5) -> list[Path]:
-    """For each image: OUT/<stem>_overlay.png (class colours over the image) and OUT/<stem>_mask.png (a palette
-    PNG whose pixel values are the class indices). Returns the written paths."""
+    """For each image: OUT/<stem>_overlay.png (class colours over the image) and OUT/<stem>_mask.png (a
+    palette PNG whose pixel values are the class indices). Returns the written paths."""
     from PIL import Image
 
     from ..viz.colormap import save_png

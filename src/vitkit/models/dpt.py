@@ -1,16 +1,18 @@
 """Dense Prediction Transformer (Ranftl et al., "Vision Transformers for Dense Prediction", ICCV 2021).
 
-images → ViT encoder (`forward_intermediates` at 4 taps; the hybrid taps its two early ResNet stages instead of
-the first two blocks) → reassemble (readout ignore / add / project, tokens → image-like map, 1×1 projection,
-resample to strides 4/8/16/32, 3×3 conv to the fusion width) → fusion (RefineNet-style blocks with residual conv
-units, coarse to fine, each upsampling to the next map's size) → head (depth or segmentation) at input size.
+images → ViT encoder (`forward_intermediates` at 4 taps; the hybrid taps its two early ResNet stages instead
+of the first two blocks) → reassemble (readout ignore / add / project, tokens → image-like map, 1×1
+projection, resample to strides 4/8/16/32, 3×3 conv to the fusion width) → fusion (RefineNet-style blocks with
+residual conv units, coarse to fine, each upsampling to the next map's size) → head (depth or segmentation) at
+input size.
 
-Shapes: B batch · H, W image sides · p patch (total stride of the patch embedder) · (gh, gw) = (H/p, W/p) patch
-grid · N = gh·gw · P prefix tokens · T = P + N tokens · D encoder width · F fusion width · K classes.
+Shapes: B batch · H, W image sides · p patch (total stride of the patch embedder) · (gh, gw) = (H/p, W/p)
+patch grid · N = gh·gw · P prefix tokens · T = P + N tokens · D encoder width · F fusion width · K classes.
 
-Unlike the reference code and HF (which reshape tokens to a square and upsample by exactly ×2), every reshape uses
-the real patch grid and every upsampling targets the next feature map's size, so any input whose sides are
-multiples of the patch works, non-square included; on even grids this equals the ×2 cascade of the reference.
+Unlike the reference code and HF (which reshape tokens to a square and upsample by exactly ×2), every reshape
+uses the real patch grid and every upsampling targets the next feature map's size, so any input whose sides
+are multiples of the patch works, non-square included; on even grids this equals the ×2 cascade of the
+reference.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class DPTConfig:
     fusion_bias: bool | None = None  # default: not fusion_batch_norm
     task: Literal["depth", "segment"] = "depth"
     depth_projection: bool = False  # an extra 3×3 conv + ReLU before the depth head (HF `add_projection`)
-    # what the depth head's values mean (MiDaS / HF DPT: relative inverse depth), so tools colour near as bright
+    # what the depth head's values mean (MiDaS / HF DPT: relative inverse depth), so tools colour near as
+    # bright
     depth_output: Literal["disparity", "depth"] = "disparity"
     num_classes: int = 150
     aux_head: bool = True  # segmentation: an auxiliary classifier on the finest fused map (training only)
@@ -63,7 +66,7 @@ class DPTConfig:
             raise ValueError("DPT fuses at least two taps")
 
 
-# ---- reassemble ---------------------------------------------------------------------------------------------
+# ---- reassemble --------------------------------------------------------------------------------------------
 class ReadoutIgnore(nn.Module):
     """Drop the prefix ([CLS]) tokens: (B, P + N, D) → (B, N, D)."""
 
@@ -108,7 +111,8 @@ def build_readout(kind: str, dim: int, num_prefix: int) -> ReadoutIgnore:
 
 
 def build_resample(channels: int, patch: int, stride: int) -> nn.Module:
-    """Resample a map at stride `patch` to stride `stride`: transposed conv up, identity, or strided 3×3 down."""
+    """Resample a map at stride `patch` to stride `stride`: transposed conv up, identity, or strided 3×3
+    down."""
     if patch % stride == 0:
         up = patch // stride
         return nn.ConvTranspose2d(channels, channels, up, stride=up) if up > 1 else nn.Identity()
@@ -145,7 +149,7 @@ class MapReassemble(nn.Module):
         return self.to_fusion(maps)
 
 
-# ---- fusion ---------------------------------------------------------------------------------------------------
+# ---- fusion ------------------------------------------------------------------------------------------------
 class ResidualConvUnit(nn.Module):
     """Pre-activation residual unit: x + conv(ReLU(conv(ReLU(x)))), optional BatchNorm after each conv."""
 
@@ -163,7 +167,8 @@ class ResidualConvUnit(nn.Module):
 
 
 class FeatureFusionBlock(nn.Module):
-    """x (+ RCU(skip)) → RCU → bilinear upsample to `size` → 1×1 projection. The coarsest block has no skip."""
+    """x (+ RCU(skip)) → RCU → bilinear upsample to `size` → 1×1 projection. The coarsest block has no
+    skip."""
 
     def __init__(self, dim: int, has_skip: bool, batch_norm: bool = False, bias: bool | None = None) -> None:
         super().__init__()
@@ -178,7 +183,7 @@ class FeatureFusionBlock(nn.Module):
         return self.proj(x)
 
 
-# ---- heads: head(fused (B, F, h, w), size) → prediction -----------------------------------------------------
+# ---- heads: head(fused (B, F, h, w), size) → prediction ----------------------------------------------------
 class DepthHead(nn.Module):
     """Conv(F → F/2) → upsample to `size` → Conv(→ 32) → ReLU → Conv(→ 1) → ReLU: depth (B, H, W) ≥ 0."""
 
@@ -230,7 +235,7 @@ class DPTOutput:
     aux: Tensor | None = None
 
 
-# ---- the model ------------------------------------------------------------------------------------------------
+# ---- the model ---------------------------------------------------------------------------------------------
 class DPT(nn.Module):
     """Encoder → reassemble → fusion → head. Heads are modules: pass your own, or let the config choose.
 
@@ -256,7 +261,8 @@ class DPT(nn.Module):
         default_head, default_aux = build_heads(cfg)
         self.head = head if head is not None else default_head
         self.aux_head = aux_head if aux_head is not None else default_aux
-        # DPT taps pre-norm tokens (as the paper and HF do): the encoder's final norms get no gradient, so they are
+        # DPT taps pre-norm tokens (as the paper and HF do): the encoder's final norms get no gradient, so
+        # they are
         # frozen (kept in checkpoints for interop) and DDP does not wait for them.
         self.encoder.norm.requires_grad_(False)
         self.encoder.fc_norm.requires_grad_(False)
@@ -271,8 +277,9 @@ class DPT(nn.Module):
         """images (B, C, H, W) → raw taps, fine to coarse: ResNet stage maps (B, C_i, h_i, w_i) for a hybrid,
         then block tokens (B, T, D).
 
-        A hybrid runs its ResNet trunk twice (once here for the stage maps, once inside `forward_intermediates`):
-        the encoder has no public way to start its blocks from precomputed patch tokens.
+        A hybrid runs its ResNet trunk twice (once here for the stage maps, once inside
+        `forward_intermediates`): the encoder has no public way to start its blocks from precomputed patch
+        tokens.
         """
         taps: list[Tensor] = []
         if self.config.stage_taps:
@@ -310,13 +317,13 @@ def default_taps(depth: int) -> tuple[int, ...]:
 
 
 def dpt_from_encoder(encoder: nn.Module, **overrides: Any) -> DPT:
-    """A DPT initialised from a trained encoder: a VisionTransformer (its head dropped), or a model that exports
-    one (`export_encoder()`, e.g. an MAE). Reassemble, fusion and head start fresh.
+    """A DPT initialised from a trained encoder: a VisionTransformer (its head dropped), or a model that
+    exports one (`export_encoder()`, e.g. an MAE). Reassemble, fusion and head start fresh.
 
     Args:
-        encoder: the source model.
-        **overrides: DPTConfig fields (``task="segment"``, ``num_classes=4``, ``block_taps=...``); taps default
-            to the end of each quarter of the encoder, widths to (D/8, D/4, D/2, D).
+        encoder: the source model. **overrides: DPTConfig fields (``task="segment"``, ``num_classes=4``,
+            ``block_taps=...``); taps default to the end of each quarter of the encoder, widths to (D/8, D/4,
+            D/2, D).
     """
     if hasattr(encoder, "export_encoder"):
         encoder = encoder.export_encoder()

@@ -1,7 +1,8 @@
-"""Dense prediction metrics: depth (AbsRel, RMSE, δ < 1.25^k after optional per-image least-squares scale-and-shift
-alignment) and segmentation (confusion matrix → mIoU, pixel accuracy).
+"""Dense prediction metrics: depth (AbsRel, RMSE, δ < 1.25^k after optional per-image least-squares
+scale-and-shift alignment) and segmentation (confusion matrix → mIoU, pixel accuracy).
 
-Shapes: B batch · H, W map sides · K classes. `valid` masks are bool (B, H, W), True where ground truth exists.
+Shapes: B batch · H, W map sides · K classes. `valid` masks are bool (B, H, W), True where ground truth
+exists.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def _valid(target: Tensor, valid: Tensor | None) -> Tensor:
 
 
 def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
-    """Confusion counts (K, K), rows = true class, columns = predicted, over pixels whose label is not ignored.
+    """Confusion counts (K, K), rows = true class, columns = predicted, over pixels whose label is not
+    ignored.
 
     Args:
         pred: predicted class indices (B, H, W) (or logits (B, K, H, W), argmax taken).

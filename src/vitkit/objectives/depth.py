@@ -1,13 +1,16 @@
 """Monocular depth objectives.
 
-* Relative depth (Ranftl et al., "Towards Robust Monocular Depth Estimation", MiDaS, TPAMI 2020): prediction and
-  ground truth are each normalised per image by their median and mean absolute deviation, then compared with a
-  trimmed mean absolute error (the largest `trim` fraction of residuals dropped), plus a multi-scale gradient
-  matching term on the residual. Works in disparity (inverse depth) space by default, as MiDaS does.
-* Metric depth (Eigen et al., NeurIPS 2014): scale-invariant log loss sqrt(mean d² − λ·(mean d)²), d = log p − log g.
+* Relative depth (Ranftl et al., "Towards Robust Monocular Depth Estimation", MiDaS, TPAMI 2020):
+  prediction and ground truth are each normalised per image by their median and mean absolute deviation, then
+  compared with a trimmed mean absolute error (the largest `trim` fraction of residuals dropped), plus a
+  multi-scale gradient matching term on the residual. Works in disparity (inverse depth) space by default, as
+  MiDaS does.
+* Metric depth (Eigen et al., NeurIPS 2014): scale-invariant log loss sqrt(mean d² − λ·(mean d)²),
+  d = log p − log g.
 
-Batches are dicts: ``images`` (B, C, H, W) normalised floats, ``depth`` (B, H, W) ground-truth depth (> 0 where
-known), optional ``valid`` bool (B, H, W). Pixels with invalid, non-finite or non-positive depth never count.
+Batches are dicts: ``images`` (B, C, H, W) normalised floats, ``depth`` (B, H, W) ground-truth depth (> 0
+where known), optional ``valid`` bool (B, H, W). Pixels with invalid, non-finite or non-positive depth never
+count.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def normalize_median_mad(x: Tensor, valid: Tensor) -> Tensor:
 
 
 def trimmed_mae(pred: Tensor, target: Tensor, valid: Tensor, trim: float = 0.2) -> Tensor:
-    """Mean over images of the mean absolute residual over each image's (1 − trim) smallest valid residuals."""
+    """Mean over images of the mean absolute residual over each image's (1 − trim) smallest valid
+    residuals."""
     residual = torch.where(valid, (pred - target).abs(), torch.full_like(pred, float("inf"))).flatten(1)
     residual, _ = residual.sort(dim=1)  # valid residuals first, ascending
     n_valid = valid.flatten(1).sum(1)
@@ -78,7 +82,8 @@ def ssi_loss(pred: Tensor, target: Tensor, valid: Tensor, trim: float = 0.2, gra
 
 
 def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lam: float = 0.85, eps: float = 1e-6) -> Tensor:
-    """Scale-invariant log loss per image, averaged: sqrt(mean d² − λ (mean d)²), d = log pred − log target."""
+    """Scale-invariant log loss per image, averaged: sqrt(mean d² − λ (mean d)²), d = log pred − log
+    target."""
     m = valid.to(pred.dtype)
     d = (pred.clamp_min(eps).log() - torch.where(valid, target, torch.ones_like(target)).log()) * m
     n = m.flatten(1).sum(1).clamp_min(1)

@@ -1,5 +1,5 @@
-"""Semantic segmentation: per-pixel cross-entropy with an ignore index, plus a weighted auxiliary loss (DPT / UPerNet
-style: 0.4 × the auxiliary head's cross-entropy).
+"""Semantic segmentation: per-pixel cross-entropy with an ignore index, plus a weighted auxiliary loss
+(DPT / UPerNet style: 0.4 × the auxiliary head's cross-entropy).
 
 Batches are dicts: ``images`` (B, C, H, W) normalised floats, ``labels`` (B, H, W) int64 class indices, with
 `ignore_index` where unlabelled. Logits of any size are resized (bilinear) to the label size.
@@ -68,7 +68,8 @@ class SegmentationObjective:
 @torch.no_grad()
 def evaluate_segmentation(model: nn.Module, batches: Iterable[dict[str, Any]], num_classes: int,
                           ignore_index: int = 255) -> dict[str, float]:
-    """Dataset mIoU and pixel accuracy from one confusion matrix accumulated over `batches` (dicts as above)."""
+    """Dataset mIoU and pixel accuracy from one confusion matrix accumulated over `batches` (dicts as
+    above)."""
     was_training = model.training
     model.eval()
     total = torch.zeros(num_classes, num_classes, dtype=torch.long)
