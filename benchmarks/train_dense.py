@@ -27,7 +27,8 @@ import torch
 # reached mIoU ≈ 0.5 in 150 steps at 1e-3 with the encoder at 0.3×.
 DEFAULT_LR = {"depth": 3e-4, "segment": 1e-3}
 DEFAULT_ENCODER_LR_SCALE = {"depth": 1.0, "segment": 0.3}
-GOALS = {"depth": {"abs_rel": ("<=", 0.10), "delta1": (">=", 0.90)}, "segment": {"dataset_miou": (">=", 0.80)}}
+GOALS = {"depth": {"abs_rel": ("<=", 0.10), "delta1": (">=", 0.90)},
+         "segment": {"dataset_miou": (">=", 0.80)}}
 
 
 def run(task: str, args: argparse.Namespace) -> dict:
@@ -80,7 +81,8 @@ def main() -> None:
     p.add_argument("--scenes", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, help="peak lr (default: depth 3e-4, segment 1e-3)")
-    p.add_argument("--encoder-lr-scale", type=float, help="encoder lr multiplier (default: depth 1, segment 0.3)")
+    p.add_argument("--encoder-lr-scale", type=float,
+                   help="encoder lr multiplier (default: depth 1, segment 0.3)")
     p.add_argument("--depth-space", choices=["disparity", "depth"], default="depth")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast")
     p.add_argument("--max-minutes", type=float, default=19.5,

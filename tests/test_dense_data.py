@@ -67,7 +67,8 @@ def test_dense_folder_reads_depth_pngs_npy_and_masks(tmp_path):
     assert not depth.tensors["valid"][0, 0, 0] and depth.tensors["valid"][0].sum() == 47
     assert depth.tensors["valid"][1].sum() == 48 - 6  # inf on the diagonal is missing
     masks = DenseFolder(tmp_path, "segment", size=(12, 16))
-    assert masks.tensors["images"].shape == (2, 3, 12, 16) and masks.tensors["labels"][1].unique().tolist() == [2]
+    assert masks.tensors["images"].shape == (2, 3, 12, 16)
+    assert masks.tensors["labels"][1].unique().tolist() == [2]
     (tmp_path / "images" / "orphan.png").write_bytes((tmp_path / "images" / "s0.png").read_bytes())
     with pytest.raises(FileNotFoundError, match="no target"):
         DenseFolder(tmp_path, "segment")

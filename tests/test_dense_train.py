@@ -18,7 +18,8 @@ from vitkit.models import create_model
 from vitkit.objectives.depth import DepthObjective
 from vitkit.objectives.segmentation import SegmentationObjective
 
-SMALL = {"encoder": {"image_size": (32, 32), "dim": 64, "depth": 2, "num_heads": 2}, "block_taps": (0, 0, 1, 1),
+SMALL = {"encoder": {"image_size": (32, 32), "dim": 64, "depth": 2, "num_heads": 2},
+         "block_taps": (0, 0, 1, 1),
          "features": (16, 32, 64, 64), "fusion_dim": 32}
 
 
@@ -51,7 +52,8 @@ def test_encoder_and_decoder_learning_rates():
 
 
 def test_train_dense_then_cli_predicts(tmp_path):
-    cfg = replace_config(TrainConfig(), {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 8, "amp": False,
+    cfg = replace_config(TrainConfig(),
+                         {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 8, "amp": False,
                                          "model": "dpt_tiny_segment", "model_args": SMALL,
                                          "data.image_size": 32})
     summary = train_dense(cfg, DenseConfig(task="segment", train_scenes=16, val_scenes=8, scene_size=32,
@@ -60,12 +62,14 @@ def test_train_dense_then_cli_predicts(tmp_path):
     assert (tmp_path / "run" / "figures" / "dense_examples.png").is_file()
     image = tmp_path / "scene.png"
     Image.fromarray(np.asarray(ShapesDense(1, 48, seed=5).tensors["images"][0].permute(1, 2, 0))).save(image)
-    assert main(["segment", "--checkpoint", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "o")]) == 0
+    assert main(["segment", "--checkpoint", str(tmp_path / "run"), str(image), "--out",
+                 str(tmp_path / "o")]) == 0
     mask = Image.open(tmp_path / "o" / "scene_mask.png")
     assert mask.mode == "P" and mask.size == (48, 48) and np.asarray(mask).max() < 4
     assert Image.open(tmp_path / "o" / "scene_overlay.png").size == (48, 48)
     # the depth command refuses a segmentation checkpoint, clearly
-    assert main(["depth", "--checkpoint", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "o")]) == 1
+    assert main(["depth", "--checkpoint", str(tmp_path / "run"), str(image), "--out",
+                 str(tmp_path / "o")]) == 1
 
 
 def test_depth_cli_writes_png_and_npy(tmp_path):
@@ -74,7 +78,8 @@ def test_depth_cli_writes_png_and_npy(tmp_path):
     save_pretrained(create_model("dpt_tiny_depth", **SMALL), tmp_path / "ckpt")
     image = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(image)
-    assert main(["depth", "--checkpoint", str(tmp_path / "ckpt"), str(image), "--out", str(tmp_path / "o")]) == 0
+    assert main(["depth", "--checkpoint", str(tmp_path / "ckpt"), str(image), "--out",
+                 str(tmp_path / "o")]) == 0
     depth = np.load(tmp_path / "o" / "photo_depth.npy")
     assert depth.shape == (30, 50) and depth.dtype == np.float32 and np.isfinite(depth).all()
     assert Image.open(tmp_path / "o" / "photo_depth.png").size == (50, 30)
@@ -85,9 +90,11 @@ def test_train_dense_on_a_folder_of_depth_pairs(tmp_path):
     for sub in ("images", "depth"):
         (tmp_path / "data" / sub).mkdir(parents=True)
     for i in range(6):
-        Image.fromarray(data[i]["images"].permute(1, 2, 0).numpy()).save(tmp_path / "data" / "images" / f"{i}.png")
+        image = Image.fromarray(data[i]["images"].permute(1, 2, 0).numpy())
+        image.save(tmp_path / "data" / "images" / f"{i}.png")
         np.save(tmp_path / "data" / "depth" / f"{i}.npy", data[i]["depth"].numpy())
-    cfg = replace_config(TrainConfig(), {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 2, "amp": False,
+    cfg = replace_config(TrainConfig(),
+                         {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 2, "amp": False,
                                          "model": "dpt_tiny_depth", "model_args": SMALL, "data.image_size": 32,
                                          "data.path": str(tmp_path / "data"), "data.val_fraction": 0.34})
     summary = train_dense(cfg, DenseConfig(task="depth", depth_loss="silog"))

@@ -21,7 +21,8 @@ from vitkit.models.vit import ViTConfig
 
 def _cfg(**kw) -> DPTConfig:
     enc = ViTConfig(image_size=(32, 32), patch_size=8, dim=32, depth=4, num_heads=2, num_classes=0)
-    return DPTConfig(**{"encoder": enc, "block_taps": (0, 1, 2, 3), "features": (8, 16, 32, 32), "fusion_dim": 16,
+    return DPTConfig(**{"encoder": enc, "block_taps": (0, 1, 2, 3), "features": (8, 16, 32, 32),
+                        "fusion_dim": 16,
                         **kw})
 
 
@@ -58,7 +59,8 @@ def test_encoder_is_used_through_forward_intermediates(monkeypatch):
     seen = []
     original = model.encoder.forward_intermediates
     monkeypatch.setattr(model.encoder, "forward_intermediates",
-                        lambda images, layers, norm=False: seen.append(list(layers)) or original(images, layers))
+                        lambda images, layers, norm=False: seen.append(list(layers))
+                        or original(images, layers))
     model(torch.randn(1, 3, 32, 32))
     assert seen == [[3, 1, 0, 2]]
 
@@ -80,14 +82,16 @@ def test_presets_and_taps():
     assert get_model_config("dpt_base_depth").block_taps == (2, 5, 8, 11) == default_taps(12)
     assert get_model_config("dpt_large_depth").block_taps == (5, 11, 17, 23) == default_taps(24)
     hybrid = get_model_config("dpt_hybrid_segment")
-    assert hybrid.stage_taps == (0, 1) and hybrid.block_taps == (8, 11) and hybrid.encoder.backbone is not None
+    assert hybrid.stage_taps == (0, 1) and hybrid.block_taps == (8, 11)
+    assert hybrid.encoder.backbone is not None
     with torch.device("meta"):
         params = sum(p.numel() for p in create_model("dpt_large_depth").parameters())
     assert 330e6 < params < 350e6  # Intel/dpt-large: 343M
 
 
 def test_hybrid_dpt_taps_resnet_stages():
-    cfg = get_model_config("dpt_hybrid_depth", encoder={"depth": 2, "dim": 64, "num_heads": 2, "image_size": (64, 64),
+    cfg = get_model_config("dpt_hybrid_depth",
+                           encoder={"depth": 2, "dim": 64, "num_heads": 2, "image_size": (64, 64),
                                                         "backbone": {"layers": (1, 1, 1)}},
                            block_taps=(0, 1), features=(256, 512, 64, 64), fusion_dim=32)
     model = DPT(cfg).eval()

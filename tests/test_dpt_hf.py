@@ -73,7 +73,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("cls_name,config", CASES,
-                         ids=["depth", "depth-add-proj", "seg-ignore-bn", "seg", "hybrid-depth", "hybrid-seg"])
+                         ids=["depth", "depth-add-proj", "seg-ignore-bn", "seg", "hybrid-depth",
+                              "hybrid-seg"])
 def test_dpt_parity_with_hf(cls_name, config, tmp_path):
     hf = _hf_model(cls_name, tmp_path, **config)
     ours = load_pretrained(tmp_path / "hf").eval()

@@ -10,8 +10,10 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     for name, what, outputs in (
-            ("depth", "monocular depth", "OUT/<stem>_depth.png (coloured) and OUT/<stem>_depth.npy (raw float32)"),
-            ("segment", "semantic segmentation", "OUT/<stem>_overlay.png and OUT/<stem>_mask.png (index PNG)")):
+            ("depth", "monocular depth",
+             "OUT/<stem>_depth.png (coloured) and OUT/<stem>_depth.npy (raw float32)"),
+            ("segment", "semantic segmentation",
+             "OUT/<stem>_overlay.png and OUT/<stem>_mask.png (index PNG)")):
         p = sub.add_parser(name, help=f"{what} of images with a DPT checkpoint",
                            description=f"Predict {what} for each IMAGE and write {outputs}.")
         p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")

@@ -35,7 +35,8 @@ from .hf_vit import (
 )
 
 _HF_TRUNK = "dpt.embeddings.backbone.bit."  # DPT-Hybrid's BiT weights
-_RCU = [("conv1", "convolution1"), ("conv2", "convolution2"), ("norm1", "batch_norm1"), ("norm2", "batch_norm2")]
+_RCU = [("conv1", "convolution1"), ("conv2", "convolution2"), ("norm1", "batch_norm1"),
+        ("norm2", "batch_norm2")]
 _DEPTH_HEAD = [("conv1", "head.0"), ("conv2", "head.2"), ("conv3", "head.4"), ("proj", "projection")]
 _SEG_HEAD = [("conv", "head.0"), ("norm", "head.1"), ("classifier", "head.4")]
 
@@ -46,7 +47,8 @@ def _neck_prefixes(num_levels: int, task: str) -> list[tuple[str, str]]:
     for i in range(num_levels):
         hf = f"neck.reassemble_stage.layers.{i}."
         pairs += [(f"reassemble.{i}.readout.proj.", f"neck.reassemble_stage.readout_projects.{i}.0."),
-                  (f"reassemble.{i}.proj.", f"{hf}projection."), (f"reassemble.{i}.resample.", f"{hf}resize."),
+                  (f"reassemble.{i}.proj.", f"{hf}projection."),
+                  (f"reassemble.{i}.resample.", f"{hf}resize."),
                   (f"reassemble.{i}.to_fusion.", f"neck.convs.{i}.")]
         hf = f"neck.fusion_stage.layers.{num_levels - 1 - i}."  # HF fuses coarse → fine
         pairs.append((f"fusion.{i}.proj.", f"{hf}projection."))
@@ -107,7 +109,8 @@ def dpt_config_to_vitkit(hf_config: dict[str, Any], sd: dict[str, Tensor]) -> DP
     num_classes = sd["head.head.4.weight"].shape[0] if task == "segment" else 150
     encoder.preprocess.label_names = _label_names(hf_config, num_classes) if task == "segment" else ()
     return DPTConfig(
-        encoder=encoder, stage_taps=stage_taps, block_taps=taps, readout=hf_config.get("readout_type", "project"),
+        encoder=encoder, stage_taps=stage_taps, block_taps=taps,
+        readout=hf_config.get("readout_type", "project"),
         features=tuple(hf_config["neck_hidden_sizes"]), strides=tuple(strides),
         fusion_dim=hf_config.get("fusion_hidden_size", 256),
         fusion_batch_norm=bool(hf_config.get("use_batch_norm_in_fusion_residual") or False),
@@ -130,7 +133,8 @@ def _hybrid_encoder(hf_config: dict[str, Any], encoder: ViTConfig) -> ViTConfig:
     return dataclasses.replace(encoder, patch_size=1, backbone=backbone)
 
 
-def dpt_to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -> tuple[DPTConfig, dict[str, Tensor]]:
+def dpt_to_vitkit(hf_config: dict[str, Any],
+                  state_dict: dict[str, Tensor]) -> tuple[DPTConfig, dict[str, Tensor]]:
     """Map an HF DPT config.json dict + state dict to a DPTConfig + vitkit state dict."""
     enc = _legacy_names({k[4:]: v for k, v in state_dict.items()
                          if k.startswith("dpt.") and not k.startswith(_HF_TRUNK)})
@@ -172,14 +176,16 @@ def vitkit_to_dpt(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
         "intermediate_size": int(enc.dim * enc.mlp_ratio), "hidden_act": "gelu", "layer_norm_eps": enc.eps,
         "hidden_dropout_prob": enc.drop_rate, "attention_probs_dropout_prob": enc.attn_drop_rate,
         "image_size": enc.image_size[0], "patch_size": patch, "num_channels": enc.in_chans,
-        "qkv_bias": enc.qkv_bias, "is_hybrid": hybrid, "backbone_out_indices": [*cfg.stage_taps, *cfg.block_taps],
+        "qkv_bias": enc.qkv_bias, "is_hybrid": hybrid,
+        "backbone_out_indices": [*cfg.stage_taps, *cfg.block_taps],
         "readout_type": cfg.readout, "reassemble_factors": [patch // s if patch % s == 0 else patch / s
                                                             for s in cfg.strides],
         "neck_hidden_sizes": list(cfg.features), "fusion_hidden_size": cfg.fusion_dim, "head_in_index": -1,
         "use_batch_norm_in_fusion_residual": cfg.fusion_batch_norm,
         "use_bias_in_fusion_residual": cfg.fusion_bias, "add_projection": cfg.depth_projection,
         "use_auxiliary_head": segment and cfg.aux_head, "semantic_classifier_dropout": cfg.head_dropout,
-        "id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)},
+        "id2label": {str(i): n for i, n in enumerate(labels)},
+        "label2id": {n: i for i, n in enumerate(labels)},
     }
     enc_sd = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
     if hybrid:
@@ -189,7 +195,8 @@ def vitkit_to_dpt(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
         grid = enc.image_size[0] // patch
         hf_config.update(backbone_config=resnetv2_config_to_bit(enc.backbone), neck_ignore_stages=[0, 1],
                          backbone_featmap_shape=[1, enc.backbone.channels[-1], grid, grid])
-        out = resnetv2_state_dict_to_bit({k[len(trunk):]: v for k, v in enc_sd.items() if k.startswith(trunk)},
+        trunk_sd = {k[len(trunk):]: v for k, v in enc_sd.items() if k.startswith(trunk)}
+        out = resnetv2_state_dict_to_bit(trunk_sd,
                                          prefix=_HF_TRUNK)
         enc_sd = {k: v for k, v in enc_sd.items() if not k.startswith(trunk)}
     else:

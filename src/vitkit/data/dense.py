@@ -56,7 +56,7 @@ class DenseLoader(ImageLoader):
     """`ImageLoader`'s seeded, resumable, shardable batch order over an in-memory dense set, yielding dict
     batches (``get_batch``) instead of (images, targets)."""
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict[str, Tensor]]:  # type: ignore[override]
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict[str, Tensor]]:
         for index in self.batch_indices(epoch)[start_batch:]:
             yield self.dataset.get_batch(index)
 
@@ -68,7 +68,8 @@ class ShapesDense(InMemoryDense):
     def __init__(self, count: int, size: int = 64, seed: int = 0) -> None:
         images, depth, labels = render_scenes(count, size, seed)
         super().__init__({
-            "images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # (N, H, W, 3) → (N, 3, H, W)
+            # (N, H, W, 3) → (N, 3, H, W)
+            "images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
             "depth": torch.from_numpy(depth),
             "valid": torch.ones(depth.shape, dtype=torch.bool),
             "labels": torch.from_numpy(labels).long(),

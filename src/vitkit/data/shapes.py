@@ -62,7 +62,8 @@ def _box(d: np.ndarray, centre: np.ndarray, half: np.ndarray, angle: float) -> t
     t = np.where((t_far >= t_near) & (t_near > 1e-6), t_near, np.inf)
     axis = near.argmax(-1)  # the slab entered last is the face hit
     normal_local = np.zeros_like(dl)
-    np.put_along_axis(normal_local, axis[..., None], -np.sign(np.take_along_axis(dl, axis[..., None], -1)), -1)
+    np.put_along_axis(normal_local, axis[..., None], -np.sign(np.take_along_axis(dl, axis[..., None], -1)),
+                      -1)
     return t, normal_local @ rot.T
 
 

@@ -145,7 +145,8 @@ def train_dense(cfg: TrainConfig, dense: DenseConfig | None = None) -> dict[str,
         val = trainer.evaluate()
     summary: dict[str, Any] = {
         "task": dense.task, "model": cfg.model, "params": sum(p.numel() for p in task.model.parameters()),
-        "epochs": trainer.epoch, "steps": trainer.step, "train_seconds": round(time.perf_counter() - start, 1),
+        "epochs": trainer.epoch, "steps": trainer.step,
+        "train_seconds": round(time.perf_counter() - start, 1),
         "best": trainer.best, "interrupted": trainer.interrupted, "val": val}
     if not trainer.dist.is_main:
         return summary
@@ -178,7 +179,8 @@ def save_examples(task: DenseTask, device: torch.device, path: Path, count: int 
     images = batch["images"].permute(0, 2, 3, 1).numpy()
     was_training = task.model.training
     task.model.eval()
-    pred = task.model(task.eval_transform({k: v.to(device) for k, v in batch.items()})["images"]).float().cpu()
+    inputs = task.eval_transform({k: v.to(device) for k, v in batch.items()})["images"]
+    pred = task.model(inputs).float().cpu()
     task.model.train(was_training)
     tiles = []
     for i in range(len(images)):

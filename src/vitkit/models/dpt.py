@@ -99,7 +99,8 @@ class ReadoutProject(ReadoutIgnore):
         return self.act(self.proj(torch.cat([patches, readout], dim=-1)))  # (B, N, 2D) → (B, N, D)
 
 
-READOUTS: dict[str, type[ReadoutIgnore]] = {"ignore": ReadoutIgnore, "add": ReadoutAdd, "project": ReadoutProject}
+READOUTS: dict[str, type[ReadoutIgnore]] = {"ignore": ReadoutIgnore, "add": ReadoutAdd,
+                                            "project": ReadoutProject}
 
 
 def build_readout(kind: str, dim: int, num_prefix: int) -> ReadoutIgnore:
@@ -243,7 +244,8 @@ class DPT(nn.Module):
     embedder's `forward_stages`), so any VisionTransformer checkpoint initialises it.
     """
 
-    def __init__(self, cfg: DPTConfig, head: nn.Module | None = None, aux_head: nn.Module | None = None) -> None:
+    def __init__(self, cfg: DPTConfig, head: nn.Module | None = None,
+                 aux_head: nn.Module | None = None) -> None:
         super().__init__()
         self.config = cfg
         self.encoder = VisionTransformer(cfg.encoder)
@@ -332,7 +334,8 @@ def dpt_from_encoder(encoder: nn.Module, **overrides: Any) -> DPT:
                         f"{type(encoder).__name__}")
     enc_cfg = replace_config(encoder.config, {"num_classes": 0})
     d = enc_cfg.dim
-    base = DPTConfig(encoder=enc_cfg, block_taps=default_taps(enc_cfg.depth), features=(d // 8, d // 4, d // 2, d))
+    base = DPTConfig(encoder=enc_cfg, block_taps=default_taps(enc_cfg.depth),
+                     features=(d // 8, d // 4, d // 2, d))
     if enc_cfg.backbone is not None:  # hybrid: the two early ResNet stages + the last two quarter taps
         base = dataclasses.replace(base, stage_taps=(0, 1), block_taps=base.block_taps[2:],
                                    features=(*enc_cfg.backbone.channels[:2], d, d))

@@ -18,12 +18,14 @@ _DPT_PREPROCESS = PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), in
 
 
 def _encoder(spec: str, **overrides) -> ViTConfig:
-    return vit_config(spec, 384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS, **overrides)
+    return vit_config(spec, 384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS,
+                      **overrides)
 
 
 _BASE = DPTConfig(encoder=_encoder("B/16"), block_taps=(2, 5, 8, 11), features=(96, 192, 384, 768))
 _LARGE = DPTConfig(encoder=_encoder("L/16"), block_taps=(5, 11, 17, 23), features=(256, 512, 1024, 1024))
-_HYBRID = DPTConfig(encoder=hybrid_config(384, num_classes=0, pos_interp="bilinear", preprocess=_DPT_PREPROCESS),
+_HYBRID = DPTConfig(encoder=hybrid_config(384, num_classes=0, pos_interp="bilinear",
+                                          preprocess=_DPT_PREPROCESS),
                     stage_taps=(0, 1), block_taps=(8, 11), features=(256, 512, 768, 768))
 _SEGMENT = {"task": "segment", "num_classes": 150, "fusion_batch_norm": True}
 

@@ -102,7 +102,8 @@ class DepthObjective:
         silog_lambda: λ of the scale-invariant log loss.
     """
 
-    def __init__(self, loss: Literal["ssi", "silog"] = "ssi", space: Literal["disparity", "depth"] = "disparity",
+    def __init__(self, loss: Literal["ssi", "silog"] = "ssi",
+                 space: Literal["disparity", "depth"] = "disparity",
                  trim: float = 0.2, grad_weight: float = 0.5, scales: int = 4, silog_lambda: float = 0.85) -> None:
         if loss not in ("ssi", "silog"):
             raise ValueError(f"depth loss must be 'ssi' or 'silog', got {loss!r}")
@@ -118,7 +119,8 @@ class DepthObjective:
         valid = valid_mask(depth, batch.get("valid"))
         pred = model(images)
         if pred.shape[-2:] != depth.shape[-2:]:
-            pred = F.interpolate(pred[:, None], size=depth.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            pred = F.interpolate(pred[:, None], size=depth.shape[-2:], mode="bilinear",
+                                 align_corners=False)[:, 0]
         loss = self.loss(pred.float(), depth.float(), valid)
         align = "none" if self.loss_name == "silog" else self.space
         metrics = {"loss": loss.item(), **depth_metrics(pred, depth, valid, align=align)}

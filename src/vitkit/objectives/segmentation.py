@@ -55,7 +55,8 @@ class SegmentationObjective:
             aux_loss = self.cross_entropy(_resize(aux, labels.shape[-2:]), labels)
             loss = loss + self.aux_weight * aux_loss
             metrics["aux_loss"] = aux_loss.item()
-        scores = segmentation_scores(confusion_matrix(logits.detach(), labels, self.num_classes, self.ignore_index))
+        scores = segmentation_scores(confusion_matrix(logits.detach(), labels, self.num_classes,
+                                                      self.ignore_index))
         return ObjectiveOutput(loss, {"loss": loss.item(), **metrics, **scores}, logits)
 
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
