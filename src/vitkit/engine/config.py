@@ -53,6 +53,9 @@ class TrainConfig:
     seed: int = 0
     out: str = ""  # run directory; "" = runs/<data>-<model> from the command line
     device: str = "auto"  # auto: cuda if available, else cpu
+    # CPU threads for torch; None: 1 for models under 50 MFLOPs per image (they lose more to thread
+    # synchronisation than they gain, badly so on a busy machine), else torch's default (one per core)
+    threads: int | None = None
     amp: bool = True  # bf16 autocast on CPU and CUDA (weights, optimizer and loss stay fp32)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on one thread)

@@ -20,7 +20,8 @@ import torch
 
 from ..config import replace_config
 from ..data import build_datasets
-from ..models import build_model, get_model_config
+from ..models import ViTConfig, build_model, get_model_config
+from ..models.summary import vit_forward_flops
 from ..objectives import ClassificationObjective
 from .augment import classification_transforms
 from .config import TrainConfig
@@ -50,6 +51,7 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
     model_cfg = replace_config(model_cfg, {"image_size": (size, size), "num_classes": splits.num_classes,
                                            "preprocess.label_names": tuple(splits.classes)})
     model = build_model(model_cfg)
+    set_cpu_threads(cfg.threads, model_cfg)
     train_tf, eval_tf = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
     objective = ClassificationObjective()  # label smoothing is in Augment's soft targets
     trainer = Trainer(model, objective, splits.train, splits.val, cfg, cfg.out, train_transform=train_tf,
@@ -72,6 +74,15 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.report:
         write_figures(out, summary)
     return summary
+
+
+def set_cpu_threads(threads: int | None, model_cfg: Any) -> None:
+    """Apply `TrainConfig.threads` (None: one thread for a ViT under 50 MFLOPs per image, else torch's default)."""
+    if threads is None and isinstance(model_cfg, ViTConfig) and vit_forward_flops(model_cfg) < 5e7:
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+        log.info("using %d CPU thread%s", threads, "" if threads == 1 else "s")
 
 
 def write_figures(out: Path, summary: dict[str, Any]) -> None:
