@@ -54,11 +54,11 @@ def test_heads_are_injected_modules():
     assert isinstance(DPT(_cfg()).head, DepthHead)
 
 
-def test_encoder_is_used_through_forward_intermediates(monkeypatch):
+def test_encoder_is_used_through_its_public_intermediates(monkeypatch):
     model = DPT(_cfg(block_taps=(3, 1, 0, 2)))
     seen = []
-    original = model.encoder.forward_intermediates
-    monkeypatch.setattr(model.encoder, "forward_intermediates",
+    original = model.encoder.forward_stages_and_intermediates
+    monkeypatch.setattr(model.encoder, "forward_stages_and_intermediates",
                         lambda images, layers, norm=False: seen.append(list(layers))
                         or original(images, layers))
     model(torch.randn(1, 3, 32, 32))

@@ -277,17 +277,9 @@ class DPT(nn.Module):
 
     def forward_taps(self, images: Tensor) -> list[Tensor]:
         """images (B, C, H, W) → raw taps, fine to coarse: ResNet stage maps (B, C_i, h_i, w_i) for a hybrid,
-        then block tokens (B, T, D).
-
-        A hybrid runs its ResNet trunk twice (once here for the stage maps, once inside
-        `forward_intermediates`): the encoder has no public way to start its blocks from precomputed patch
-        tokens.
-        """
-        taps: list[Tensor] = []
-        if self.config.stage_taps:
-            stages = self.encoder.patch_embed.forward_stages(images)
-            taps += [stages[i] for i in self.config.stage_taps]
-        return taps + self.encoder.forward_intermediates(images, list(self.config.block_taps))
+        then block tokens (B, T, D). One encoder pass (`forward_stages_and_intermediates`) gives both."""
+        stages, tokens = self.encoder.forward_stages_and_intermediates(images, list(self.config.block_taps))
+        return [stages[i] for i in self.config.stage_taps] + tokens
 
     def forward_features(self, images: Tensor) -> Tensor:
         """images (B, C, H, W) → the finest fused map (B, F, 2·H/s_0, 2·W/s_0) (H/2 × W/2 for stride 4)."""
