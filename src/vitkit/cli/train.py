@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a ViT classifier on an image folder or a built-in set, with "
                                    "automatic resume, held-out evaluation, figures and a report in --out.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=["classify", "depth", "segment"], default="classify",
+                   help="classify (default); depth or segment train a DPT (default: the tiny DPT on built-in "
+                        "procedural scenes; --data DIR with images/ + depth/ or masks/ for your own pairs)")
     p.add_argument("--data", metavar="PATH", help="folder of class subfolders (DATA/<class>/*, or DATA/train "
                    "and DATA/val), .tar shards, or a built-in name (digits, mnist); default: built-in digits")
     p.add_argument("--model", metavar="NAME", help="model preset (`vitkit models` lists them)")
@@ -61,10 +64,19 @@ def run_train(args: argparse.Namespace) -> int:
                "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device,
                "compile": args.compile, "amp": args.amp, "data.num_workers": args.workers,
                "data.strict": args.strict_data or None, "tensorboard": args.tensorboard or None}
+    if args.task != "classify":
+        options["dense.task"] = args.task
     given = {k: v for k, v in options.items() if v is not None}
     cfg = load_train_config(args.config, {**given, **parse_set_items(args.set)})
     if not cfg.out:
         cfg = replace_config(cfg, out=default_out(cfg))
+    if cfg.dense is not None:
+        from ..engine.dense import train_dense
+
+        summary = train_dense(cfg, cfg.dense)
+        print(f"held-out {cfg.dense.task} metrics: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in summary.get("val", {}).items() if isinstance(v, float)) + f"; run: {cfg.out}")
+        return 143 if summary.get("interrupted") else 0
     summary = train_classifier(cfg)
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}; checkpoint saved. Re-run the same command to resume.")
@@ -79,8 +91,9 @@ def run_train(args: argparse.Namespace) -> int:
 def default_out(cfg) -> str:
     from pathlib import Path
 
-    data = Path(cfg.data.path).name if cfg.data.path else "digits"
-    return str(Path("runs") / f"{data}-{cfg.model}")
+    data = Path(cfg.data.path).name if cfg.data.path else ("scenes" if cfg.dense else "digits")
+    task = f"{cfg.dense.task}-" if cfg.dense else ""
+    return str(Path("runs") / f"{task}{data}-{cfg.model}")
 
 
 def _register_eval(sub: argparse._SubParsersAction) -> None:

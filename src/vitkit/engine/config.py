@@ -15,6 +15,7 @@ from typing import Any
 from ..config import config_from_dict, config_to_dict, replace_config
 from ..data import DataConfig
 from ..data.transforms import AugmentConfig
+from .dense_config import DenseConfig
 
 
 def default_augment() -> AugmentConfig:
@@ -68,6 +69,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=default_augment)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    dense: DenseConfig | None = None  # a depth / segmentation run (`vitkit train --task`); None: classification
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -124,7 +124,7 @@ def train_dense(cfg: TrainConfig, dense: DenseConfig | None = None) -> dict[str,
     `dense` defaults to ``cfg.dense`` when TrainConfig carries one, else DenseConfig(). The model defaults to
     the tiny DPT of the task when `cfg.model` is not a DPT preset.
     """
-    dense = dense or getattr(cfg, "dense", None) or DenseConfig()
+    dense = dense or cfg.dense or DenseConfig()
     if not cfg.model.startswith("dpt") and not dense.init_encoder:
         cfg = replace_config(cfg, {"model": DEFAULT_MODELS[dense.task]})
     seed_everything(cfg.seed)
