@@ -18,12 +18,12 @@ Two kinds of converters, each a pair of pure functions living in its own module 
       detect(state_dict) -> bool
       to_vitkit(state_dict, overrides: dict) -> (vitkit_config, state_dict)
 
-  Detectors are tried in registration order and the first match wins; `load_pretrained(path, format=NAME)`
-  skips detection. Generic layouts (timm ViT) are registered last so specific ones (MAE with its decoder keys)
-  win.
+  Detectors of specific formats are tried first, then those registered with ``generic=True`` (the timm ViT
+  layout, which other layouts extend), each group in registration order; the first match wins.
+  `load_pretrained(path, format=NAME)` skips detection.
 
 Adding a converter: write ``vitkit/convert/<name>.py`` calling the register functions at import, then add ONE
-import line to `_import_converters` below (specific formats above the generic timm/JAX ones).
+import line to `_import_converters` below.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class StateDictFormat:
     name: str
     detect: Detect
     to_vitkit: StateDictToVitkit
+    generic: bool = False
 
 
 _HF: dict[str, HFConverter] = {}
@@ -67,21 +68,21 @@ def register_hf_converter(model_types: tuple[str, ...], to_vitkit: HFToVitkit,
         _HF[model_type] = HFConverter(model_type, to_vitkit, from_vitkit)
 
 
-def register_state_dict_format(name: str, detect: Detect, to_vitkit: StateDictToVitkit) -> None:
-    """Register a bare state-dict layout: `detect` recognises it, `to_vitkit` maps it."""
-    _FORMATS[name] = StateDictFormat(name, detect, to_vitkit)
+def register_state_dict_format(name: str, detect: Detect, to_vitkit: StateDictToVitkit,
+                               generic: bool = False) -> None:
+    """Register a bare state-dict layout: `detect` recognises it, `to_vitkit` maps it. A `generic` layout is
+    detected only after every specific one failed, whatever the import order."""
+    _FORMATS[name] = StateDictFormat(name, detect, to_vitkit, generic)
 
 
 def _import_converters() -> None:
     """Import every converter module once (each registers itself on import). One line per module."""
-    # Specific formats first: detectors run in registration order.
     from . import hf_vit  # noqa: F401  HF "vit"
     from . import hf_bit  # noqa: F401  HF "bit" (BiT ResNetV2)
     from . import hf_dpt  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)
     from . import hf_vit_mae  # noqa: F401  HF "vit_mae"
     from . import mae_official  # noqa: F401  "mae" (facebookresearch/mae checkpoints)
     from . import timm_hybrid  # noqa: F401  "timm_hybrid" (timm R50+ViT hybrids)
-    # Generic layouts last.
     from . import timm_vit  # noqa: F401  "timm"
     from . import jax_vit  # noqa: F401  "jax" (google-research/vision_transformer .npz)
 
@@ -108,8 +109,13 @@ def hf_exporters() -> list[HFConverter]:
 
 def state_dict_formats() -> list[str]:
     """Names of the registered state-dict layouts, in detection order."""
+    return [fmt.name for fmt in _in_detection_order()]
+
+
+def _in_detection_order() -> list[StateDictFormat]:
     _import_converters()
-    return list(_FORMATS)
+    formats = list(_FORMATS.values())
+    return [f for f in formats if not f.generic] + [f for f in formats if f.generic]
 
 
 def get_state_dict_format(name: str) -> StateDictFormat:
@@ -121,8 +127,7 @@ def get_state_dict_format(name: str) -> StateDictFormat:
 
 def detect_state_dict_format(state_dict: StateDict) -> StateDictFormat | None:
     """The first registered format whose detector accepts `state_dict`, or None."""
-    _import_converters()
-    for fmt in _FORMATS.values():
+    for fmt in _in_detection_order():
         if fmt.detect(state_dict):
             return fmt
     return None

@@ -113,4 +113,4 @@ def bare_vitkit_to_vitkit(sd: dict[str, Tensor],
 
 
 register_state_dict_format("vitkit", is_bare_vitkit_vit, bare_vitkit_to_vitkit)
-register_state_dict_format("timm", is_timm_vit, timm_to_vitkit)
+register_state_dict_format("timm", is_timm_vit, timm_to_vitkit, generic=True)

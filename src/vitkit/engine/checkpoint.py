@@ -80,16 +80,9 @@ def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
 
 
 def write_model(model: nn.Module, directory: Path) -> None:
-    """config.json + model.safetensors in vitkit format."""
-    try:
-        from ..weights import save_pretrained
-    except ImportError:  # weights module not available: write the same two files directly
-        from ..models.registry import config_to_json_dict
+    """config.json + model.safetensors in vitkit format (what `vitkit.load_pretrained` reads)."""
+    from ..weights import save_pretrained
 
-        _write_text(directory / "config.json", json.dumps(config_to_json_dict(model.config), indent=2))
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                  str(directory / "model.safetensors"))
-        return
     save_pretrained(model, directory)
 
 

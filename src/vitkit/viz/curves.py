@@ -15,7 +15,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, imported on first use (the `plot` extra)."""
     try:
         import matplotlib
 
@@ -72,7 +73,7 @@ def plot_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     panels = [(title, lines) for title, lines in panels if lines]
     if not panels:
         raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} holds no loss, accuracy or lr values")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels):
         for split, key, steps, values in lines:
@@ -108,7 +109,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]] | np.ndarray, labels: Sequenc
     if len(labels) != K:
         raise ValueError(f"{len(labels)} labels for a {K}×{K} confusion matrix")
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
-    plt = _pyplot()
+    plt = pyplot()
     side = min(12.0, 2.5 + 0.4 * K)
     fig, ax = plt.subplots(figsize=(side + 1, side))
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)

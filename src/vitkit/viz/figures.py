@@ -21,35 +21,25 @@ from torch import Tensor, nn
 from ..layers import PatchEmbed
 from .analysis import (filter_principal_components, mean_attention_distance, patch_distances,
                        position_similarity)
+from .curves import pyplot
 from .overlays import load_images, normalize_images, vision_encoder
 from .record import record_attention
 
 log = logging.getLogger(__name__)
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("figures need matplotlib: pip install 'vitkit[plot]'") from e
-    return plt
-
-
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_embedding_filters(filters: Tensor, path: str | Path, num_components: int = 28) -> Path:
     """Figure 7 left: top principal components of the patch filters (D, C, p, p), each min-max scaled to an
     RGB (or grey, for C = 1) tile, in rows of 7."""
-    plt = _pyplot()
+    plt = pyplot()
     comps, explained = filter_principal_components(filters, num_components)
     K = comps.shape[0]
     cols = min(7, K)
@@ -72,7 +62,7 @@ def plot_position_similarity(pos_embed: Tensor, grid: tuple[int, int], path: str
                              title: str = "Position embedding similarity") -> Path:
     """Figure 7 centre: for each patch position (row i, column j), a gh×gw tile of the cosine similarity of
     its position embedding (N, D) to every position; tiles laid out on the patch grid."""
-    plt = _pyplot()
+    plt = pyplot()
     sim = position_similarity(pos_embed, grid).numpy()  # (gh, gw, gh, gw)
     gh, gw = grid
     pad = 1
@@ -103,7 +93,7 @@ def plot_attention_distance(distances: Tensor, path: str | Path, title: str = "M
                             uniform: float | None = None) -> Path:
     """Figure 7 right: one dot per head at each depth; distances (L, H) in pixels. `uniform`, if given, is
     drawn as a dashed reference line: the distance of attention spread evenly over all patches."""
-    plt = _pyplot()
+    plt = pyplot()
     L, H = distances.shape
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
     if uniform is not None:
