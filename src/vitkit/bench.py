@@ -380,8 +380,8 @@ def run_candidates(candidates: Sequence[Candidate], rounds: int = 5, warmup: int
     meta = {"device": device_name(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": hf_version, "peak_n": peak_n}
     for name, rates in peaks.items():
-        meta[f"peak_{name}_tflops"] = round(max(rates), 4)
-        meta[f"peak_{name}_tflops_median"] = round(statistics.median(rates), 4)
+        meta[f"peak_{name}_tflops"] = _sig(max(rates))
+        meta[f"peak_{name}_tflops_median"] = _sig(statistics.median(rates))
     rows = []
     for c in candidates:
         med, best = statistics.median(c.times), min(c.times)
@@ -392,10 +392,10 @@ def run_candidates(candidates: Sequence[Candidate], rounds: int = 5, warmup: int
             "model": c.model, "impl": c.impl, "mode": c.mode, "precision": c.precision, "batch": c.batch,
             "img_s": round(c.batch / med, 2), "img_s_best": round(c.batch / best, 2),
             "step_ms": round(med * 1e3, 2), "step_ms_min": round(best * 1e3, 2), "rounds": len(c.times),
-            "gflops_per_img": float(f"{c.flops_per_image / 1e9:.6g}"), "tflops": round(tflops, 4),
+            "gflops_per_img": float(f"{c.flops_per_image / 1e9:.6g}"), "tflops": _sig(tflops),
             # median step over median matmul (same load), and fastest step over fastest matmul
-            "frac_peak": round(tflops / statistics.median(rates), 4),
-            "frac_peak_best": round(tflops_best / max(rates), 4), "first_step_s": round(c.first_step_s, 3),
+            "frac_peak": _sig(tflops / statistics.median(rates)),
+            "frac_peak_best": _sig(tflops_best / max(rates)), "first_step_s": round(c.first_step_s, 3),
             "compile_s": round(c.first_step_s - med, 3) if "compile" in c.impl else None,
             "step_mem_gib": round(c.step_mem_gib, 3), "peak_rss_gib": round(peak_rss_gib(), 3), **meta})
     for row in rows:  # vitkit / HF on the same model, batch, mode and precision
@@ -443,3 +443,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines + list(notes) + [
         (f"process peak RSS {rss:.2f} GiB; mem GiB = memory a candidate's warm-up steps added at their peak "
         "(activations, gradients, optimizer state; not the weights): sampled RSS on CPU, allocator on CUDA")])
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    """`x` to `digits` significant figures (a tiny model's TFLOP/s must not round to 0)."""
+    return float(f"{x:.{digits}g}")
