@@ -19,8 +19,9 @@ first."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a classifier (no arguments: a small ViT on built-in digits)",
-                       description="Train a ViT classifier on an image folder or a built-in set, with "
+    p = sub.add_parser("train", help="train a classifier or (--task) a DPT; no arguments: a small ViT on digits",
+                       description="Train a ViT classifier on an image folder or a built-in set (or, with "
+                                   "--task depth|segment, a DPT on dense pairs or built-in scenes), with "
                                    "automatic resume, held-out evaluation, figures and a report in --out.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["classify", "depth", "segment"], default="classify",
