@@ -18,6 +18,8 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,29 @@ def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, 
     _check_finite(model.state_dict(), "model")
     _check_finite(tensors, "training state")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_temp_dir(directory)
-    try:
+    with _atomic_dir(directory) as tmp:
         write_model(model, tmp)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
         _write_text(tmp / STATE_JSON, json.dumps(meta))
+    return directory
+
+
+def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
+    """Atomically replace `directory` with a copy of checkpoint `source` (e.g. last → best)."""
+    source, directory = Path(source), Path(directory)
+    with _atomic_dir(directory) as tmp:
+        for f in source.iterdir():
+            shutil.copy2(f, tmp / f.name)
+    return directory
+
+
+@contextmanager
+def _atomic_dir(directory: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `directory` to fill; on success fsync every file and swap it in, on any
+    failure (disk full, an exception, a signal) delete it and leave the old `directory` untouched."""
+    tmp = _make_temp_dir(directory)
+    try:
+        yield tmp
         for f in tmp.iterdir():
             _fsync_file(f)
         _fsync_dir(tmp)
@@ -60,23 +80,6 @@ def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
-
-
-def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
-    """Atomically replace `directory` with a copy of checkpoint `source` (e.g. last → best)."""
-    source, directory = Path(source), Path(directory)
-    tmp = _make_temp_dir(directory)
-    try:
-        for f in source.iterdir():
-            shutil.copy2(f, tmp / f.name)
-            _fsync_file(tmp / f.name)
-        _fsync_dir(tmp)
-        _swap_in(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
 
 
 def write_model(model: nn.Module, directory: Path) -> None:
