@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from vitkit.bench import time_call
 from vitkit.data import Augment, augment_preset
 from vitkit.data.autoaugment import OP_NAMES, RAND_AUGMENT_SPACE, apply_ops
 
@@ -24,13 +25,7 @@ def timed(fn, repeats: int, device: torch.device) -> tuple[float, float, float]:
     times = []
     cpu_start = time.process_time()
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1000)
+        times.append(time_call(fn, device) * 1000)
     cpu = (time.process_time() - cpu_start) * 1000 / repeats
     return statistics.median(times), min(times), cpu
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from vitkit.bench import time_call  # noqa: E402
 from vitkit.models import create_model  # noqa: E402
 from vitkit.models.summary import vit_forward_flops  # noqa: E402
 from vitkit.models.vit import ViTConfig, VisionTransformer  # noqa: E402
@@ -33,14 +33,9 @@ def timed(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str,
     times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(warmup + steps):
         for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            seconds = time_call(fn, device)
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

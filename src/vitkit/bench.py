@@ -92,6 +92,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds one `fn()` takes, the device synchronised before and after (CUDA runs asynchronously)."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (getrusage; KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -351,10 +360,7 @@ def time_interleaved(candidates: Sequence[Candidate], rounds: int, device: torch
     for r in range(rounds):
         k = r % len(candidates)
         for c in list(candidates[k:]) + list(candidates[:k]):
-            t0 = time.perf_counter()
-            c.step()
-            _sync(device)
-            c.times.append(time.perf_counter() - t0)
+            c.times.append(time_call(c.step, device))
         for name, (run, flops, reps) in matmuls.items():
             t0 = time.perf_counter()
             for _ in range(reps):
