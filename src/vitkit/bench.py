@@ -249,7 +249,7 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
         raise ValueError(f"{cfg.model}: the benchmark handles ViT classifiers and MAEs")
     enc = model_cfg if is_vit else model_cfg.encoder
     if enc.backbone is not None:
-        raise ValueError(f"{cfg.model}: hybrid (ResNet stem) models have no analytic FLOP count here yet")
+        raise ValueError(f"{cfg.model}: hybrid (ResNet trunk) models have no analytic FLOP count here yet")
     label = cfg.label or cfg.model + "".join(f",{k}={v}" for k, v in cfg.overrides.items())
     flops = forward_flops(model_cfg) * (3 if cfg.mode == "train" else 1)
     gen = torch.Generator().manual_seed(0)

@@ -164,6 +164,8 @@ def _check_exportable(cfg: ViTConfig) -> None:
     problems = []
     if cfg.backbone is not None:
         problems.append("a hybrid (ResNet) patch embedder")
+    if cfg.conv_stem is not None:
+        problems.append("a convolutional stem (HF's ViT embeds patches with one convolution)")
     if not cfg.class_token or cfg.pool != "cls":
         problems.append("global average pooling (HF's ViT classifies from the [CLS] token)")
     if cfg.use_fc_norm:

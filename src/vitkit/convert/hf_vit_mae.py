@@ -156,7 +156,7 @@ def from_vitkit(cfg: MAEConfig, state_dict: dict[str, Tensor]) -> tuple[dict[str
     if not isinstance(cfg, MAEConfig):
         raise TypeError(f"the vit_mae exporter handles MAEConfig, not {type(cfg).__name__}")
     enc = cfg.encoder
-    if not enc.class_token or enc.backbone is not None:
+    if not enc.class_token or not enc.patchify_stem:
         raise ValueError("HF ViTMAE needs an encoder with a [CLS] token and conv patches")
     legacy = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
               "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}

@@ -101,8 +101,9 @@ class MaskedAutoencoder(nn.Module):
 
     def __init__(self, cfg: MAEConfig) -> None:
         super().__init__()
-        if cfg.encoder.backbone is not None:
-            raise ValueError("MAE needs a conv-patch encoder; a hybrid (backbone) encoder is not supported")
+        if not cfg.encoder.patchify_stem:
+            raise ValueError("MAE masks patches, so it needs a patchify encoder; a hybrid (backbone) or "
+                             "conv-stem encoder is not supported")
         self.config = cfg
         self.encoder = VisionTransformer(cfg.encoder)
         self.patch_size = self.encoder.patch_size

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import PreprocessConfig
 from ..layers import Block, LearnedPosEmbed, PatchEmbed, SinCosPosEmbed
+from ..layers.conv_stem import ConvStem, ConvStemConfig
 from .resnetv2 import ResNetV2Config
 
 
@@ -52,6 +53,7 @@ class ViTConfig:
     drop_path_rate: float = 0.0
     head_drop_rate: float = 0.0
     backbone: ResNetV2Config | None = None  # hybrid: a ResNetV2 feature map fed as 1×1 patches
+    conv_stem: ConvStemConfig | None = None  # early convolutions (Xiao et al. 2021) in place of the patch conv
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
@@ -60,6 +62,13 @@ class ViTConfig:
         self.image_size = tuple(self.image_size)
         if self.pool == "cls" and not self.class_token:
             raise ValueError("pool='cls' needs class_token=True; use pool='avg' for a model without [CLS]")
+        if self.backbone is not None and self.conv_stem is not None:
+            raise ValueError("a ViT has one patch embedder: set backbone (hybrid) or conv_stem, not both")
+
+    @property
+    def patchify_stem(self) -> bool:
+        """True for the paper's plain stem: one k×k conv with stride k (no ResNet trunk, no conv stem)."""
+        return self.backbone is None and self.conv_stem is None
 
     @property
     def use_fc_norm(self) -> bool:
@@ -67,7 +76,9 @@ class ViTConfig:
 
 
 def build_patch_embed(cfg: ViTConfig) -> nn.Module:
-    """The patch embedder a config asks for: conv patches, or the hybrid's ResNetV2 stem."""
+    """The patch embedder a config asks for: conv patches, a conv stem, or the hybrid's ResNetV2 trunk."""
+    if cfg.conv_stem is not None:
+        return ConvStem(cfg.conv_stem, cfg.in_chans, cfg.dim, cfg.patch_size)
     if cfg.backbone is None:
         return PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.dim)
     from .hybrid import HybridEmbed

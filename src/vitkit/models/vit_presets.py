@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import PreprocessConfig
 from .registry import register_model, register_model_type
+from ..layers.conv_stem import ConvStemConfig
 from .vit import ViTConfig, VisionTransformer
 
 # name → (paper symbol, dim, depth, heads); MLP width is 4·dim throughout
@@ -46,3 +47,8 @@ register_model("vit_tiny_patch2_28", vit_config("Ti/2", 28, num_classes=10, dept
 # `vitkit train`'s default: 16×16 grey (built-in digits, 8×8 upsampled), 16 patches, 0.45 M parameters.
 register_model("vit_micro_patch4_16", vit_config("Ti/4", 16, num_classes=10, dim=96, depth=6, num_heads=4,
                                                  mlp_ratio=2.0, in_chans=1, preprocess=_GRAY))
+# Conv-stem ViT for 32×32 (Xiao et al. 2021's ViT_C at CIFAR scale): three 3×3 convs (strides 1, 2, 2) make
+# the 8×8 token grid that patch 4 would; the CIFAR-10 recipe (configs/cifar10.yaml) trains it.
+register_model("vitc_tiny_stem4_32", vit_config(
+    "Ti/1", 32, num_classes=10, dim=128, depth=6, num_heads=4, mlp_ratio=2.0, pool="avg", preprocess=_CIFAR,
+    conv_stem=ConvStemConfig(channels=(32, 64, 128), strides=(1, 2, 2))))
