@@ -175,3 +175,17 @@ def test_timm_hybrid_state_dict_loads(tmp_path):
     images = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(images), model(images))
+
+
+def test_thread_policy_accepts_a_hybrid():
+    """The small-model one-thread rule counts FLOPs; a hybrid's trunk is not countable and never small."""
+    from vitkit.engine.run import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_cpu_threads(None, get_model_config("vit_base_r50_s16_224"))
+        assert torch.get_num_threads() == before
+        set_cpu_threads(None, get_model_config("vitc_tiny_stem4_32", depth=1, dim=32, num_heads=2))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

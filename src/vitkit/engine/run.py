@@ -77,8 +77,11 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def set_cpu_threads(threads: int | None, model_cfg: Any) -> None:
-    """Apply `TrainConfig.threads` (None: one thread for a ViT under 50 MFLOPs per image, else torch's default)."""
-    if threads is None and isinstance(model_cfg, ViTConfig) and vit_forward_flops(model_cfg) < 5e7:
+    """Apply `TrainConfig.threads` (None: one thread for a ViT under 50 MFLOPs per image, else torch's default;
+    a hybrid's ResNet trunk is never that small)."""
+    small = (isinstance(model_cfg, ViTConfig) and model_cfg.backbone is None
+             and vit_forward_flops(model_cfg) < 5e7)
+    if threads is None and small:
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)

@@ -1,0 +1,104 @@
+"""End-to-end training speed against the pure model step (issue 7: `vitkit train` should sustain ≥ 90% of it).
+
+    python benchmarks/train_vs_step.py                          # CIFAR-10 recipe, 1000 images per class
+    python benchmarks/train_vs_step.py --config configs/cifar10.yaml --per-class 500 --epochs 1
+
+Three measurements in one process, in this order: the pure step, `train_classifier` on the real CIFAR-10 JPEGs
+(in-memory uint8 images, batched augmentation, the Trainer's loop with clipping, finite checks, metrics,
+logging), the pure step again. The pure step is forward + loss + backward + clip + AdamW on one resident,
+already-augmented batch of the same model, optimizer and precision. The Trainer's rate is the median of its
+logged windows (`metrics.jsonl`, every 10 steps; evaluation excluded); the first window (warm-up) is dropped.
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_cifar10 import TARBALL, extract  # noqa: E402
+
+
+def pure_step_rate(cfg, model_cfg, batch, steps: int) -> float:
+    """Median images/s of the model step alone on one resident batch."""
+    from vitkit.engine.optim import build_optimizer
+    from vitkit.models import build_model
+    from vitkit.objectives import ClassificationObjective
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).train()
+    o = cfg.optim
+    opt = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.layer_decay)
+    objective = ClassificationObjective()
+    times = []
+    for i in range(steps + 3):
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.amp):
+            loss = objective(model, batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad or float("inf"))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    return len(batch[1]) / statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tarball", type=Path, default=TARBALL.resolve())
+    p.add_argument("--data", help="an image folder instead of the tarball")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "cifar10.yaml"))
+    p.add_argument("--per-class", type=int, default=1000, help="images per class extracted from the tarball")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--steps", type=int, default=30, help="timed pure steps before and after")
+    args = p.parse_args()
+
+    from vitkit.data import build_datasets
+    from vitkit.engine.augment import classification_transforms
+    from vitkit.engine.config import load_train_config
+    from vitkit.engine.run import set_cpu_threads, train_classifier
+    from vitkit.models import get_model_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            extract(args.tarball, Path(tmp) / "cifar", args.per_class)
+            data = str(Path(tmp) / "cifar")
+        cfg = load_train_config(args.config, {"data.path": data, "out": str(Path(tmp) / "run"),
+                                              "epochs": args.epochs, "log_every": 10, "report": False})
+        splits = build_datasets(cfg.data, progress=False)
+        model_cfg = get_model_config(cfg.model, num_classes=splits.num_classes, **cfg.model_args)
+        set_cpu_threads(cfg.threads, model_cfg)
+        train_tf, _ = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
+        index = torch.arange(cfg.batch_size) % len(splits.train)
+        raw = splits.train.images[index], splits.train.targets[index]
+        batch = train_tf(raw, torch.Generator().manual_seed(0))
+
+        before = pure_step_rate(cfg, model_cfg, batch, args.steps)
+        summary = train_classifier(cfg)
+        after = pure_step_rate(cfg, model_cfg, batch, args.steps)
+        entries = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+        windows = [e["img_per_s"] for e in entries if e["split"] == "train"][1:]
+        train = statistics.median(windows)
+        pure = (before + after) / 2
+        result = {"model": cfg.model, "batch": cfg.batch_size, "amp": cfg.amp, "threads": torch.get_num_threads(),
+                  "pure_step_img_s_before": round(before, 1), "pure_step_img_s_after": round(after, 1),
+                  "train_img_s_median": round(train, 1), "train_windows": len(windows),
+                  "train_over_pure": round(train / pure, 3), "train_seconds": summary["train_seconds"]}
+        print(json.dumps(result))
+        print(f"{cfg.model}, batch {cfg.batch_size}, {torch.get_num_threads()} threads: pure step "
+              f"{before:.0f} → {after:.0f} img/s; vitkit train {train:.0f} img/s (median of {len(windows)} "
+              f"windows) = {train / pure:.1%} of the pure step (target ≥ 90%)")
+
+
+if __name__ == "__main__":
+    main()
