@@ -73,23 +73,29 @@ def load_cifar(args: argparse.Namespace, root: Path) -> DataSplits:
 
 
 def epochs_for(minutes: float | None, epochs: int, model_cfg, objective, batch: int, images: int,
-               device: torch.device) -> int:
-    """`epochs`, or as many epochs as fit in `minutes` at the speed of three timed training steps."""
+               device: torch.device, amp: bool) -> int:
+    """`epochs`, or as many epochs as fit in `minutes` at the speed of timed training steps (after warm-up,
+    under the same autocast as the run)."""
     if minutes is None:
         return epochs
     model = build_model(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    for i in range(4):
-        if i == 1:
+    warmup, timed = 3, 5
+    for i in range(warmup + timed):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
-        objective(model, (x, y)).loss.backward()
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            loss = objective(model, (x, y)).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    per_epoch = (time.perf_counter() - start) / 3 * (images // batch)
+    per_epoch = (time.perf_counter() - start) / timed * (images // batch)
     return max(1, int(minutes * 60 / per_epoch))
 
 
@@ -122,14 +128,14 @@ def main() -> None:
         model_cfg = get_model_config(preset)
         objective = MAEObjective() if method == "mae" else MPPObjective()
         epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, model_cfg, objective, args.batch_size,
-                            len(splits.train), device)
+                            len(splits.train), device, args.amp)
         cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3, "optim.min_lr": 1e-5,
                                     "optim.weight_decay": 0.05, "optim.betas": (0.9, 0.95),
                                     "optim.warmup_epochs": min(5.0, epochs / 10)})
         run(f"pretrain_{method}", "pretrain", lambda cfg, splits: pretrain(cfg, splits=splits, method=method), cfg)
 
     ft_epochs = epochs_for(args.minutes_finetune, args.epochs_finetune, get_model_config(ENCODER),
-                           ClassificationObjective(), args.batch_size, labelled, device)
+                           ClassificationObjective(), args.batch_size, labelled, device, args.amp)
     ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3, "optim.weight_decay": 0.05,
                                    "optim.layer_decay": 0.75, "optim.warmup_epochs": min(5.0, ft_epochs / 10),
                                    "model_args": {"drop_path_rate": 0.1}, "augment.crop_padding": 4,

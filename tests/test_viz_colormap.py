@@ -80,3 +80,14 @@ def test_attention_overlays_need_no_matplotlib(tmp_path, monkeypatch):
         from vitkit.viz.curves import plot_confusion
 
         plot_confusion([[1]], ["a"], tmp_path / "cm.png")
+
+
+def test_output_stems_never_let_one_image_overwrite_another(tmp_path):
+    from vitkit.viz.colormap import output_stems
+
+    assert output_stems(["a/cat.jpg", "b/dog.png"]) == ["cat", "dog"]
+    assert output_stems(["cat/4999.jpg", "dog/4999.jpg", "x/1.png"]) == ["cat_4999", "dog_4999", "1"]
+    assert output_stems(["a/x/1.jpg", "b/x/1.jpg"]) == ["a_x_1", "b_x_1"]
+    same = str(tmp_path / "img.png")
+    names = output_stems([same, same])
+    assert len(set(names)) == 2 and all(n.endswith("img") for n in names)

@@ -114,15 +114,14 @@ def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], ou
                         device: str = "cpu", max_side: int = 512, cmap: str = "magma") -> list[Path]:
     """For each image: OUT/<stem>_depth.png (coloured, near = bright) and OUT/<stem>_depth.npy (the raw
     prediction, float32 (H, W): disparity or depth as the model's `depth_output` says). Returns the paths."""
-    from ..viz.colormap import save_png
+    from ..viz.colormap import output_stems, save_png
 
     model = _load(checkpoint, "depth", device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in images:
+    for path, stem in zip(images, output_stems(images)):
         depth = predict_dense(model, _read(path), max_side).astype(np.float32)
-        stem = Path(path).stem
         np.save(out_dir / f"{stem}_depth.npy", depth)
         shown = colorize_depth(as_disparity(depth, model.config.depth_output), cmap)
         written += [save_png(shown, out_dir / f"{stem}_depth.png"),
@@ -136,17 +135,16 @@ def predict_segment_files(checkpoint: str | Path, images: Sequence[str | Path], 
     palette PNG whose pixel values are the class indices). Returns the written paths."""
     from PIL import Image
 
-    from ..viz.colormap import save_png
+    from ..viz.colormap import output_stems, save_png
 
     model = _load(checkpoint, "segment", device)
     k = model.config.num_classes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in images:
+    for path, stem in zip(images, output_stems(images)):
         image = _read(path)
         labels = predict_dense(model, image, max_side).argmax(0).astype(np.uint8)
-        stem = Path(path).stem
         mask = Image.fromarray(labels, mode="P")
         mask.putpalette(label_palette(k).reshape(-1).tolist())
         mask.save(out_dir / f"{stem}_mask.png")

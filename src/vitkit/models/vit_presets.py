@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..config import PreprocessConfig
-from .registry import register_model, register_model_type
 from ..layers.conv_stem import ConvStemConfig
-from .vit import ViTConfig, VisionTransformer
+from .registry import register_model, register_model_type
+from .vit import VisionTransformer, ViTConfig
 
 # name → (paper symbol, dim, depth, heads); MLP width is 4·dim throughout
 SIZES: dict[str, tuple[str, int, int, int]] = {

@@ -159,3 +159,20 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_rgb_uint8(image)).save(path)
     return path
+
+
+def output_stems(paths: Sequence[str | Path]) -> list[str]:
+    """One output name per input image: its file stem, made unique across `paths` by prefixing parent folder
+    names where stems collide (``cat/4999.jpg``, ``dog/4999.jpg`` → ``cat_4999``, ``dog_4999``), then an index.
+    A second image with the stem of the first must not overwrite the first one's figure."""
+    parts = [Path(p).resolve().parts for p in paths]
+    names = [Path(p).stem for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and any(depth < len(p) for p in parts):
+        clash = {n for n in names if names.count(n) > 1}
+        names = [("_".join((*p[-depth - 1:-1], Path(p[-1]).stem)) if n in clash else n)
+                 for n, p in zip(names, parts)]
+        depth += 1
+    if len(set(names)) < len(names):
+        names = [f"{i}_{n}" for i, n in enumerate(names)]
+    return names

@@ -24,7 +24,15 @@ from torch import Tensor, nn
 
 from ..models.vit import VisionTransformer
 from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
-from .colormap import add_caption, image_grid, overlay, save_png, to_rgb_uint8, upscale
+from .colormap import (
+    add_caption,
+    image_grid,
+    output_stems,
+    overlay,
+    save_png,
+    to_rgb_uint8,
+    upscale,
+)
 from .record import record_attention
 
 log = logging.getLogger(__name__)
@@ -173,12 +181,12 @@ def save_attention_overlays(model: nn.Module, paths: Sequence[str | os.PathLike]
                                     head_fusion, discard_ratio)
     log.info("attention maps show the %s", patch_map_title(encoder.num_prefix_tokens))
     written = []
-    for i, path in enumerate(paths):
+    for i, stem in enumerate(output_stems(paths)):
         caption = None
         if result.predictions is not None:
             index, p = result.predictions[i]
             caption = f"pred {class_name(index, encoder.config.preprocess.label_names)} ({p:.0%})"
         panel = overlay_panel(to_rgb_uint8(images[i].numpy()), result.maps[i].numpy(), result.titles, alpha,
                               caption)
-        written.append(save_png(panel, Path(out_dir) / f"{Path(path).stem}_{method}.png"))
+        written.append(save_png(panel, Path(out_dir) / f"{stem}_{method}.png"))
     return written

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..layers import patchify, unpatchify
 from ..models.mae import MaskedAutoencoder
-from .colormap import add_caption, image_grid, save_png, upscale
+from .colormap import add_caption, image_grid, output_stems, save_png, upscale
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 MASK_GREY = 0.45  # fill of hidden patches in the "masked" panel
@@ -104,7 +104,8 @@ def load_mae(checkpoint: str | Path, allow_pickle: Sequence[str] = ()) -> Masked
 def save_reconstructions(model: MaskedAutoencoder | str | Path, image_paths: Sequence[str | Path],
                          out_dir: str | Path, mask_ratio: float = 0.75, seed: int = 0,
                          allow_pickle: Sequence[str] = ()) -> list[Path]:
-    """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image; returns the paths.
+    """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image; returns the paths (stems
+    that collide get their folder names, `output_stems`).
 
     `model` is an MAE or a checkpoint for `load_mae`. Images are resized (shorter side) and centre-cropped to
     the encoder's image size.
@@ -119,7 +120,5 @@ def save_reconstructions(model: MaskedAutoencoder | str | Path, image_paths: Seq
     images = torch.stack([decode_image(path, channels=channels, size=size[0] if size[0] == size[1] else size)
                           for path in image_paths])
     rec = reconstruct(model, images, mask_ratio, seed)
-    written = []
-    for i, path in enumerate(image_paths):
-        written.append(save_png(reconstruction_figure(rec, i), Path(out_dir) / f"{Path(path).stem}_mae.png"))
-    return written
+    return [save_png(reconstruction_figure(rec, i), Path(out_dir) / f"{stem}_mae.png")
+            for i, stem in enumerate(output_stems(image_paths))]
