@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 import tarfile
 import tempfile
@@ -31,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from vitkit.bench import time_call  # noqa: E402
 from vitkit.config import replace_config  # noqa: E402
 from vitkit.data import DataConfig, DataSplits, build_datasets  # noqa: E402
 from vitkit.engine.config import TrainConfig  # noqa: E402
@@ -84,20 +86,18 @@ def epochs_for(minutes: float | None, epochs: int, model_cfg, objective, batch: 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    warmup, timed = 3, 5
-    for i in range(warmup + timed):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             loss = objective(model, (x, y)).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    per_epoch = (time.perf_counter() - start) / timed * (images // batch)
+
+    for _ in range(3):  # warm-up
+        step()
+    steps_per_epoch = max(1, images // batch)  # training drops the short last batch
+    per_epoch = statistics.median(time_call(step, device) for _ in range(5)) * steps_per_epoch
     return max(1, int(minutes * 60 / per_epoch))
 
 

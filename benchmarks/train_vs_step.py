@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from train_cifar10 import TARBALL, extract  # noqa: E402
 
 def pure_step_rate(cfg, model_cfg, batch, steps: int) -> float:
     """Median images/s of the model step alone on one resident batch."""
+    from vitkit.bench import time_call
     from vitkit.engine.optim import build_optimizer
     from vitkit.models import build_model
     from vitkit.objectives import ClassificationObjective
@@ -38,17 +38,18 @@ def pure_step_rate(cfg, model_cfg, batch, steps: int) -> float:
     o = cfg.optim
     opt = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.layer_decay)
     objective = ClassificationObjective()
-    times = []
-    for i in range(steps + 3):
-        start = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast("cpu", torch.bfloat16, enabled=cfg.amp):
             loss = objective(model, batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad or float("inf"))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i >= 3:
-            times.append(time.perf_counter() - start)
+
+    for _ in range(3):  # warm-up
+        step()
+    times = [time_call(step, torch.device("cpu")) for _ in range(steps)]
     return len(batch[1]) / statistics.median(times)
 
 
@@ -88,6 +89,8 @@ def main() -> None:
         after = pure_step_rate(cfg, model_cfg, batch, args.steps)
         entries = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
         windows = [e["img_per_s"] for e in entries if e["split"] == "train"][1:]
+        if not windows:
+            raise SystemExit("fewer than two 10-step windows were logged: raise --per-class or --epochs")
         train = statistics.median(windows)
         pure = (before + after) / 2
         result = {"model": cfg.model, "batch": cfg.batch_size, "amp": cfg.amp, "threads": torch.get_num_threads(),
