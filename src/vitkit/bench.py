@@ -3,7 +3,7 @@
 Every candidate (vitkit, HF with ``attn_implementation="sdpa"`` and ``"eager"``, optionally vitkit with compiled
 blocks) is built from the same config, warmed up, then timed round-robin: each round runs every candidate once, in
 a rotating order, together with a square bf16 and fp32 matmul that gives the hardware peak under the same load.
-Throughput is the median over rounds; the analytic FLOP count (`vit_forward_flops`, training = 3 × forward) turns
+Throughput is the median over rounds; the FLOP count (`models.summary.forward_flops`, training = 3 × forward) turns
 it into TFLOP/s and a fraction of that peak. Rows are plain dicts (one JSON line each); `format_table` prints them.
 
     rows = run_benchmark(BenchConfig("vit_tiny_patch4_32", batch_sizes=(256,), precision="bf16", mode="train"))
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import os
 import resource
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.registry import build_model, get_model_config
-from .models.summary import vit_forward_flops
+from .models.summary import forward_flops
 from .models.vit import ViTConfig
 
 log = logging.getLogger(__name__)
@@ -156,24 +155,6 @@ def peak_size(dim: int) -> int:
 
 
 # ---- candidates ---------------------------------------------------------------------------------------------------
-def forward_flops(cfg: Any) -> float:
-    """Forward FLOPs per image of a ViT classifier or an MAE (encoder on the visible tokens + decoder)."""
-    if isinstance(cfg, ViTConfig):
-        return vit_forward_flops(cfg)
-    enc = cfg.encoder
-    n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
-    prefix = int(enc.class_token)
-    keep = int(n * (1 - cfg.mask_ratio))
-    dec = dataclasses.replace(enc, dim=cfg.decoder_dim, depth=cfg.decoder_depth, num_heads=cfg.decoder_num_heads,
-                              mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0)
-    # decoder blocks on all N + P tokens: the block term of vit_forward_flops (its depth-0 value is the rest)
-    blocks = vit_forward_flops(dec, tokens=n + prefix) - vit_forward_flops(dataclasses.replace(dec, depth=0),
-                                                                           tokens=n + prefix)
-    embed = 2 * (keep + prefix) * enc.dim * cfg.decoder_dim
-    pred = 2 * (n + prefix) * cfg.decoder_dim * enc.patch_size**2 * enc.in_chans
-    return vit_forward_flops(enc, tokens=keep + prefix) + blocks + embed + pred
-
-
 def hf_model(cfg: Any, attn: str) -> nn.Module:
     """The HF transformers equivalent of a vitkit config (same architecture, random init), or ValueError."""
     import transformers
@@ -248,8 +229,6 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
     if not is_vit and not hasattr(model_cfg, "decoder_dim"):
         raise ValueError(f"{cfg.model}: the benchmark handles ViT classifiers and MAEs")
     enc = model_cfg if is_vit else model_cfg.encoder
-    if enc.backbone is not None:
-        raise ValueError(f"{cfg.model}: hybrid (ResNet trunk) models have no analytic FLOP count here yet")
     label = cfg.label or cfg.model + "".join(f",{k}={v}" for k, v in cfg.overrides.items())
     flops = forward_flops(model_cfg) * (3 if cfg.mode == "train" else 1)
     gen = torch.Generator().manual_seed(0)

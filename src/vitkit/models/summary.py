@@ -1,10 +1,20 @@
-"""Analytic size and cost of a model: parameter count (built on the meta device) and forward FLOPs."""
+"""Size and cost of a model: parameter count and forward FLOPs, both without allocating any weights.
+
+FLOPs are analytic for a ViT (`vit_forward_flops`) and an MAE (`mae_forward_flops`), whose token counts the
+formulas take as arguments; any other model (hybrids, DPT) is built on the meta device and its forward pass on one
+image counted by `torch.utils.flop_counter` (`counted_forward_flops`). Both count 2 FLOPs per multiply-add over
+matmuls, convolutions and attention, and agree exactly on ViTs (tested).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .registry import build_model, get_model_config
 from .vit import ViTConfig
@@ -14,8 +24,8 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
     """Forward FLOPs (2 per multiply-add) of a ViT encoder (patch conv or conv stem) + head for one image.
 
     Counts the matmuls and convolutions (patch projection or conv stem, qkv, attention scores and mixing,
-    output projection, MLP, head); norms, softmax and GELU are left out, as is conventional. A hybrid's
-    ResNet trunk is not counted (ValueError).
+    output projection, MLP, pre-logits, head); norms, softmax and GELU are left out, as is conventional. A hybrid's
+    ResNet trunk is not in the formula (ValueError; `forward_flops` counts hybrids).
     """
     if cfg.backbone is not None:
         raise ValueError("vit_forward_flops does not count a hybrid's ResNet trunk")
@@ -31,17 +41,74 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
     d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
     patch = stem + 2 * n * c_in * cfg.patch_size ** 2 * d
     per_block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * hidden
-    head = 2 * (cfg.representation_size or d) * cfg.num_classes
+    pre_logits = 2 * d * cfg.representation_size if cfg.representation_size else 0
+    head = pre_logits + 2 * (cfg.representation_size or d) * cfg.num_classes
     return float(patch + cfg.depth * per_block + head)
 
 
+def mae_forward_flops(cfg: Any) -> float:
+    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], decoder on all tokens, pixel head.
+
+    `cfg` is an `MAEConfig` (its encoder, mask_ratio and decoder fields are read).
+    """
+    enc = cfg.encoder
+    n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
+    prefix = int(enc.class_token)
+    keep = int(n * (1 - cfg.mask_ratio))
+    dec = dataclasses.replace(enc, dim=cfg.decoder_dim, depth=cfg.decoder_depth, num_heads=cfg.decoder_num_heads,
+                              mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0)
+    # decoder blocks on all N + P tokens: the block term of vit_forward_flops (its depth-0 value is the rest)
+    blocks = vit_forward_flops(dec, tokens=n + prefix) - vit_forward_flops(dataclasses.replace(dec, depth=0),
+                                                                           tokens=n + prefix)
+    embed = 2 * (keep + prefix) * enc.dim * cfg.decoder_dim
+    pred = 2 * (n + prefix) * cfg.decoder_dim * enc.patch_size**2 * enc.in_chans
+    return vit_forward_flops(enc, tokens=keep + prefix) + blocks + embed + pred
+
+
+def counted_forward_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
+    """FLOPs of ``model(images)`` for one image of shape (C, H, W), counted by `FlopCounterMode`.
+
+    Run the model on the meta device (``with torch.device("meta"): build_model(cfg)``) and nothing is computed.
+    Raises RuntimeError / NotImplementedError for forward passes that branch on data (e.g. MPP's corruption).
+    """
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.empty(1, *image_shape, device=device))
+    return float(counter.get_total_flops())
+
+
+def input_field(cfg: Any, name: str) -> Any:
+    """An input field (``image_size``, ``in_chans``) of a config, or of its encoder or backbone; None if none."""
+    for c in (cfg, getattr(cfg, "encoder", None), getattr(cfg, "backbone", None)):
+        if getattr(c, name, None) is not None:
+            return getattr(c, name)
+    return None
+
+
+def forward_flops(cfg: Any) -> float:
+    """Forward FLOPs per image of any registered model's config (NaN where none can be had: no input size, or
+    a forward pass that depends on the data)."""
+    if isinstance(cfg, ViTConfig) and cfg.backbone is None:
+        return vit_forward_flops(cfg)
+    if hasattr(cfg, "decoder_dim") and hasattr(cfg, "mask_ratio"):
+        return mae_forward_flops(cfg)
+    size, chans = input_field(cfg, "image_size"), input_field(cfg, "in_chans")
+    if size is None or chans is None:
+        return math.nan
+    with torch.device("meta"):
+        model = build_model(cfg)
+    try:
+        return counted_forward_flops(model, (chans, *size))
+    except (RuntimeError, NotImplementedError):
+        return math.nan
+
+
 def summarize_model(name: str) -> dict[str, Any]:
-    """{"name", "params", "gflops", "input"} for a registered preset."""
+    """{"name", "params", "gflops", "input"} for a registered preset (gflops NaN where `forward_flops` has none)."""
     cfg = get_model_config(name)
     with torch.device("meta"):
         model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
-    size = getattr(cfg, "image_size", None) or getattr(getattr(cfg, "encoder", None), "image_size", None)
-    flops = vit_forward_flops(cfg) if isinstance(cfg, ViTConfig) and cfg.backbone is None else float("nan")
-    return {"name": name, "params": params, "gflops": flops / 1e9,
+    size = input_field(cfg, "image_size")
+    return {"name": name, "params": params, "gflops": forward_flops(cfg) / 1e9,
             "input": f"{size[0]}x{size[1]}" if size else "?"}
