@@ -83,13 +83,12 @@ def test_cli_prints_json_lines_then_table(capsys):
     assert any(line.startswith("model") and "img/s" in line for line in out)
 
 
-def test_attention_policy_explicit_only_for_reduced_precision_cpu_training():
+def test_attention_policy_explicit_only_for_reduced_precision_cpu():
     q = torch.zeros(1, 2, 65, 8, dtype=torch.bfloat16, requires_grad=True)
     assert use_explicit_attention(q)
-    assert not use_explicit_attention(q.detach())  # nothing to differentiate
-    assert not use_explicit_attention(q.float())  # fp32 keeps SDPA (and its exact numerics)
     with torch.no_grad():
-        assert not use_explicit_attention(q)
+        assert use_explicit_attention(q.detach())  # bf16 inference too
+    assert not use_explicit_attention(q.float())  # fp32 keeps SDPA (and its exact numerics)
     long = torch.zeros(1, 2, 4096, 8, dtype=torch.bfloat16, requires_grad=True)
     assert not use_explicit_attention(long)  # T² weights would cost more memory than the kernel saves
 

@@ -7,7 +7,7 @@ projection; xavier-uniform weights and zero biases. The fused path runs `F.scale
 explicit path computes the weights itself and hands them back (`return_weights=True`) or to an observer installed
 by `vitkit.record_attention` for the duration of one ``with`` block.
 
-Which kernel runs is decided per call by `use_explicit_attention` (device, dtype, grad mode, sequence length): both
+Which kernel runs is decided per call by `use_explicit_attention` (device, dtype, sequence length): both
 compute the same function, so the choice is about speed and memory only.
 """
 
@@ -50,26 +50,32 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = No
     return used @ v, weights
 
 
-# Longest sequence for which training on CPU takes the explicit path: it stores the (B, H, T, T) weights for the
-# backward pass, which the fused kernel does not, and that memory grows as T².
+# Longest sequence for which CPU bf16 takes the explicit path: it materialises the (B, H, T, T) weights (and keeps
+# them for the backward pass when training), which the fused kernel does not, and that memory grows as T².
 EXPLICIT_MAX_TOKENS = 1024
 
 
 def use_explicit_attention(q: Tensor) -> bool:
     """The attention-kernel policy: True where `explicit_attention` beats `F.scaled_dot_product_attention`.
 
-    Measured with interleaved A/B runs (torch 2.13, 2-core AVX512-BF16 CPU, one attention layer with its qkv and
-    output projections, bf16 autocast, forward + backward): the CPU flash-attention backward is 1.4–3.5× slower
-    than softmax(QKᵀ)V done with two batched matmuls at T = 65 and 197. Whole training steps, SDPA time over
-    explicit time (median of interleaved rounds): small 32×32 ViT b128 1.77×, ViT-S/16 b8 1.32×, ViT-B/16 b8
-    1.06× (1.18× fastest rounds). In fp32, and in bf16 inference (S/16, B/16 at b8: within ±10% either way), the
-    two are on par, so SDPA is kept there (it stores no T×T weights); on CUDA the flash / efficient kernels win.
+    Measured with interleaved A/B runs (torch 2.13, 2-core AVX512-BF16 CPU, bf16 autocast):
+    - training (one attention layer with its qkv and output projections, forward + backward): the CPU
+      flash-attention backward is 1.4–3.5× slower than softmax(QKᵀ)V done with two batched matmuls at T = 65 and
+      197. Whole training steps, SDPA time over explicit time: small 32×32 ViT b128 1.77×, ViT-S/16 b8 1.32×,
+      ViT-B/16 b8 1.06× (1.18× fastest rounds).
+    - inference (the attention op alone, `inference_mode`): the flash kernel takes 2.0× the explicit time at
+      T = 197 (B 8–32, H 6–12) and 2.7× at T = 65 (B 256, H 3); at T = 577 the two are on par (0.95×). Whole
+      forward passes, SDPA time over explicit time (median of 10 interleaved rounds): ViT-S/16 b8 1.23×, b32
+      1.21×; ViT-B/16 b8 1.10×, b32 1.09×.
+    In fp32 the two are on par, so SDPA is kept there (exact numerics, no T×T weights); on CUDA the flash /
+    efficient kernels win. The explicit bf16 path rounds the softmax weights to bf16 (max abs error ≈ 0.01 on
+    unit-scale inputs against ≈ 0.003 for the fused kernel), well inside what bf16 autocast already costs.
 
     Args:
         q: queries (B, H, T, d) as they reach the kernel (their dtype is the compute dtype under autocast).
     """
-    return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and q.requires_grad
-            and torch.is_grad_enabled() and q.shape[-2] <= EXPLICIT_MAX_TOKENS)
+    return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+            and q.shape[-2] <= EXPLICIT_MAX_TOKENS)
 
 
 class Attention(nn.Module):
