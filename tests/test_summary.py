@@ -61,7 +61,7 @@ def test_summaries_of_hybrid_dpt_and_data_dependent_models():
     vit_b = summarize_model("vit_base_patch16_224")
     assert hybrid["input"] == "224x224" and hybrid["gflops"] > vit_b["gflops"]  # same tokens + an R50 trunk
     assert math.isfinite(summarize_model("dpt_hybrid_depth")["gflops"])
-    mpp = summarize_model("mpp_vit_tiny_patch4_32")  # corrupts a random subset chosen with nonzero(): no count
+    mpp = summarize_model("mpp_vit_tiny_patch4_32")  # loss over a boolean-masked subset: no count
     assert math.isnan(mpp["gflops"]) and mpp["params"] > 0 and mpp["input"] == "32x32"
 
 
