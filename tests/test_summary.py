@@ -14,7 +14,12 @@ from torch import nn
 from vitkit.cli.main import main
 from vitkit.models.registry import build_model, get_model_config
 from vitkit.models.resnetv2 import ResNetV2Config
-from vitkit.models.summary import counted_forward_flops, forward_flops, summarize_model, vit_forward_flops
+from vitkit.models.summary import (
+    counted_forward_flops,
+    forward_flops,
+    summarize_model,
+    vit_forward_flops,
+)
 
 TINY_TRUNK = {"layers": (1, 1, 1), "channels": (32, 64, 128), "stem_width": 16, "num_groups": 4}
 
