@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .mae import MAEConfig
 from .registry import build_model, get_model_config
 from .vit import ViTConfig
 
@@ -46,11 +47,8 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
     return float(patch + cfg.depth * per_block + head)
 
 
-def mae_forward_flops(cfg: Any) -> float:
-    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], decoder on all tokens, pixel head.
-
-    `cfg` is an `MAEConfig` (its encoder, mask_ratio and decoder fields are read).
-    """
+def mae_forward_flops(cfg: MAEConfig) -> float:
+    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], decoder on all tokens, pixel head."""
     enc = cfg.encoder
     n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
     prefix = int(enc.class_token)
@@ -91,7 +89,7 @@ def forward_flops(cfg: Any) -> float:
     a forward pass that depends on the data)."""
     if isinstance(cfg, ViTConfig) and cfg.backbone is None:
         return vit_forward_flops(cfg)
-    if hasattr(cfg, "decoder_dim") and hasattr(cfg, "mask_ratio"):
+    if isinstance(cfg, MAEConfig):
         return mae_forward_flops(cfg)
     size, chans = input_field(cfg, "image_size"), input_field(cfg, "in_chans")
     if size is None or chans is None:
