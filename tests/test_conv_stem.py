@@ -99,3 +99,14 @@ def test_trains_under_bf16_autocast():
         losses.append(loss.item())
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_hybrid_preset_spends_about_half_its_flops_in_convolutions():
+    cfg = get_model_config("vit_hybrid_conv4_32")
+    assert cfg.conv_stem == ConvStemConfig(channels=(64, 128, 128, 256), strides=(1, 2, 1, 2))
+    assert (cfg.dim, cfg.depth, cfg.pool) == (256, 2, "avg")
+    model = create_model("vit_hybrid_conv4_32").eval()
+    with torch.no_grad():
+        assert model.prepare_tokens(torch.randn(2, 3, 32, 32)).shape == (2, 65, 256)  # 8x8 grid + [CLS]
+    convs = 2 * 9 * (32 * 32 * 3 * 64 + 16 * 16 * 64 * 128 + 16 * 16 * 128 * 128 + 8 * 8 * 128 * 256)
+    assert 0.45 < convs / vit_forward_flops(cfg) < 0.55
