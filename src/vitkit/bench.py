@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.mae import MAEConfig
 from .models.registry import build_model, get_model_config
 from .models.summary import forward_flops
 from .models.vit import ViTConfig
@@ -226,7 +227,7 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
         raise ValueError("precision 'bf16-weights' is for inference; train with 'bf16' (autocast) or 'fp32'")
     model_cfg = get_model_config(cfg.model, **cfg.overrides)
     is_vit = isinstance(model_cfg, ViTConfig)
-    if not is_vit and not hasattr(model_cfg, "decoder_dim"):
+    if not is_vit and not isinstance(model_cfg, MAEConfig):
         raise ValueError(f"{cfg.model}: the benchmark handles ViT classifiers and MAEs")
     enc = model_cfg if is_vit else model_cfg.encoder
     label = cfg.label or cfg.model + "".join(f",{k}={v}" for k, v in cfg.overrides.items())
