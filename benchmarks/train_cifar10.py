@@ -71,6 +71,8 @@ def main() -> None:
             print(f"{e['epoch'] + 1:>5} {e['acc1']:>9.4f} {e['epoch_seconds']:>8.1f}")
         print(f"final val acc1 {summary['val']['acc1']:.4f}  wall {wall:.0f}s (with decoding and evaluation)"
               f"  median train {sorted(train_rates)[len(train_rates) // 2]:.0f} img/s")
+        if "val_flip_tta" in summary:
+            print(f"final val acc1 with flip TTA {summary['val_flip_tta']['acc1']:.4f}")
 
 
 if __name__ == "__main__":

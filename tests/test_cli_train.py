@@ -57,6 +57,33 @@ def test_eval_matches_training_summary(run_dir, capsys):
     assert text.startswith("top-1 ") and "top-5" in text and len(text.splitlines()) == 11
 
 
+def test_flip_tta_in_summary_and_eval(run_dir, tmp_path, capsys):
+    """A run trained with flips also reports flip TTA, and `vitkit eval --flip-tta` agrees with it; a run
+    without flips does not report it."""
+    assert "val_flip_tta" not in json.loads((run_dir / "summary.json").read_text())
+    out = tmp_path / "flips"
+    assert main(["train", "--out", str(out), *RUN, "--epochs", "1", "--set", "augment.hflip=0.5"]) == 0
+    assert "with flip test-time augmentation" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert main(["eval", "--checkpoint", str(out), "--data", "digits", "--json", "--device", "cpu",
+                 "--flip-tta"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["acc1"] == pytest.approx(summary["val_flip_tta"]["acc1"])
+
+
+def test_flip_tta_averages_the_mirror_image():
+    import torch
+
+    from vitkit.engine.inference import FlipTTA
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    x = torch.randn(5, 2, 4, 4)
+    expected = (model(x) + model(x.flip(-1))) / 2
+    assert torch.allclose(FlipTTA(model)(x), expected)
+    assert not torch.allclose(FlipTTA(model)(x), model(x), atol=1e-3)
+    assert torch.allclose(FlipTTA(model)(x), FlipTTA(model)(x.flip(-1)), atol=1e-6)  # mirror-invariant
+
+
 def test_predict_top_k_json(run_dir, tmp_path, capsys):
     from vitkit.data import load_builtin
 

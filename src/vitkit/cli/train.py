@@ -86,6 +86,8 @@ def run_train(args: argparse.Namespace) -> int:
     if val:
         print(f"held-out accuracy: {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) on {val['num_samples']} "
               f"images; {summary['epochs']} epochs in {summary['train_seconds']:.0f}s; run: {cfg.out}")
+    if "val_flip_tta" in summary:
+        print(f"with flip test-time augmentation: {summary['val_flip_tta']['acc1']:.2%}")
     return 0
 
 
@@ -105,6 +107,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="PATH",
                    help="data as for `vitkit train --data` (default: built-in digits)")
     p.add_argument("--split", choices=["val", "train"], default="val", help="which split to evaluate")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="average each image's logits with its mirror image's (for models trained with flips)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--json", action="store_true",
@@ -116,7 +120,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..engine.inference import evaluate_checkpoint
 
     r = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size, device=args.device,
-                            split=args.split)
+                            split=args.split, flip_tta=args.flip_tta)
     if args.json:
         print(json.dumps(r))
         return 0

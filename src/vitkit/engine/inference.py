@@ -17,6 +17,22 @@ from .metrics import classification_summary
 log = logging.getLogger(__name__)
 
 
+class FlipTTA(nn.Module):
+    """Test-time augmentation by mirroring: the mean of ``model(x)`` and ``model(x flipped left-right)``.
+
+    Only for models trained with horizontal flips (``augment.hflip > 0``); digits and text are not
+    mirror-symmetric. Costs two forward passes per image.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (B, C, H, W) → the mean of the two outputs (B, K)."""
+        return (self.model(images) + self.model(images.flip(-1))) / 2
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, dataset: Any, transform: Callable | None, device: torch.device,
                    amp: bool = False, batch_size: int = 256) -> tuple[Tensor, Tensor]:
@@ -51,7 +67,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batch_size: int = 256,
-                        device: str = "auto", split: str = "val", amp: bool = False) -> dict[str, Any]:
+                        device: str = "auto", split: str = "val", amp: bool = False,
+                        flip_tta: bool = False) -> dict[str, Any]:
     """Top-1/top-5 and per-class accuracy of a checkpoint on a folder of class subfolders (or a built-in set).
 
     Args:
@@ -59,6 +76,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batc
         data: a folder of class subfolders, DATA/ with train/ and val/, or a built-in name; None = the default
             built-in set.
         split: "val" (the held-out split, as in training) or "train".
+        flip_tta: average the logits of each image and its mirror image (`FlipTTA`).
     """
     from ..data import DataConfig, build_datasets
     from .distributed import resolve_device
@@ -74,7 +92,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batc
     dataset = splits.val if split == "val" else splits.train
     if dataset is None:
         raise ValueError(f"{data} has no held-out split; use split='train' to evaluate a folder as a whole")
-    logits, targets = predict_logits(model, dataset, eval_transform_for(cfg.preprocess), dev, amp, batch_size)
+    logits, targets = predict_logits(FlipTTA(model) if flip_tta else model, dataset,
+                                     eval_transform_for(cfg.preprocess), dev, amp, batch_size)
     return classification_summary(logits, targets, names)
 
 

@@ -25,7 +25,7 @@ from ..models.summary import vit_forward_flops
 from ..objectives import ClassificationObjective
 from .augment import classification_transforms
 from .config import TrainConfig
-from .inference import predict_logits
+from .inference import FlipTTA, predict_logits
 from .metrics import classification_summary
 from .runtime import seed_everything
 from .trainer import Trainer
@@ -37,6 +37,7 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) the classifier `cfg` describes; return the summary also written to DIR/summary.json.
 
     The summary holds ``val`` (acc1, acc5, per_class_acc, confusion, labels) when there is a held-out set,
+    ``val_flip_tta`` (acc1, acc5 of `FlipTTA`) when the run also trained with horizontal flips,
     ``best_acc1``, ``epochs``, ``steps``, ``train_seconds``, ``params``, ``nonfinite_steps`` and
     ``skipped_images``; ``interrupted`` is True when SIGTERM stopped the run (a checkpoint was written).
     """
@@ -69,6 +70,11 @@ def train_classifier(cfg: TrainConfig) -> dict[str, Any]:
         logits, targets = predict_logits(trainer.model, splits.val, eval_tf, trainer.device, cfg.amp,
                                          cfg.batch_size)
         summary["val"] = classification_summary(logits, targets, list(splits.classes))
+        if cfg.augment.hflip > 0:  # trained on mirror images: also report the flip test-time augmentation
+            logits, targets = predict_logits(FlipTTA(trainer.model), splits.val, eval_tf, trainer.device,
+                                             cfg.amp, cfg.batch_size)
+            tta = classification_summary(logits, targets, list(splits.classes))
+            summary["val_flip_tta"] = {"acc1": tta["acc1"], "acc5": tta["acc5"]}
     out = Path(cfg.out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.report:
