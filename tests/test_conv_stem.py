@@ -101,12 +101,20 @@ def test_trains_under_bf16_autocast():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_hybrid_preset_spends_about_half_its_flops_in_convolutions():
-    cfg = get_model_config("vit_hybrid_conv4_32")
-    assert cfg.conv_stem == ConvStemConfig(channels=(64, 128, 128, 256), strides=(1, 2, 1, 2))
+@pytest.mark.parametrize("name, channels, strides, grid, conv_share", [
+    ("vit_hybrid_conv4_32", (64, 128, 128, 256), (1, 2, 1, 2), 8, (0.45, 0.55)),
+    ("vit_hybrid_conv7_32", (64, 128, 128, 256, 256, 256, 256), (1, 2, 1, 2, 1, 1, 2), 4, (0.84, 0.92)),
+])
+def test_hybrid_presets_token_grid_and_conv_share(name, channels, strides, grid, conv_share):
+    cfg = get_model_config(name)
+    assert cfg.conv_stem == ConvStemConfig(channels=channels, strides=strides)
     assert (cfg.dim, cfg.depth, cfg.pool) == (256, 2, "avg")
-    model = create_model("vit_hybrid_conv4_32").eval()
+    model = create_model(name).eval()
     with torch.no_grad():
-        assert model.prepare_tokens(torch.randn(2, 3, 32, 32)).shape == (2, 65, 256)  # 8x8 grid + [CLS]
-    convs = 2 * 9 * (32 * 32 * 3 * 64 + 16 * 16 * 64 * 128 + 16 * 16 * 128 * 128 + 8 * 8 * 128 * 256)
-    assert 0.45 < convs / vit_forward_flops(cfg) < 0.55
+        assert model.prepare_tokens(torch.randn(2, 3, 32, 32)).shape == (2, grid * grid + 1, 256)  # + [CLS]
+    convs, side, c_in = 0, 32, 3
+    for c_out, s in zip(channels, strides):
+        side //= s
+        convs += 2 * 9 * side * side * c_in * c_out  # 3x3 conv at the output resolution
+        c_in = c_out
+    assert conv_share[0] < convs / vit_forward_flops(cfg) < conv_share[1]

@@ -41,6 +41,7 @@ def test_counter_counts_a_convolution_by_hand():
     ("vit_tiny_patch4_32", {"pool": "avg", "class_token": False}),
     ("vitc_tiny_stem4_32", {}),
     ("vit_hybrid_conv4_32", {}),
+    ("vit_hybrid_conv7_32", {}),
     ("vit_small_patch16_224", {"image_size": (224, 160), "representation_size": 384}),
 ])
 def test_analytic_vit_formula_equals_the_counter(name, overrides):
