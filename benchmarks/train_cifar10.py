@@ -39,8 +39,8 @@ def extract(tarball: Path, dest: Path, per_class: int | None) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tarball", type=Path, default=TARBALL.resolve())
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "cifar10_hybrid.yaml"),
-                   help="recipe YAML (default: configs/cifar10_hybrid.yaml)")
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "cifar10_hybrid.yaml"
+    p.add_argument("--config", default=str(recipe), help="recipe YAML (default: configs/cifar10_hybrid.yaml)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--per-class", type=int, help="use only this many images per class (smoke runs)")
     p.add_argument("--out", help="run directory (default: a temporary one)")

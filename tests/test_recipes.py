@@ -1,5 +1,5 @@
-"""The recipes in configs/: each parses as a TrainConfig, builds its model at the recipe's image size and takes
-one bf16 training step with finite loss and gradients."""
+"""The recipes in configs/: each parses as a TrainConfig, builds its model at the recipe's image size and
+takes one bf16 training step with finite loss and gradients."""
 
 from __future__ import annotations
 

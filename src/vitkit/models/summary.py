@@ -48,7 +48,8 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
 
 
 def mae_forward_flops(cfg: MAEConfig) -> float:
-    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], decoder on all tokens, pixel head."""
+    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], decoder on all tokens, pixel
+    head."""
     enc = cfg.encoder
     n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
     prefix = int(enc.class_token)

@@ -52,15 +52,16 @@ register_model("vit_micro_patch4_16", vit_config("Ti/4", 16, num_classes=10, dim
 register_model("vitc_tiny_stem4_32", vit_config(
     "Ti/1", 32, num_classes=10, dim=128, depth=6, num_heads=4, mlp_ratio=2.0, pool="avg", preprocess=_CIFAR,
     conv_stem=ConvStemConfig(channels=(32, 64, 128), strides=(1, 2, 2))))
-# Hybrid for 32×32 (the paper's Sec. 3.1 at CIFAR scale): four 3×3 conv-BN-ReLU layers (64-128-128-256, strides
-# 1, 2, 1, 2) make a 256-channel 8×8 feature map fed as 1×1 patches to 2 blocks of width 256. About half the
-# forward FLOPs are convolutions (81.9% CIFAR-10 val in 30 min on 2 cores; vit_hybrid_conv7_32 does better).
+# Hybrid for 32×32 (the paper's Sec. 3.1 at CIFAR scale): four 3×3 conv-BN-ReLU layers (64-128-128-256,
+# strides 1, 2, 1, 2) make a 256-channel 8×8 feature map fed as 1×1 patches to 2 blocks of width 256. About
+# half the forward FLOPs are convolutions (81.9% CIFAR-10 val in 30 min on 2 cores; vit_hybrid_conv7_32 does
+# better).
 register_model("vit_hybrid_conv4_32", vit_config(
     "Ti/1", 32, num_classes=10, dim=256, depth=2, num_heads=4, mlp_ratio=2.0, pool="avg", preprocess=_CIFAR,
     conv_stem=ConvStemConfig(channels=(64, 128, 128, 256), strides=(1, 2, 1, 2))))
-# Deeper trunk, fewer tokens: seven 3×3 convs (64-128-128-256-256-256-256, strides 1, 2, 1, 2, 1, 1, 2) make a
-# 4×4 map (16 tokens) for 2 blocks of width 256. About 88 % of the forward FLOPs are convolutions; at equal time
-# on 2 CPU cores it trains CIFAR-10 further than vit_hybrid_conv4_32 (configs/cifar10_hybrid.yaml trains it).
+# Deeper trunk, fewer tokens: seven 3×3 convs (64-128-128-256-256-256-256, strides 1, 2, 1, 2, 1, 1, 2)
+# make a 4×4 map (16 tokens) for 2 blocks of width 256. About 88 % of the forward FLOPs are convolutions; at
+# equal time on 2 CPU cores it trains CIFAR-10 further than vit_hybrid_conv4_32 (configs/cifar10_hybrid.yaml).
 register_model("vit_hybrid_conv7_32", vit_config(
     "Ti/1", 32, num_classes=10, dim=256, depth=2, num_heads=4, mlp_ratio=2.0, pool="avg", preprocess=_CIFAR,
     conv_stem=ConvStemConfig(channels=(64, 128, 128, 256, 256, 256, 256), strides=(1, 2, 1, 2, 1, 1, 2))))
