@@ -26,8 +26,10 @@ from torch import Tensor, nn
 from . import convert
 from .checkpoint_files import UnsafeCheckpointError, read_state_dict
 from .config import replace_config
+from .errors import UsageError
 from .layers import LearnedPosEmbed, resample_pos_embed
 from .models.registry import build_model, config_from_json_dict, config_to_json_dict
+from .rundir import ACCEPTED, resolve_model_path
 
 __all__ = ["LoadReport", "UnsafeCheckpointError", "load_checkpoint", "load_pretrained", "read_state_dict",
            "save_pretrained"]
@@ -136,7 +138,8 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
                     **overrides: Any) -> tuple[nn.Module, LoadReport]:
     """Build a model from a checkpoint, auto-detecting its layout, and report what did not load one-to-one.
 
-    Sources: a vitkit directory; an HF transformers ``save_pretrained`` directory (any model_type with a
+    Sources: a run directory (its exported classifier, else checkpoints/best, else last; see
+    `vitkit.rundir.resolve_model_path`); a vitkit directory; an HF transformers ``save_pretrained`` directory (any model_type with a
     registered converter); a state-dict file (.safetensors, .pth/.pt/.bin/.ckpt, .npz) in a registered layout
     (timm ViT, the JAX release's .npz, ...), detected from its keys or named by `format`.
 
@@ -145,7 +148,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     asks for a new (zero-initialised) head.
 
     Args:
-        path: directory or file.
+        path: a run, model or checkpoint directory, or a weights file.
         strict: raise if any model key is missing or any checkpoint key unused.
         num_classes: classes of the returned model's head; replaces the checkpoint's head if it differs
             (0 removes it).
@@ -158,10 +161,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     Raises:
         ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
     """
-    path = Path(path)
-    in_checkpoint_dir = (path.parent / CONFIG_NAME).is_file() and not format
-    if path.name in (WEIGHTS_NAME, "pytorch_model.bin") and in_checkpoint_dir:
-        path = path.parent  # the weights file of a checkpoint directory: load the directory
+    path = Path(path) if format else resolve_model_path(path)  # `format` names a bare state dict's layout
     fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
     cfg = replace_config(ckpt_cfg, overrides)
     if num_classes is not None and num_classes != getattr(cfg, "num_classes", None):
@@ -189,8 +189,7 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
     if path.is_dir():
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; pass the weights file itself for a bare "
-                                    "state dict")
+            raise UsageError(f"{path} has no {CONFIG_NAME}; expected {ACCEPTED}")
         data = json.loads(config_path.read_text())
         state = _read_dir_weights(path, allow_pickle)
         if _is_vitkit_config(data):

@@ -54,16 +54,10 @@ def predict_logits(model: nn.Module, dataset: Any, transform: Callable | None, d
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a checkpoint directory (DIR/checkpoints/best, a run DIR, or any vitkit weights
-    directory)."""
+    """The model a ``--checkpoint`` value names (see `vitkit.rundir.resolve_model_path`), in eval mode."""
     from ..weights import load_pretrained
 
-    path = Path(checkpoint)
-    for candidate in (path / "checkpoints" / "best", path / "checkpoints" / "last"):
-        if (candidate / "config.json").is_file():
-            path = candidate
-            break
-    return load_pretrained(path).to(device).eval()
+    return load_pretrained(checkpoint).to(device).eval()
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, *, batch_size: int = 256,

@@ -119,17 +119,12 @@ def pretrain(cfg: TrainConfig, mask_ratio: float | None = None, crop_scale: tupl
 def load_encoder(checkpoint: str | Path, allow_pickle: tuple[str, ...] = ()) -> VisionTransformer:
     """The encoder in `checkpoint`, as a plain ViT.
 
-    Accepts a pretrain run directory (its DIR/encoder), a checkpoint directory or file of an MAE / MPP model
-    (its encoder is exported, MAE's fixed positions made learnable) or of a ViT.
+    Accepts what `vitkit.load_pretrained` accepts: a pretrain run directory, a checkpoint directory or file of
+    an MAE / MPP model (its encoder is exported, MAE's fixed positions made learnable) or of a ViT.
     """
     from ..weights import load_pretrained
 
-    path = Path(checkpoint)
-    for candidate in (path / "encoder", path / "checkpoints" / "last"):
-        if (candidate / "config.json").is_file():
-            path = candidate
-            break
-    model = load_pretrained(path, allow_pickle=allow_pickle)
+    model = load_pretrained(checkpoint, allow_pickle=allow_pickle)
     if hasattr(model, "export_encoder"):
         return model.export_encoder()
     if isinstance(model, VisionTransformer):

@@ -88,13 +88,10 @@ def reconstruction_figure(rec: Reconstruction, index: int = 0, min_side: int = 1
 
 
 def load_mae(checkpoint: str | Path, allow_pickle: Sequence[str] = ()) -> MaskedAutoencoder:
-    """The MAE of a pretrain run directory (DIR/checkpoints/last), a checkpoint directory or file."""
+    """The MAE of a pretrain run directory, a checkpoint directory or file (what `load_pretrained` accepts)."""
     from ..weights import load_pretrained
 
-    path = Path(checkpoint)
-    if (path / "checkpoints" / "last" / "config.json").is_file():
-        path = path / "checkpoints" / "last"
-    model = load_pretrained(path, allow_pickle=tuple(allow_pickle))
+    model = load_pretrained(checkpoint, allow_pickle=tuple(allow_pickle))
     if not isinstance(model, MaskedAutoencoder):
         raise ValueError(f"{checkpoint} holds a {type(model).__name__}, not an MAE with its decoder; reconstructions "
                          "need the full pretraining checkpoint")
