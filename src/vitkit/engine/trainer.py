@@ -281,8 +281,11 @@ class Trainer:
 
 
 def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
-    """`data` itself if it is a loader (has ``epoch``), else an ImageLoader over it for this process."""
-    if hasattr(data, "epoch"):
+    """`data` itself if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
+
+    A dataset may carry an ``epoch`` number (WebDataset shards do); only a callable ``epoch`` makes a loader.
+    """
+    if callable(getattr(data, "epoch", None)):
         return data
     from ..data import ImageLoader
 
