@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from vitkit.data import ImageLoader
 from vitkit.data.dense import (
     DenseFolder,
-    DenseLoader,
     DenseTransform,
     ShapesDense,
     load_motorcycle,
@@ -106,7 +106,7 @@ def test_motorcycle_real_pair_with_inf_holes():
 
 def test_dense_loader_is_seeded_and_yields_dicts():
     data = ShapesDense(10, 32, seed=0)
-    loader = DenseLoader(data, 4, shuffle=True, drop_last=True, seed=3)
+    loader = ImageLoader(data, 4, shuffle=True, drop_last=True, seed=3)
     first = [b["labels"] for b in loader.epoch(0)]
     again = [b["labels"] for b in loader.epoch(0)]
     assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again))

@@ -1,5 +1,5 @@
-"""Dense training end to end: the loss falls on the built-in scenes; train_dense writes a run directory the
-`vitkit depth` / `vitkit segment` commands read; separate encoder / decoder learning rates."""
+"""Dense training end to end: the loss falls on the built-in scenes; a depth / segment run writes a run
+directory the `vitkit depth` / `vitkit segment` commands read; separate encoder / decoder learning rates."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from PIL import Image
 from vitkit.cli.main import main
 from vitkit.config import replace_config
 from vitkit.data.dense import DenseTransform, ShapesDense
-from vitkit.engine.config import TrainConfig
-from vitkit.engine.dense import DenseConfig, train_dense
 from vitkit.engine.optim import build_optimizer
 from vitkit.models import create_model
 from vitkit.objectives.depth import DepthObjective
 from vitkit.objectives.segmentation import SegmentationObjective
+from vitkit.runconfig import TrainConfig
+from vitkit.tasks import run
 
 SMALL = {"encoder": {"image_size": (32, 32), "dim": 64, "depth": 2, "num_heads": 2},
          "block_taps": (0, 0, 1, 1),
@@ -54,10 +54,10 @@ def test_encoder_and_decoder_learning_rates():
 def test_train_dense_then_cli_predicts(tmp_path):
     cfg = replace_config(TrainConfig(),
                          {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 8, "amp": False,
-                                         "model": "dpt_tiny_segment", "model_args": SMALL,
-                                         "data.image_size": 32})
-    summary = train_dense(cfg, DenseConfig(task="segment", train_scenes=16, val_scenes=8, scene_size=32,
-                                           encoder_lr_scale=0.5))
+                          "model": "dpt_tiny_segment", "model_args": SMALL, "data.image_size": 32,
+                          "optim.lr_scale": {"encoder": 0.5},
+                          "task": {"kind": "segment", "train_scenes": 16, "val_scenes": 8, "scene_size": 32}})
+    summary = run(cfg)
     assert summary["steps"] == 2 and 0.0 <= summary["val"]["dataset_miou"] <= 1.0
     assert (tmp_path / "run" / "figures" / "dense_examples.png").is_file()
     image = tmp_path / "scene.png"
@@ -67,9 +67,9 @@ def test_train_dense_then_cli_predicts(tmp_path):
     mask = Image.open(tmp_path / "o" / "scene_mask.png")
     assert mask.mode == "P" and mask.size == (48, 48) and np.asarray(mask).max() < 4
     assert Image.open(tmp_path / "o" / "scene_overlay.png").size == (48, 48)
-    # the depth command refuses a segmentation checkpoint, clearly
+    # the depth command refuses a segmentation checkpoint, clearly (a usage mistake: exit 2)
     assert main(["depth", "--checkpoint", str(tmp_path / "run"), str(image), "--out",
-                 str(tmp_path / "o")]) == 1
+                 str(tmp_path / "o")]) == 2
 
 
 def test_depth_cli_writes_png_and_npy(tmp_path):
@@ -95,7 +95,8 @@ def test_train_dense_on_a_folder_of_depth_pairs(tmp_path):
         np.save(tmp_path / "data" / "depth" / f"{i}.npy", data[i]["depth"].numpy())
     cfg = replace_config(TrainConfig(),
                          {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 2, "amp": False,
-                                         "model": "dpt_tiny_depth", "model_args": SMALL, "data.image_size": 32,
-                                         "data.path": str(tmp_path / "data"), "data.val_fraction": 0.34})
-    summary = train_dense(cfg, DenseConfig(task="depth", depth_loss="silog"))
+                          "model": "dpt_tiny_depth", "model_args": SMALL, "data.image_size": 32,
+                          "data.path": str(tmp_path / "data"), "data.val_fraction": 0.34,
+                          "task": {"kind": "depth", "depth_loss": "silog"}})
+    summary = run(cfg)
     assert summary["steps"] == 2 and 0.0 <= summary["val"]["delta1"] <= 1.0  # 4 train / 2 val images

@@ -195,7 +195,7 @@ def test_fit_resumes_and_jsonl_has_no_duplicate_steps(tmp_path):
 
 
 def test_metrics_log_truncates_after_step(tmp_path):
-    log = MetricsLog(tmp_path)
+    log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in (1, 2, 3):
         log.write(step, 0, "train", {"loss": float(step)})
     log.truncate_after(2)

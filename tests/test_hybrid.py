@@ -179,7 +179,7 @@ def test_timm_hybrid_state_dict_loads(tmp_path):
 
 def test_thread_policy_accepts_a_hybrid():
     """The small-model one-thread rule counts FLOPs; a hybrid's trunk is not countable and never small."""
-    from vitkit.engine.run import set_cpu_threads
+    from vitkit.tasks.base import set_cpu_threads
 
     before = torch.get_num_threads()
     try:

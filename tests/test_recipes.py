@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitkit.engine.config import load_train_config
+from vitkit.runconfig import load_train_config
 from vitkit.models import create_model
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

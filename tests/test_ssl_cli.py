@@ -50,7 +50,7 @@ def test_finetune_and_linprobe_from_pretrain(mae_run, tmp_path, capsys) -> None:
 
 def test_pretrain_refuses_a_method_model_mismatch(tmp_path, capsys) -> None:
     assert main(["pretrain", "--method", "mpp", "--model", "mae_vit_tiny_patch4_32", "--out", str(tmp_path),
-                 *RUN]) == 1
+                 *RUN]) == 2
     assert "not an MPP model" in capsys.readouterr().err
 
 

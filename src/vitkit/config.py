@@ -72,7 +72,9 @@ def replace_config(cfg: C, overrides: Mapping[str, Any] | None = None, **kwargs:
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(fields)}"
             raise KeyError(f"{type(cfg).__name__} has no field {name!r}{hint}")
         current = getattr(cfg, name)
-        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+        switches_kind = isinstance(value, Mapping) and value.get("kind", getattr(current, "kind", None)) != \
+            getattr(current, "kind", None)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping) and not switches_kind:
             changes[name] = replace_config(current, value)
         else:
             changes[name] = _coerce(value, hints[name], f"{type(cfg).__name__}.{name}")
@@ -86,6 +88,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, Mapping) and "kind" in value:  # a tagged union: the `kind` picks the member
+            return _tagged_member(value, args, where)
         errors = []
         for option in args:
             try:
@@ -128,6 +132,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise TypeError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _tagged_member(value: Mapping[str, Any], options: tuple[Any, ...], where: str) -> Any:
+    """Build the dataclass among `options` whose ``kind`` field (a Literal) admits ``value["kind"]``."""
+    kinds: dict[Any, Any] = {}
+    for option in options:
+        if dataclasses.is_dataclass(option):
+            hint = typing.get_type_hints(option).get("kind")
+            kinds.update({k: option for k in typing.get_args(hint)})
+    if value["kind"] not in kinds:
+        raise TypeError(f"{where}.kind: {value['kind']!r} is not one of {list(kinds)}")
+    return config_from_dict(kinds[value["kind"]], value)
 
 
 def parse_set_items(items: list[str]) -> dict[str, Any]:

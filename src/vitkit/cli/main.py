@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code: 0 done, 1 the run failed (disk, lock, divergence), 2 a usage
+    mistake (path, config value, option), 130 / 143 interrupted by SIGINT / SIGTERM (a checkpoint saved)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -42,12 +44,40 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed early
         return 0
-    except (ValueError, KeyError, FileNotFoundError, TypeError, ImportError) as e:
-        # User errors: say what is wrong without a traceback (use -v to see one).
-        if args.verbose:
-            raise
-        print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"vitkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        code = exit_code(e)
+        if code is None or args.verbose:
+            raise  # a bug, not a user mistake: the traceback is the report (-v shows one for any error)
+        print(f"vitkit {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return code
+
+
+def exit_code(e: BaseException) -> int | None:
+    """2 for a mistake in what was asked, 1 for an environment failure, None for an unexpected error."""
+    import yaml
+
+    from ..errors import VitkitError
+
+    if isinstance(e, VitkitError):
+        return e.exit_code
+    if isinstance(e, (ValueError, KeyError, TypeError, yaml.YAMLError, FileNotFoundError, NotADirectoryError,
+                      IsADirectoryError, FileExistsError, ImportError)):
+        return 2
+    if isinstance(e, OSError):  # disk full, permission denied, read-only file system
         return 1
+    return None
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message without Python's decorations (KeyError quotes), on as few lines as it has."""
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        text = f"{e.strerror}{where}; free space or fix permissions there, then re-run (a resumed run continues)"
+    return str(text) or type(e).__name__
 
 
 if __name__ == "__main__":

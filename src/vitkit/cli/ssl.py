@@ -1,7 +1,8 @@
 """`vitkit pretrain | finetune | linprobe | reconstruct`: self-supervised pretraining and its evaluation.
 
-Each subcommand parses its options into the engine's TrainConfig (defaults < --config FILE.yaml < options <
---set key=value) and calls one function of `vitkit.selfsup` (or `vitkit.viz.reconstruction`).
+Each training subcommand parses its options into a TrainConfig with its task section (defaults < --config
+FILE.yaml < options < --set key=value) and calls `vitkit.tasks.run`, as `vitkit train` does; `reconstruct`
+calls `vitkit.viz.reconstruction`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _train_config(args: argparse.Namespace, **extra):
     from ..config import parse_set_items
-    from ..engine.config import load_train_config
+    from ..runconfig import load_train_config
 
     options = {"data.path": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
                "out": args.out, "seed": args.seed, "device": args.device, **extra}
@@ -40,8 +41,8 @@ def _evaluation_parser(sub: argparse._SubParsersAction, name: str, help: str, po
     p.add_argument("--from", dest="checkpoint", required=True, metavar="CKPT",
                    help="pretrain run directory, checkpoint directory or file; 'scratch' for a random --model")
     p.add_argument("--model", metavar="NAME", help="ViT preset used with --from scratch")
-    p.add_argument("--pool", choices=["cls", "avg"], default=pool, help=f"features pooled from (default {pool})")
-    p.add_argument("--label-fraction", type=float, default=1.0, help="share of training labels used (stratified)")
+    p.add_argument("--pool", choices=["cls", "avg"], help=f"features pooled from (default {pool})")
+    p.add_argument("--label-fraction", type=float, help="share of training labels used (stratified; default 1)")
     p.add_argument("--allow-pickle", action="append", default=[], metavar="NAME",
                    help="global a trusted pickle checkpoint may use, e.g. argparse.Namespace (repeatable)")
     _common(p)
@@ -78,41 +79,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from ..selfsup import pretrain
+    from .train import report_run
 
-    cfg = _train_config(args, model=args.model or DEFAULT_PRESETS[args.method])
-    summary = pretrain(cfg, mask_ratio=args.mask_ratio, method=args.method)
-    print(f"pretrained {summary['model']} for {summary['epochs']} epochs in {summary['train_seconds']:.0f}s; "
-          f"val {json.dumps(summary['val'])}; encoder: {summary.get('encoder')}")
-    return 0
+    return report_run(_train_config(args, model=args.model or DEFAULT_PRESETS[args.method], **{
+        "task.kind": "pretrain", "task.method": args.method, "task.mask_ratio": args.mask_ratio}))
 
 
-def _report(summary: dict) -> int:
-    val = summary.get("val") or {}
-    print(f"held-out accuracy {val.get('acc1', float('nan')):.2%} on {val.get('num_samples', 0)} images "
-          f"({summary['train_images']} training images, {summary['train_seconds']:.0f}s)")
-    return 0
+def _evaluation_options(args: argparse.Namespace, kind: str) -> dict:
+    """The task section of `finetune` / `linprobe`; --model only goes with --from scratch."""
+    from ..errors import UsageError
+
+    scratch = args.checkpoint == "scratch"
+    if args.model and not scratch:
+        raise UsageError(f"--model is for --from scratch; the encoder of {args.checkpoint} decides the model")
+    return {"model": args.model if scratch else None, "task.kind": kind,
+            "task.init": None if scratch else args.checkpoint, "task.pool": args.pool,
+            "task.label_fraction": args.label_fraction, "task.allow_pickle": args.allow_pickle or None}
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..selfsup import finetune
+    from .train import report_run
 
-    cfg = _train_config(args, model=args.model, **{
+    return report_run(_train_config(args, **_evaluation_options(args, "finetune"), **{
         "optim.layer_decay": args.layer_decay, "model_args.drop_path_rate": args.drop_path,
         "augment.mixup_alpha": args.mixup, "augment.cutmix_alpha": args.cutmix,
-        "augment.label_smoothing": args.smoothing})
-    checkpoint = None if args.checkpoint == "scratch" else args.checkpoint
-    return _report(finetune(checkpoint, cfg, pool=args.pool, label_fraction=args.label_fraction,
-                            allow_pickle=tuple(args.allow_pickle)))
+        "augment.label_smoothing": args.smoothing}))
 
 
 def run_linprobe(args: argparse.Namespace) -> int:
-    from ..selfsup import linprobe
+    from .train import report_run
 
-    checkpoint = None if args.checkpoint == "scratch" else args.checkpoint
-    return _report(linprobe(checkpoint, _train_config(args, model=args.model), pool=args.pool,
-                            label_fraction=args.label_fraction, cache=not args.no_cache,
-                            allow_pickle=tuple(args.allow_pickle)))
+    return report_run(_train_config(args, **_evaluation_options(args, "linprobe"),
+                                    **{"task.cache": False if args.no_cache else None}))
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:

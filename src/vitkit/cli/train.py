@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--task depth|segment, a DPT on dense pairs or built-in scenes), with "
                                    "automatic resume, held-out evaluation, figures and a report in --out.",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["classify", "depth", "segment"], default="classify",
+    p.add_argument("--task", choices=["classify", "depth", "segment"], default=None,
                    help="classify (default); depth or segment train a DPT (default: the tiny DPT on built-in "
                         "procedural scenes; --data DIR with images/ + depth/ or masks/ for your own pairs)")
     p.add_argument("--data", metavar="PATH", help="folder of class subfolders (DATA/<class>/*, or DATA/train "
@@ -57,46 +57,60 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..config import parse_set_items, replace_config
-    from ..engine.config import load_train_config
-    from ..engine.run import train_classifier
+    from ..runconfig import load_train_config
 
     options = {"data.path": args.data, "model": args.model, "epochs": args.epochs,
                "batch_size": args.batch_size,
                "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device,
                "compile": args.compile, "amp": args.amp, "data.num_workers": args.workers,
-               "data.strict": args.strict_data or None, "tensorboard": args.tensorboard or None}
-    if args.task != "classify":
-        options["dense.task"] = args.task
+               "data.strict": args.strict_data or None, "tensorboard": args.tensorboard or None,
+               "task.kind": None if args.task is None else args.task}
     given = {k: v for k, v in options.items() if v is not None}
     cfg = load_train_config(args.config, {**given, **parse_set_items(args.set)})
     if not cfg.out:
         cfg = replace_config(cfg, out=default_out(cfg))
-    if cfg.dense is not None:
-        from ..engine.dense import train_dense
+    return report_run(cfg)
 
-        summary = train_dense(cfg, cfg.dense)
-        print(f"held-out {cfg.dense.task} metrics: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in summary.get("val", {}).items() if isinstance(v, float)) + f"; run: {cfg.out}")
-        return 143 if summary.get("interrupted") else 0
-    summary = train_classifier(cfg)
+
+def report_run(cfg) -> int:
+    """Run `cfg` through `vitkit.tasks.run` and print where it got to: the last and the best checkpoint's
+    figures, or how to resume an interrupted run. Returns the exit code (128 + signal when interrupted)."""
+    from ..engine.runtime import signal_exit_code
+    from ..tasks import run
+
+    summary = run(cfg)
     if summary.get("interrupted"):
-        print(f"interrupted at step {summary['steps']}; checkpoint saved. Re-run the same command to resume.")
-        return 143
-    val = summary.get("val")
-    if val:
-        print(f"held-out accuracy: {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) on {val['num_samples']} "
-              f"images; {summary['epochs']} epochs in {summary['train_seconds']:.0f}s; run: {cfg.out}")
+        print(f"interrupted ({summary['interrupted']}) at step {summary['steps']}; checkpoint saved in "
+              f"{cfg.out}/checkpoints/last. Re-run the same command to resume.")
+        return signal_exit_code(summary["interrupted"])
+    print(f"{summary['task']}: {summary['epochs']} epochs, {summary['steps']} steps in "
+          f"{summary['train_seconds']:.0f}s; run: {cfg.out}")
+    val = summary.get("val") or {}
+    if "acc1" in val:
+        print(f"last (checkpoints/last, epoch {summary['epochs']}): held-out accuracy {val['acc1']:.2%} "
+              f"(top-5 {val['acc5']:.2%}) on {val['num_samples']} images")
+    elif val:
+        print(f"last (checkpoints/last, epoch {summary['epochs']}): held-out " + ", ".join(
+            f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
     if "val_flip_tta" in summary:
-        print(f"with flip test-time augmentation: {summary['val_flip_tta']['acc1']:.2%}")
+        print(f"  with flip test-time augmentation: {summary['val_flip_tta']['acc1']:.2%}")
+    best = summary.get("best")
+    if best:
+        print(f"best (checkpoints/best, epoch {best['epoch']}): {best['metric']} {best['value']:.4f}; "
+              "eval, predict and the report use this one")
+    for export in ("encoder", "classifier"):
+        if export in summary:
+            print(f"{export}: {summary[export]}")
     return 0
 
 
 def default_out(cfg) -> str:
     from pathlib import Path
 
-    data = Path(cfg.data.path).name if cfg.data.path else ("scenes" if cfg.dense else "digits")
-    task = f"{cfg.dense.task}-" if cfg.dense else ""
-    return str(Path("runs") / f"{task}{data}-{cfg.model}")
+    kind = cfg.task.kind
+    data = Path(cfg.data.path).name if cfg.data.path else ("scenes" if kind in ("depth", "segment") else "digits")
+    prefix = "" if kind == "classify" else f"{kind}-"
+    return str(Path("runs") / f"{prefix}{data}-{cfg.model}")
 
 
 def _register_eval(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from .builtin import BUILTIN_DATASETS, DEFAULT_BUILTIN, load_builtin
 from .folder import ImageFolder, InMemoryImages, find_samples
 from .split import split_indices
@@ -38,10 +40,11 @@ class DataConfig:
     """Where the data is and how it is read (the ``data`` section of a training config).
 
     Attributes:
-        path: None = the default built-in set; a built-in name; an image folder; or WebDataset shards.
+        path: None = the default built-in set; a built-in name (``digits``, or ``builtin:digits``, which no
+            folder can shadow; a resolved config writes that form); an image folder; or WebDataset shards.
         val_path: held-out folder or shards, overriding the automatic choice.
-        val_fraction: share held out by the seeded split when no val folder exists (0 = no val set);
-            built-in sets always use their own fixed held-out split.
+        val_fraction: share held out by the seeded split when no val folder exists (0 = no val set; None =
+            0.1); built-in sets always use their own fixed held-out split (None, or that fraction).
         split_seed: seed of that split (independent of the training seed).
         image_size: storage size: an int resizes the shorter side and centre-crops a square (so mixed
             sizes can be batched and held in memory); None keeps native sizes.
@@ -56,7 +59,7 @@ class DataConfig:
 
     path: str | None = None
     val_path: str | None = None
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     split_seed: int = 0
     image_size: int | None = None
     channels: int = 3
@@ -94,22 +97,24 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> DataSplits:
         KeyError: a name that is neither a path nor a built-in set.
     """
     path = cfg.path or DEFAULT_BUILTIN
-    if path in BUILTIN_DATASETS and not Path(path).exists():
-        return _builtin_splits(path, cfg)
+    name = builtin_name(path)
+    if name is not None:
+        return _builtin_splits(name, cfg)
     if _is_shards(path):
         from .webdataset import build_webdataset_splits
 
         return build_webdataset_splits(cfg)
     root = Path(path)
     if not root.exists():
-        raise FileNotFoundError(f"--data {path!r} is neither an existing path nor a built-in dataset "
-                                f"{sorted(BUILTIN_DATASETS)}")
+        raise UsageError(f"--data {path!r} is neither an existing path nor a built-in dataset "
+                         f"{sorted(BUILTIN_DATASETS)}")
     train_root, val_root = _folder_roots(root, cfg.val_path)
     train_samples, classes = find_samples(train_root)
     if val_root is not None:
         val_samples, _ = find_samples(val_root, classes)
-    elif cfg.val_fraction > 0:
-        train_idx, val_idx = split_indices([t for _, t in train_samples], cfg.val_fraction, cfg.split_seed)
+    elif folder_val_fraction(cfg) > 0:
+        train_idx, val_idx = split_indices([t for _, t in train_samples], folder_val_fraction(cfg),
+                                           cfg.split_seed)
         val_samples = [train_samples[i] for i in val_idx]
         train_samples = [train_samples[i] for i in train_idx]
     else:
@@ -123,6 +128,50 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> DataSplits:
         train = train.load(cfg.decode_workers, progress)
         val = val.load(cfg.decode_workers, progress) if val is not None else None
     return DataSplits(train, val, classes)
+
+
+BUILTIN_PREFIX = "builtin:"
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def builtin_name(path: str) -> str | None:
+    """The built-in set `path` names (``builtin:NAME``, or a bare NAME that is not an existing path)."""
+    if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX):]
+        if name not in BUILTIN_DATASETS:
+            raise UsageError(f"unknown built-in dataset {name!r}; choose from {sorted(BUILTIN_DATASETS)}")
+        return name
+    return path if path in BUILTIN_DATASETS and not Path(path).exists() else None
+
+
+def folder_val_fraction(cfg: DataConfig) -> float:
+    return DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
+
+
+def resolve_data(cfg: DataConfig, channels: int, image_size: int | None) -> DataConfig:
+    """`cfg` as it will run: the model's channels and storage size, an absolute path (``builtin:NAME`` for a
+    built-in set, so no folder of that name can shadow it) and the held-out fraction actually used.
+
+    Raises:
+        UsageError: a path that does not exist, or a val_fraction a built-in set cannot honour.
+    """
+    path = cfg.path or DEFAULT_BUILTIN
+    name = builtin_name(path)
+    changes: dict = {"channels": channels, "image_size": image_size}
+    if name is not None:
+        fraction = BUILTIN_DATASETS[name].val_fraction
+        if cfg.val_fraction not in (None, fraction):
+            raise UsageError(f"the built-in {name!r} set has a fixed held-out split of {fraction:.0%}; remove "
+                             f"data.val_fraction={cfg.val_fraction}, or export the set to a folder")
+        changes.update(path=BUILTIN_PREFIX + name, val_fraction=fraction)
+    elif not _is_shards(path) and not Path(path).exists():
+        raise UsageError(f"--data {path!r} is neither an existing path nor a built-in dataset "
+                         f"{sorted(BUILTIN_DATASETS)}")
+    else:
+        changes.update(path=os.path.abspath(os.path.expanduser(path)), val_fraction=folder_val_fraction(cfg))
+    if cfg.val_path is not None:
+        changes["val_path"] = os.path.abspath(os.path.expanduser(cfg.val_path))
+    return dataclasses.replace(cfg, **changes)
 
 
 def _builtin_splits(name: str, cfg: DataConfig) -> DataSplits:
@@ -142,7 +191,7 @@ def _resized(data: InMemoryImages, size: int | None) -> InMemoryImages:
 
 def _folder_roots(root: Path, val_path: str | None) -> tuple[Path, Path | None]:
     if not root.is_dir():
-        raise NotADirectoryError(f"{root} is a file; give a folder of class subfolders or .tar shards")
+        raise UsageError(f"--data {root} is a file; give a folder of class subfolders or .tar shards")
     train_root = root / "train" if (root / "train").is_dir() else root
     if val_path is not None:
         return train_root, Path(val_path)

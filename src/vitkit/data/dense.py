@@ -2,8 +2,8 @@
 
 Every dataset here yields dicts: ``images`` uint8 (3, H, W) and, by task, ``depth`` float32 (H, W) with
 ``valid`` bool (H, W) (False where depth is missing), or ``labels`` int64 (H, W) (`ignore_index` where
-unlabelled). `get_batch(indices)` returns the same keys batched; `DenseLoader` serves them in the trainer's
-seeded order.
+unlabelled). `get_batch(indices)` returns the same keys batched; `vitkit.data.ImageLoader` serves
+them in the trainer's seeded order.
 
 * `ShapesDense`: the built-in procedural scenes (`vitkit.data.shapes`), exact depth and labels, seeded.
 * `DenseFolder`: ``root/images/*`` with ``root/depth/<stem>.png`` (16-bit, 0 = missing) or ``.npy``
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .loader import ImageLoader
 from .shapes import SHAPE_CLASSES, render_scenes
 from .transforms import normalize
 
@@ -50,15 +49,6 @@ class InMemoryDense:
     def get_batch(self, indices: Tensor | Sequence[int]) -> dict[str, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {k: v[idx] for k, v in self.tensors.items()}
-
-
-class DenseLoader(ImageLoader):
-    """`ImageLoader`'s seeded, resumable, shardable batch order over an in-memory dense set, yielding dict
-    batches (``get_batch``) instead of (images, targets)."""
-
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict[str, Tensor]]:
-        for index in self.batch_indices(epoch)[start_batch:]:
-            yield self.dataset.get_batch(index)
 
 
 class ShapesDense(InMemoryDense):

@@ -105,6 +105,10 @@ class InMemoryImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.targets[index])
 
+    def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images uint8 (B, C, H, W), targets (B,)) at `index`."""
+        return self.images[index], self.targets[index]
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

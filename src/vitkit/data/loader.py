@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from .folder import InMemoryImages, SkippedSample, collate_samples
+from .folder import SkippedSample, collate_samples
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ class ImageLoader:
     """Seeded batches of one dataset split.
 
     Args:
-        dataset: `InMemoryImages`, `ImageFolder`, or any map-style dataset of ``(image (C,H,W), target)``.
+        dataset: `InMemoryImages`, `ImageFolder`, any map-style dataset of ``(image (C,H,W), target)``, or
+            one held in memory with ``get_batch(index)`` (dense sets, cached features), batched by one gather.
         batch_size: samples per batch on this process.
         shuffle: permute every epoch (seeded by ``seed`` and the epoch); False keeps dataset order.
         drop_last: drop a last incomplete global batch (use for training).
@@ -105,11 +106,10 @@ class ImageLoader:
             yield from itertools.islice(self._stream(epoch), start_batch, None)
             return
         batches = self.batch_indices(epoch)[start_batch:]
-        if isinstance(self.dataset, InMemoryImages):
-            images, targets = self.dataset.images, self.dataset.targets
+        if callable(getattr(self.dataset, "get_batch", None)):  # in memory: a batch is one tensor gather
             for index in batches:
-                batch = images[index], targets[index]
-                yield (batch[0].pin_memory(), batch[1].pin_memory()) if self.pin_memory else batch
+                batch = self.dataset.get_batch(index)
+                yield _pinned(batch) if self.pin_memory else batch
             return
         loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches],
                             num_workers=self.num_workers, collate_fn=collate_samples,
@@ -142,3 +142,9 @@ class ImageLoader:
     def num_skipped(self) -> int:
         """Distinct samples found unreadable so far (while loading into memory or while streaming)."""
         return len(self.skipped)
+
+
+def _pinned(batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return {k: v.pin_memory() for k, v in batch.items()}
+    return tuple(t.pin_memory() for t in batch)

@@ -2,7 +2,8 @@
 logging."""
 
 from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint_state, save_checkpoint
-from .config import AugmentConfig, OptimConfig, TrainConfig, load_train_config, save_train_config
+from ..data.transforms import AugmentConfig
+from ..runconfig import OptimConfig, TrainConfig, load_train_config, save_train_config
 from .ema import ModelEMA
 from .optim import build_optimizer, build_param_groups, layer_decay_scales, layer_id
 from .schedule import warmup_cosine_lr

@@ -216,8 +216,8 @@ def check_same_model(directory: str | Path, model: nn.Module) -> None:
     """
     from ..models.registry import config_to_json_dict
 
-    saved = _flatten(json.loads((Path(directory) / "config.json").read_text()))
-    current = _flatten(json.loads(json.dumps(config_to_json_dict(model.config))))
+    saved = flatten(json.loads((Path(directory) / "config.json").read_text()))
+    current = flatten(json.loads(json.dumps(config_to_json_dict(model.config))))
     diff = [f"  {k}: {saved.get(k, '<missing>')!r} → {current[k]!r}" for k in sorted(current)
             if saved.get(k, "<missing>") != current[k]]
     if diff:
@@ -226,11 +226,12 @@ def check_same_model(directory: str | Path, model: nn.Module) -> None:
                          + "\nuse another --out directory, or restore the model settings")
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
     for k, v in data.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import UsageError
+
 log = logging.getLogger(__name__)
 
 
@@ -35,9 +37,20 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """"auto" → this process's CUDA device if there is one, else CPU; other names pass to torch.device."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                         f"{'no GPU found' if torch.backends.cuda.is_built() else 'built without CUDA'}); "
+                         "use --device cpu or auto")
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise UsageError(f"--device {name}: vitkit runs on cpu or cuda")
     return device
 
 

@@ -14,16 +14,19 @@ log = logging.getLogger(__name__)
 
 
 class MetricsLog:
-    """Writes ``{"step", "epoch", "split", ...}`` lines to DIR/metrics.jsonl; only the main process writes.
+    """Writes ``{"step", "epoch", "split", ...}`` lines to `path` (RUN/metrics.jsonl); only the main process
+    writes.
 
     On resume from step s, entries with step > s (written after the checkpoint being resumed) are dropped
     first, so the file never holds a step twice.
     """
 
-    def __init__(self, out_dir: Path, enabled: bool = True, tensorboard: bool = False) -> None:
-        self.path = Path(out_dir) / "metrics.jsonl"
+    def __init__(self, path: Path, tensorboard: Path | None = None, enabled: bool = True) -> None:
+        self.path = Path(path)
         self.enabled = enabled
-        self.tb = _tensorboard_writer(Path(out_dir) / "tensorboard") if enabled and tensorboard else None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tb = _tensorboard_writer(tensorboard) if enabled and tensorboard is not None else None
 
     def truncate_after(self, step: int) -> None:
         """Keep only entries with step <= `step` (a fresh run passes -1 and starts an empty file)."""

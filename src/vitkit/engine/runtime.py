@@ -34,23 +34,36 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 
 class StopFlag:
-    """Set by SIGTERM while installed (`catch_sigterm`), so the loop can finish a step and checkpoint."""
+    """Set to the signal's name by SIGTERM or SIGINT while installed (`catch_signals`), so the loop can finish
+    a step and checkpoint; a second SIGINT stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested: str | None = None
 
     @contextlib.contextmanager
-    def catch_sigterm(self) -> Iterator["StopFlag"]:
+    def catch_signals(self) -> Iterator[StopFlag]:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signal handlers can only be installed from the main thread
             return
 
         def request(signum: int, frame: Any) -> None:
-            log.warning("SIGTERM: finishing this step and writing a checkpoint")
-            self.requested = True
+            name = signal.Signals(signum).name
+            if self.requested == "SIGINT" and name == "SIGINT":
+                raise KeyboardInterrupt
+            log.warning("%s: finishing this step and writing a checkpoint", name)
+            self.requested = name
 
-        previous = signal.signal(signal.SIGTERM, request)
+        previous = {sig: signal.signal(sig, request) for sig in self.SIGNALS.values()}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def signal_exit_code(name: str) -> int:
+    """The shell's exit status for a process stopped by signal `name`: 128 + its number (SIGTERM 143,
+    SIGINT 130)."""
+    return 128 + StopFlag.SIGNALS[name].value

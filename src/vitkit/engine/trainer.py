@@ -23,10 +23,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import config_to_dict
+from ..errors import RunFailure, UsageError, require
 from ..objectives import Objective
+from ..rundir import RunDir
+from ..runconfig import RESUMABLE_CHANGES, TrainConfig, train_config_from_dict
 from . import checkpoint as ckpt
 from .batches import batch_size_of, split_batch, to_device
-from .config import TrainConfig, save_train_config
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
 from .ema import ModelEMA
 from .logs import MetricsLog, Progress
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 BatchTransform = Callable[[Any, torch.Generator], Any]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(RunFailure):
     """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
@@ -53,21 +55,29 @@ class Trainer:
     function of (seed, e) — like `vitkit.data.ImageLoader`. A plain dataset of ``(image, target)`` is wrapped
     in an ImageLoader with ``cfg.batch_size`` split over the processes. Batches go to the device, then through
     `train_transform` / `eval_transform` (augmentation, normalisation), then to the objective. `select` names
-    the validation metric whose maximum picks DIR/checkpoints/best.
+    the validation metric whose maximum picks RUN/checkpoints/best (``ema_<select>`` and the EMA's weights
+    when ``cfg.best_weights == "ema"``). The optimizer comes from ``cfg.optim`` (AdamW groups, layer decay,
+    per-prefix lr scales).
     """
 
     def __init__(self, model: nn.Module, objective: Objective, train_data: Any, val_data: Any,
                  cfg: TrainConfig, out_dir: str | Path, *, train_transform: BatchTransform | None = None,
-                 eval_transform: BatchTransform | None = None, select: str = "acc1") -> None:
-        self.cfg, self.objective, self.out_dir = cfg, objective, Path(out_dir)
-        self.select, self.train_transform, self.eval_transform = select, train_transform, eval_transform
+                 eval_transform: BatchTransform | None = None, select: str = "acc1",
+                 select_mode: str = "max") -> None:
+        check_loop_config(cfg)
+        self.cfg, self.objective, self.run = cfg, objective, RunDir(out_dir)
+        self.out_dir = self.run.root
+        self.select = f"ema_{select}" if cfg.best_weights == "ema" else select
+        require(select_mode in ("max", "min"), f"select_mode must be 'max' or 'min', got {select_mode!r}")
+        self.sign = 1.0 if select_mode == "max" else -1.0  # best = the largest sign × metric
+        self.train_transform, self.eval_transform = train_transform, eval_transform
         self.device = resolve_device(cfg.device, _local_rank())
         self.dist = init_distributed(self.device)
         self.train_data = as_loader(train_data, cfg, self.dist, train=True)
         self.val_data = as_loader(val_data, cfg, self.dist, train=False) if val_data is not None else None
         self.model = model.to(self.device)
         o = cfg.optim
-        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay)
+        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay, o.lr_scale)
         self.ema = ModelEMA(self.model, o.ema_decay) if o.ema_decay else None
         self.forward_model: nn.Module = self.model
         if self.dist.enabled:
@@ -80,26 +90,29 @@ class Trainer:
         self.warmup_steps = round(o.warmup_epochs * self.steps_per_epoch)
         self.step = self.epoch = self.batch_in_epoch = 0  # sampler position = (epoch, batch_in_epoch)
         self.best: float | None = None
+        self.best_epoch: int | None = None
         self.nonfinite_total = self.nonfinite_run = 0
-        self.interrupted = False
+        self.interrupted: str | None = None  # "SIGTERM" / "SIGINT" when a signal stopped the run
         self.epoch_seconds = 0.0  # training time of the last epoch (this session's part of it after a resume)
+        self.train_seconds = 0.0  # training time of the whole run, over all sessions
         self.stop = StopFlag()
-        self.logger = MetricsLog(self.out_dir, self.dist.is_main, cfg.tensorboard)
+        self.logger = MetricsLog(self.run.metrics, self.run.tensorboard if cfg.tensorboard else None,
+                                 self.dist.is_main)
         self.progress = Progress(self.dist.is_main)
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train to `cfg.epochs` (resuming from DIR/checkpoints/last if present); return the last val metrics.
+        """Train to `cfg.epochs` (resuming from RUN/checkpoints/last if present); return the last val metrics.
 
-        On SIGTERM the current step finishes, a checkpoint is written and `fit` returns with `interrupted`
-        set.
+        A resume that is refused (another model or settings) raises before anything on disk changes; then
+        RUN/config.yaml is written. On SIGTERM or SIGINT the current step finishes, a checkpoint is written
+        and `fit` returns with `interrupted` set to the signal's name.
         """
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_train_config(self.cfg, self.out_dir / "config.yaml")
         self.resume()
+        if self.dist.is_main:
+            self.run.write_config(config_to_dict(self.cfg))
         val: dict[str, float] = {}
-        with self.stop.catch_sigterm(), deterministic_algorithms(self.cfg.deterministic):
+        with self.stop.catch_signals(), deterministic_algorithms(self.cfg.deterministic):
             for epoch in range(self.epoch, self.cfg.epochs):
                 line = self.train_epoch(epoch)
                 if self.interrupted:
@@ -112,8 +125,10 @@ class Trainer:
                     val = self.evaluate()
                     self.logger.write(self.step, epoch, "val", {**val, "epoch_seconds": self.epoch_seconds})
                     line += "  val " + _fmt(val)
-                improved = self.select in val and (self.best is None or val[self.select] > self.best)
-                self.best = val[self.select] if improved else self.best
+                improved = self.select in val and (self.best is None
+                                                   or self.sign * val[self.select] > self.sign * self.best)
+                if improved:
+                    self.best, self.best_epoch = val[self.select], epoch + 1
                 self.save(best=improved)
                 self.progress.end_epoch(line)
         self.logger.close()
@@ -143,12 +158,13 @@ class Trainer:
                 window, window_start = MeanMetrics(), time.perf_counter()
             if self._should_stop():
                 self.save()
-                self.interrupted = True
+                self.interrupted = self.stop.requested or "SIGTERM"
                 return ""
             mid_epoch = self.batch_in_epoch < self.steps_per_epoch  # epoch ends save after evaluating
             if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and mid_epoch:
                 self.save()
         took = self.epoch_seconds = time.perf_counter() - start
+        self.train_seconds += took
         notes = [f"{images / max(took, 1e-9):.0f} img/s", f"{took:.1f}s"]
         if self.nonfinite_total:
             notes.append(f"non-finite steps {self.nonfinite_total}")
@@ -226,36 +242,42 @@ class Trainer:
         return meter.compute()
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.out_dir / "checkpoints"
-
     def save(self, best: bool = False) -> None:
-        """Write DIR/checkpoints/last (and copy it to best) on the main process; others wait."""
+        """Write RUN/checkpoints/last (and best: a copy, or the EMA weights) on the main process; others
+        wait."""
         if self.dist.is_main:
             tensors, meta = ckpt.pack_training_state(self.optimizer, self.ema)
             meta.update(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best=self.best,
-                        nonfinite_total=self.nonfinite_total, config=config_to_dict(self.cfg))
-            last = ckpt.save_checkpoint(self.checkpoint_dir / "last", self.model, tensors, meta)
-            if best:
-                ckpt.copy_checkpoint(last, self.checkpoint_dir / "best")
+                        best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total,
+                        train_seconds=self.train_seconds,
+                        config=config_to_dict(self.cfg))
+            last = ckpt.save_checkpoint(self.run.checkpoint("last"), self.model, tensors, meta)
+            if best and self.cfg.best_weights == "ema":
+                ckpt.save_checkpoint(self.run.checkpoint("best"), self.ema.module, tensors, meta)
+            elif best:
+                ckpt.copy_checkpoint(last, self.run.checkpoint("best"))
         barrier()
 
     def resume(self) -> bool:
-        """Load DIR/checkpoints/last if it exists; refuse when the model config differs. True if resumed."""
-        found = ckpt.find_checkpoint(self.checkpoint_dir / "last")
+        """Load RUN/checkpoints/last if it exists; refuse (changing nothing) when the model or a setting that
+        decides what the run computes differs from the checkpoint's. True if resumed."""
+        found = ckpt.find_checkpoint(self.run.checkpoint("last"))
         if found is None:
-            self.logger.truncate_after(-1)
+            if self.dist.is_main:
+                self.logger.truncate_after(-1)
             return False
         ckpt.check_same_model(found, self.model)
         model_state, meta, tensors = ckpt.load_checkpoint_state(found)
+        check_same_settings(found, meta.get("config", {}), config_to_dict(self.cfg))
         self.model.load_state_dict(model_state)
         ckpt.unpack_training_state(tensors, meta, self.optimizer, self.ema, restore_rng=self.dist.is_main)
         if not self.dist.is_main:  # only rank 0's generators are saved; the others reseed, tied to the step
             seed_everything(self.cfg.seed * 7919 + self.dist.rank * 104_729 + meta["step"])
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
         self.best, self.nonfinite_total = meta["best"], meta["nonfinite_total"]
-        self.logger.truncate_after(self.step)
+        self.best_epoch, self.train_seconds = meta.get("best_epoch"), meta.get("train_seconds", 0.0)
+        if self.dist.is_main:
+            self.logger.truncate_after(self.step)
         log.info("resumed from %s at epoch %d, step %d", found, self.epoch, self.step)
         return True
 
@@ -275,8 +297,8 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         if not self.dist.enabled:
-            return self.stop.requested
-        flag = torch.tensor([float(self.stop.requested)], device=self.device)
+            return self.stop.requested is not None
+        flag = torch.tensor([float(self.stop.requested is not None)], device=self.device)
         return bool(all_reduce_sum(flag).item())  # every rank stops at the same step
 
 
@@ -284,15 +306,54 @@ def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
     """`data` itself if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
 
     A dataset may carry an ``epoch`` number (WebDataset shards do); only a callable ``epoch`` makes a loader.
+    This is the one place the global batch is split: ``cfg.batch_size / world_size`` images per process.
     """
     if callable(getattr(data, "epoch", None)):
         return data
     from ..data import ImageLoader
 
     if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
+        raise UsageError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
     return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
                        num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size)
+
+
+def check_loop_config(cfg: TrainConfig) -> None:
+    """Refuse loop settings the Trainer cannot honour, with the field name and what to give."""
+    o = cfg.optim
+    for name, value, low in (("epochs", cfg.epochs, 1), ("batch_size", cfg.batch_size, 1),
+                             ("eval_every", cfg.eval_every, 1), ("log_every", cfg.log_every, 1),
+                             ("ckpt_every", cfg.ckpt_every, 0), ("max_nonfinite", cfg.max_nonfinite, 1),
+                             ("optim.accum_steps", o.accum_steps, 1)):
+        require(value >= low, f"{name} must be >= {low}, got {value}")
+    require(cfg.batch_size % o.accum_steps == 0,
+            f"batch_size {cfg.batch_size} must be divisible by optim.accum_steps {o.accum_steps}")
+    require(o.lr > 0 and o.min_lr >= 0, f"optim.lr must be > 0 and optim.min_lr >= 0, got {o.lr}, {o.min_lr}")
+    require(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    require(o.clip_grad is None or o.clip_grad > 0, f"optim.clip_grad must be > 0 or null, got {o.clip_grad}")
+    require(o.ema_decay is None or 0 < o.ema_decay < 1, f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
+    require(cfg.best_weights == "raw" or o.ema_decay is not None,
+            "best_weights=ema needs an EMA: set optim.ema_decay (e.g. 0.999)")
+
+
+def check_same_settings(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume when a setting that decides what the run computes (batch size, data, task, optimizer,
+    ...) differs from the checkpoint's; settings in `RESUMABLE_CHANGES` may change.
+
+    Raises:
+        UsageError: listing each differing field as ``field: checkpoint → now``.
+    """
+    if not saved:
+        return
+    saved_flat = ckpt.flatten(config_to_dict(train_config_from_dict(saved)))  # older files: today's fields
+    current_flat = ckpt.flatten(current)
+    diff = [f"{k}: {saved_flat.get(k, '<missing>')!r} → {current_flat.get(k, '<missing>')!r}"
+            for k in sorted(set(saved_flat) | set(current_flat))
+            if not k.startswith(RESUMABLE_CHANGES) and saved_flat.get(k, "<missing>") != current_flat.get(k,
+                                                                                              "<missing>")]
+    if diff:
+        raise UsageError(f"refusing to resume {checkpoint}: the run was started with other settings "
+                         f"({'; '.join(diff)}); restore them, or use another --out for a new run")
 
 
 def _local_rank() -> int:

@@ -1,0 +1,137 @@
+"""The task contract: what every task hands the runner, and the pieces the labelled tasks share.
+
+A task module (classify, dense, pretrain, finetune, linprobe) has two functions:
+
+* ``build(cfg) -> TaskParts``: the model, objective, data and transforms the run config asks for, and the
+  *resolved* config (what will actually run: model, channels, storage size, absolute data path, mask ratio,
+  ...), which the Trainer saves as RUN/config.yaml.
+* ``summarise(parts, trainer) -> dict``: the held-out figures after training, and any exported model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import config_to_dict, replace_config
+from ..data import DataSplits, InMemoryImages, build_datasets, split_indices
+from ..data.datasets import resolve_data
+from ..engine.inference import FlipTTA, predict_logits
+from ..engine.metrics import classification_summary
+from ..engine.trainer import BatchTransform, Trainer
+from ..errors import UsageError, require
+from ..models import ViTConfig
+from ..models.summary import vit_forward_flops
+from ..runconfig import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskParts:
+    """Everything the Trainer needs for one run, and the config that describes it exactly."""
+
+    cfg: TrainConfig  # resolved: saved as RUN/config.yaml
+    model: nn.Module
+    objective: Any
+    train: Any
+    val: Any
+    train_transform: BatchTransform | None = None
+    eval_transform: BatchTransform | None = None
+    select: str = "acc1"  # validation metric that picks checkpoints/best
+    classes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # task facts for the summary (train_images, ...)
+    # (held-out images, their transform) for the final figures when `val` holds something else (features)
+    val_images: tuple[Any, BatchTransform] | None = None
+    select_mode: str = "max"  # "max" (accuracy, mIoU) or "min" (a loss)
+
+
+def labelled_splits(cfg: TrainConfig, channels: int, image_size: int | None) -> tuple[TrainConfig, DataSplits]:
+    """(cfg with its data section resolved, the decoded splits), refusing data no classifier can learn from:
+    fewer than 2 classes, or a class without a readable training image."""
+    data = resolve_data(cfg.data, channels, image_size)
+    splits = build_datasets(data, progress=sys.stdout.isatty())
+    require_classes(splits, data.path)
+    return replace_config(cfg, {"data": config_to_dict(data)}), splits
+
+
+def require_classes(splits: DataSplits, where: str | None) -> None:
+    """Raise `UsageError` for a set with fewer than 2 classes or a class with no training image."""
+    layout = "expected DATA/<class>/<image> (or DATA/train/<class>/ + DATA/val/<class>/) with 2 or more classes"
+    if splits.num_classes < 2:
+        found = f"one class, {splits.classes[0]!r}" if splits.classes else "no class folders"
+        raise UsageError(f"--data {where}: found {found}; a classifier needs 2 or more; {layout}")
+    if isinstance(splits.train, torch.utils.data.IterableDataset):
+        return  # shards are streamed: their classes are only seen while training
+    counts = torch.bincount(torch.as_tensor(targets_of(splits.train)), minlength=splits.num_classes)
+    empty = [name for name, n in zip(splits.classes, counts.tolist()) if n == 0]
+    if empty:
+        raise UsageError(f"--data {where}: class(es) {', '.join(map(repr, empty))} have no readable training "
+                         f"image; add images or remove the folder(s); {layout}")
+
+
+def targets_of(dataset: Any) -> list[int]:
+    """Class index of every sample of a labelled dataset (in memory, a folder, or a subset of one)."""
+    if isinstance(dataset, InMemoryImages):
+        return dataset.targets.tolist()
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = targets_of(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    if hasattr(dataset, "samples"):
+        return [int(t) for _, t in dataset.samples]
+    raise UsageError(f"a {type(dataset).__name__} cannot be split by class; give an image folder or a "
+                     "built-in set")
+
+
+def labelled_subset(dataset: Any, fraction: float, seed: int = 0) -> Any:
+    """A class-stratified `fraction` of `dataset` (seeded); the dataset itself when fraction is 1."""
+    require(0.0 < fraction <= 1.0, f"label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return dataset
+    _, keep = split_indices(targets_of(dataset), fraction, seed)
+    if isinstance(dataset, InMemoryImages):
+        index = torch.as_tensor(keep)
+        return InMemoryImages(dataset.images[index], dataset.targets[index], dataset.classes)
+    return torch.utils.data.Subset(dataset, list(keep))
+
+
+def held_out_summary(parts: TaskParts, trainer: Trainer, flip_tta: bool = False) -> dict[str, Any]:
+    """``val`` (acc1, acc5, per-class accuracy, confusion) of the last weights on the held-out images, and
+    ``val_flip_tta`` (acc1, acc5 of `FlipTTA`) when asked; {} without a held-out split."""
+    dataset, transform = parts.val_images or (parts.val, parts.eval_transform)
+    if dataset is None:
+        return {}
+    cfg = parts.cfg
+    out: dict[str, Any] = {}
+    for key, model in (("val", trainer.model), ("val_flip_tta", FlipTTA(trainer.model))):
+        logits, targets = predict_logits(model, dataset, transform, trainer.device, cfg.amp, cfg.batch_size)
+        out[key] = classification_summary(logits, targets, list(parts.classes))
+        if not flip_tta:
+            break
+    if flip_tta:
+        out["val_flip_tta"] = {k: out["val_flip_tta"][k] for k in ("acc1", "acc5")}
+    return out
+
+
+def set_cpu_threads(threads: int | None, model_cfg: Any) -> None:
+    """Apply `TrainConfig.threads` (None: one thread for a ViT under 50 MFLOPs per image, else torch's default;
+    a hybrid's ResNet trunk is never that small)."""
+    small = (isinstance(model_cfg, ViTConfig) and model_cfg.backbone is None
+             and vit_forward_flops(model_cfg) < 5e7)
+    if threads is None and small:
+        threads = 1
+    if threads is not None:
+        require(threads >= 1, f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+        log.info("using %d CPU thread%s", threads, "" if threads == 1 else "s")
+
+
+def replace_task(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """`cfg` with fields of its task section changed."""
+    return dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, **changes))
