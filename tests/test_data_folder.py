@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vitkit.errors import UsageError
 from vitkit.data import (DataConfig, ImageFolder, ImageLoader, InMemoryImages, UnreadableImage,
                          build_datasets, find_samples, load_builtin, split_indices)
 
@@ -135,7 +136,7 @@ def test_build_datasets_split_and_train_val_layouts(folder, tmp_path):
     assert (len(splits.train), len(splits.val)) == (8, 4) and splits.train.images.shape[1] == 1
     alone = build_datasets(DataConfig(path=str(root / "train"), val_fraction=0.25), progress=False)
     assert (len(alone.train), len(alone.val)) == (6, 2)
-    with pytest.raises(FileNotFoundError, match="built-in"):
+    with pytest.raises(UsageError, match="built-in"):
         build_datasets(DataConfig(path=str(tmp_path / "nope")))
 
 

@@ -76,13 +76,15 @@ def report_run(cfg) -> int:
     """Run `cfg` through `vitkit.tasks.run` and print where it got to: the last and the best checkpoint's
     figures, or how to resume an interrupted run. Returns the exit code (128 + signal when interrupted)."""
     from ..engine.runtime import signal_exit_code
-    from ..tasks import run
+    from ..tasks import is_main_process, run
 
     summary = run(cfg)
     if summary.get("interrupted"):
         print(f"interrupted ({summary['interrupted']}) at step {summary['steps']}; checkpoint saved in "
               f"{cfg.out}/checkpoints/last. Re-run the same command to resume.")
         return signal_exit_code(summary["interrupted"])
+    if not is_main_process():
+        return 0  # rank 0 reports
     print(f"{summary['task']}: {summary['epochs']} epochs, {summary['steps']} steps in "
           f"{summary['train_seconds']:.0f}s; run: {cfg.out}")
     val = summary.get("val") or {}

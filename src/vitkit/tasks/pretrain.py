@@ -40,9 +40,8 @@ def build(cfg: TrainConfig) -> TaskParts:
     task = cfg.task
     model_cfg = get_model_config(cfg.model, **cfg.model_args)
     if not isinstance(model_cfg, METHODS[task.method]):
-        raise UsageError(f"--model {cfg.model} is not a{'n' if task.method == 'mae' else ''} "
-                         f"{task.method.upper()} model; use a {task.method}_* preset "
-                         f"(`vitkit models '{task.method}*'`)")
+        raise UsageError(f"--model {cfg.model} is not an {task.method.upper()} model; use an {task.method}_* "
+                         f"preset (`vitkit models '{task.method}*'`)")
     augment = pretrain_augment(task)
     if cfg.augment not in (default_augment(), augment):
         raise UsageError("pretraining does not read the augment section (it crops and flips as MAE does); "
