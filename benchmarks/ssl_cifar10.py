@@ -35,12 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from vitkit.bench import time_call  # noqa: E402
 from vitkit.config import replace_config  # noqa: E402
 from vitkit.data import DataConfig, DataSplits, build_datasets  # noqa: E402
-from vitkit.engine.config import TrainConfig  # noqa: E402
 from vitkit.models import build_model, get_model_config  # noqa: E402
 from vitkit.objectives import ClassificationObjective  # noqa: E402
 from vitkit.objectives.mae import MAEObjective  # noqa: E402
 from vitkit.objectives.mpp import MPPObjective  # noqa: E402
-from vitkit.selfsup import finetune, labelled_subset, linprobe, pretrain  # noqa: E402
+from vitkit.runconfig import TrainConfig  # noqa: E402
+from vitkit.tasks import run as run_task  # noqa: E402
+from vitkit.tasks.base import labelled_subset  # noqa: E402
 
 ENCODER = "vit_tiny_patch4_32"
 PRETRAIN_MODELS = {"mae": "mae_vit_tiny_patch4_32", "mpp": "mpp_vit_tiny_patch4_32"}
@@ -63,17 +64,20 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def load_cifar(args: argparse.Namespace, root: Path) -> DataSplits:
+def load_cifar(args: argparse.Namespace, root: Path) -> tuple[DataConfig, DataSplits]:
+    """Extract the tarball (with --limit, the first limit/10 images of each class) and decode it once to count
+    and time; every stage's run decodes the same folder with the same seeded held-out split."""
     if not (root / "train").is_dir():
+        per_class: dict[str, int] = {}
         with tarfile.open(args.data) as tar:
-            tar.extractall(root, filter="data")
-    splits = build_datasets(DataConfig(path=str(root), val_fraction=args.heldout_fraction, image_size=32,
-                                       split_seed=args.seed), progress=False)
-    if args.limit:
-        train = labelled_subset(splits.train, args.limit / len(splits.train), args.seed)
-        val = labelled_subset(splits.val, min(1.0, max(args.limit // 4, 100) / len(splits.val)), args.seed)
-        splits = DataSplits(train, val, splits.classes)
-    return splits
+            for member in tar:
+                cls = Path(member.name).parent.name
+                if member.isfile() and args.limit and per_class.get(cls, 0) >= args.limit // 10:
+                    continue
+                per_class[cls] = per_class.get(cls, 0) + member.isfile()
+                tar.extract(member, root, filter="data")
+    data = DataConfig(path=str(root), val_fraction=args.heldout_fraction, image_size=32, split_seed=args.seed)
+    return data, build_datasets(data, progress=False)
 
 
 def epochs_for(minutes: float | None, epochs: int, model_cfg, objective, batch: int, images: int,
@@ -106,23 +110,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ssl_cifar10_"))
     t0 = time.perf_counter()
-    splits = load_cifar(args, root / "data")
+    data, splits = load_cifar(args, root / "data")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     print(f"data: {len(splits.train)} train / {len(splits.val)} held-out images, decoded in "
           f"{time.perf_counter() - t0:.0f}s; runs in {root}")
     base = replace_config(TrainConfig(), {"batch_size": args.batch_size, "seed": args.seed, "amp": args.amp,
-                                          "device": str(device), "log_every": 50, "data.split_seed": args.seed})
+                                          "device": str(device), "log_every": 50, "report": False})
+    base = replace_config(base, {"data": {"path": data.path, "val_fraction": data.val_fraction,
+                                          "image_size": 32, "split_seed": args.seed}})
     rows: list[tuple[str, str, float, float]] = []
     labelled = len(labelled_subset(splits.train, args.label_fraction, args.seed))
 
-    def run(name: str, kind: str, fn, cfg: TrainConfig, **kwargs) -> dict:
-        cfg = replace_config(cfg, {"out": str(root / name)})
+    def run(name: str, cfg: TrainConfig, task: dict) -> dict:
+        cfg = replace_config(cfg, {"out": str(root / name), "task": task})
         start = time.perf_counter()
-        summary = fn(cfg=cfg, splits=splits, **kwargs)
+        summary = run_task(cfg)
         seconds = time.perf_counter() - start
-        acc = summary.get("val", {}).get("acc1", float("nan")) if kind != "pretrain" else float("nan")
-        rows.append((name, kind, acc, seconds))
+        acc = summary.get("val", {}).get("acc1", float("nan")) if task["kind"] != "pretrain" else float("nan")
+        rows.append((name, task["kind"], acc, seconds))
         print(f"  {name:<22} {'' if acc != acc else f'acc {acc:.2%}  '}{seconds:.0f}s", flush=True)
         return summary
 
@@ -134,7 +140,7 @@ def main() -> None:
         cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3, "optim.min_lr": 1e-5,
                                     "optim.weight_decay": 0.05, "optim.betas": (0.9, 0.95),
                                     "optim.warmup_epochs": min(5.0, epochs / 10)})
-        run(f"pretrain_{method}", "pretrain", lambda cfg, splits: pretrain(cfg, splits=splits, method=method), cfg)
+        run(f"pretrain_{method}", cfg, {"kind": "pretrain", "method": method})
 
     ft_epochs = epochs_for(args.minutes_finetune, args.epochs_finetune, get_model_config(ENCODER),
                            ClassificationObjective(), args.batch_size, labelled, device, args.amp)
@@ -146,16 +152,13 @@ def main() -> None:
     scratch_cfg = replace_config(ft_cfg, {"optim.layer_decay": None})
     lp_cfg = replace_config(base, {"model": ENCODER, "epochs": args.epochs_linprobe, "optim.lr": 1e-2,
                                    "optim.weight_decay": 0.0, "optim.warmup_epochs": 1.0})
+    fraction = args.label_fraction
     for method in PRETRAIN_MODELS:
-        ckpt = root / f"pretrain_{method}"
-        run(f"finetune_{method}", "finetune", lambda cfg, splits: finetune(
-            ckpt, cfg, label_fraction=args.label_fraction, splits=splits), ft_cfg)
-        run(f"linprobe_{method}", "linprobe", lambda cfg, splits: linprobe(
-            ckpt, cfg, label_fraction=args.label_fraction, splits=splits), lp_cfg)
-    run("scratch", "finetune", lambda cfg, splits: finetune(
-        None, cfg, label_fraction=args.label_fraction, splits=splits), scratch_cfg)
-    run("linprobe_random_init", "linprobe", lambda cfg, splits: linprobe(
-        None, cfg, label_fraction=args.label_fraction, splits=splits), lp_cfg)
+        ckpt = str(root / f"pretrain_{method}")
+        run(f"finetune_{method}", ft_cfg, {"kind": "finetune", "init": ckpt, "label_fraction": fraction})
+        run(f"linprobe_{method}", lp_cfg, {"kind": "linprobe", "init": ckpt, "label_fraction": fraction})
+    run("scratch", scratch_cfg, {"kind": "finetune", "label_fraction": fraction})
+    run("linprobe_random_init", lp_cfg, {"kind": "linprobe", "label_fraction": fraction})
 
     print(f"\nCIFAR-10, ViT-Ti/4 (6 blocks), {args.label_fraction:.0%} labels ({labelled} images), held-out "
           f"{len(splits.val)} images; pretrain {args.batch_size}-image batches on {len(splits.train)} images; "

@@ -49,8 +49,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from vitkit.config import parse_set_items
-    from vitkit.engine.config import load_train_config
-    from vitkit.engine.run import train_classifier
+    from vitkit.rundir import RunDir
+    from vitkit.runconfig import load_train_config
+    from vitkit.tasks import run
 
     if not args.tarball.exists():
         raise SystemExit(f"{args.tarball} not found; pass --tarball")
@@ -64,9 +65,9 @@ def main() -> None:
         print(f"threads: {os.environ.get('OMP_NUM_THREADS', 'default')}, model {cfg.model} {cfg.model_args}",
               flush=True)
         t0 = time.perf_counter()
-        summary = train_classifier(cfg)
+        summary = run(cfg)
         wall = time.perf_counter() - t0
-        entries = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+        entries = RunDir(cfg.out).read_metrics()
         train_rates = [e["img_per_s"] for e in entries if e["split"] == "train"]
         print(f"\n{'epoch':>5} {'val acc1':>9} {'epoch s':>8}")
         for e in (e for e in entries if e["split"] == "val"):

@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task segment   # goal: mIoU >= 0.80
     OMP_NUM_THREADS=2 python benchmarks/train_dense.py --task both       # one after the other
 
-Each run trains `dpt_tiny_*` (64x64 scenes, ViT-Ti-ish encoder, 2.1M parameters) with `vitkit.engine.dense` on
+Each run trains `dpt_tiny_*` (64x64 scenes, ViT-Ti-ish encoder, 2.1M parameters) with `vitkit.tasks.run` on
 --scenes training scenes and evaluates on 200 held-out scenes (other seeds). --max-minutes (default 19.5 per
 task, scene rendering included) stops training (SIGTERM to itself: the trainer finishes the step and
 checkpoints) and evaluates what it has; wall time, CPU time and the figures are printed, plus example
@@ -33,24 +33,24 @@ GOALS = {"depth": {"abs_rel": ("<=", 0.10), "delta1": (">=", 0.90)},
 
 def run(task: str, args: argparse.Namespace) -> dict:
     from vitkit.config import replace_config
-    from vitkit.engine.config import TrainConfig
-    from vitkit.engine.dense import DenseConfig, train_dense
+    from vitkit.runconfig import TrainConfig
+    from vitkit.tasks import run as run_task
 
     out = os.path.join(args.out, task)
     cfg = replace_config(TrainConfig(), {
         "model": f"dpt_tiny_{task}", "epochs": args.epochs, "batch_size": args.batch_size, "out": out,
         "amp": args.amp, "seed": args.seed, "log_every": 50, "optim.lr": args.lr or DEFAULT_LR[task],
-        "optim.warmup_epochs": 1.0, "optim.weight_decay": 0.05})
-    scale = args.encoder_lr_scale if args.encoder_lr_scale is not None else DEFAULT_ENCODER_LR_SCALE[task]
-    dense = DenseConfig(task=task, train_scenes=args.scenes, val_scenes=200, depth_space=args.depth_space,
-                        encoder_lr_scale=scale)
+        "optim.warmup_epochs": 1.0, "optim.weight_decay": 0.05,
+        "optim.lr_scale": {"encoder": args.encoder_lr_scale if args.encoder_lr_scale is not None
+                           else DEFAULT_ENCODER_LR_SCALE[task]},
+        "task": {"kind": task, "train_scenes": args.scenes, "val_scenes": 200, "depth_space": args.depth_space}})
     timer = None
     if args.max_minutes:
         timer = threading.Timer(args.max_minutes * 60, lambda: os.kill(os.getpid(), signal.SIGTERM))
         timer.daemon = True
         timer.start()
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = train_dense(cfg, dense)
+    summary = run_task(cfg)
     if timer is not None:
         timer.cancel()
     summary["wall_minutes"] = round((time.perf_counter() - wall) / 60, 2)

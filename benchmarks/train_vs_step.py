@@ -3,7 +3,7 @@
     python benchmarks/train_vs_step.py                          # CIFAR-10 recipe, 1000 images per class
     python benchmarks/train_vs_step.py --config configs/cifar10.yaml --per-class 500 --epochs 1
 
-Three measurements in one process, in this order: the pure step, `train_classifier` on the real CIFAR-10 JPEGs
+Three measurements in one process, in this order: the pure step, `vitkit.tasks.run` on the real CIFAR-10 JPEGs
 (in-memory uint8 images, batched augmentation, the Trainer's loop with clipping, finite checks, metrics,
 logging), the pure step again. The pure step is forward + loss + backward + clip + AdamW on one resident,
 already-augmented batch of the same model, optimizer and precision. The Trainer's rate is the median of its
@@ -65,9 +65,11 @@ def main() -> None:
 
     from vitkit.data import build_datasets
     from vitkit.engine.augment import classification_transforms
-    from vitkit.engine.config import load_train_config
-    from vitkit.engine.run import set_cpu_threads, train_classifier
     from vitkit.models import get_model_config
+    from vitkit.rundir import RunDir
+    from vitkit.runconfig import load_train_config
+    from vitkit.tasks import run
+    from vitkit.tasks.base import set_cpu_threads
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
@@ -85,9 +87,9 @@ def main() -> None:
         batch = train_tf(raw, torch.Generator().manual_seed(0))
 
         before = pure_step_rate(cfg, model_cfg, batch, args.steps)
-        summary = train_classifier(cfg)
+        summary = run(cfg)
         after = pure_step_rate(cfg, model_cfg, batch, args.steps)
-        entries = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+        entries = RunDir(cfg.out).read_metrics()
         windows = [e["img_per_s"] for e in entries if e["split"] == "train"][1:]
         if not windows:
             raise SystemExit("fewer than two 10-step windows were logged: raise --per-class or --epochs")

@@ -122,6 +122,18 @@ class RunDir:
 
         return write_atomic(self.config, yaml.safe_dump(data, sort_keys=False))
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The entries of RUN/metrics.jsonl in order (a torn last line from a killed run is left out)."""
+        if not self.metrics.is_file():
+            return []
+        entries = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries
+
     def read_summary(self) -> dict[str, Any]:
         if not self.summary.is_file():
             return {}
