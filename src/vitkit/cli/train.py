@@ -81,24 +81,24 @@ def report_run(cfg) -> int:
     summary = run(cfg)
     if summary.get("interrupted"):
         print(f"interrupted ({summary['interrupted']}) at step {summary['steps']}; checkpoint saved in "
-              f"{cfg.out}/checkpoints/last. Re-run the same command to resume.")
+              f"{summary['last']['checkpoint']}. Re-run the same command to resume.")
         return signal_exit_code(summary["interrupted"])
     if not is_main_process():
         return 0  # rank 0 reports
     print(f"{summary['task']}: {summary['epochs']} epochs, {summary['steps']} steps in "
           f"{summary['train_seconds']:.0f}s; run: {cfg.out}")
-    val = summary.get("val") or {}
+    val, last = summary.get("val") or {}, f"last ({summary['last']['checkpoint']}, epoch {summary['epochs']})"
     if "acc1" in val:
-        print(f"last (checkpoints/last, epoch {summary['epochs']}): held-out accuracy {val['acc1']:.2%} "
-              f"(top-5 {val['acc5']:.2%}) on {val['num_samples']} images")
+        print(f"{last}: held-out accuracy {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) on {val['num_samples']} "
+              "images")
     elif val:
-        print(f"last (checkpoints/last, epoch {summary['epochs']}): held-out " + ", ".join(
+        print(f"{last}: held-out " + ", ".join(
             f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
     if "val_flip_tta" in summary:
         print(f"  with flip test-time augmentation: {summary['val_flip_tta']['acc1']:.2%}")
     best = summary.get("best")
     if best:
-        print(f"best (checkpoints/best, epoch {best['epoch']}): {best['metric']} {best['value']:.4f}; "
+        print(f"best ({best['checkpoint']}, epoch {best['epoch']}): {best['metric']} {best['value']:.4f}; "
               "eval, predict and the report use this one")
     for export in ("encoder", "classifier"):
         if export in summary:
