@@ -59,6 +59,18 @@ def test_weights_file_path_loads_its_directory(tmp_path):
     assert not torch.equal(other(images), model(images))
 
 
+
+def test_loaded_models_are_in_eval_mode(tmp_path):
+    vitkit.save_pretrained(tiny(), tmp_path / "dir")
+    save_file(tiny().state_dict(), str(tmp_path / "bare.safetensors"))
+    images = torch.randn(2, 3, 32, 32)
+    for path in (tmp_path / "dir", tmp_path / "bare.safetensors"):
+        model = vitkit.load_pretrained(path, num_heads=2, drop_rate=0.5, drop_path_rate=0.5)
+        assert not any(m.training for m in model.modules()), path
+        with torch.no_grad():  # no dropout or stochastic depth: the same features twice
+            assert torch.equal(model.forward_features(images), model.forward_features(images))
+
+
 def test_overrides_apply_to_the_loaded_config(tmp_path):
     vitkit.save_pretrained(tiny(), tmp_path)
     model = vitkit.load_pretrained(tmp_path, drop_path_rate=0.1)

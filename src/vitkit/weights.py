@@ -127,7 +127,8 @@ def _write_hf_preprocessor(config: Any, directory: Path) -> None:
 def load_pretrained(path: str | Path, *, strict: bool = True, num_classes: int | None = None,
                     allow_pickle: Iterable[str] = (), format: str | None = None,
                     **overrides: Any) -> nn.Module:
-    """Load a model from any supported checkpoint; logs the `LoadReport` (see `load_checkpoint`)."""
+    """Load a model from any supported checkpoint, in eval mode (call ``.train()`` to fine-tune it); logs the
+    `LoadReport` (see `load_checkpoint`)."""
     model, _ = load_checkpoint(path, strict=strict, num_classes=num_classes, allow_pickle=allow_pickle,
                                format=format, **overrides)
     return model
@@ -145,7 +146,8 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
 
     Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled
     with the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes`
-    asks for a new (zero-initialised) head.
+    asks for a new (zero-initialised) head. The model comes back in eval mode (dropout and stochastic depth
+    off), as HF's ``from_pretrained`` returns it; call ``.train()`` before fine-tuning (the Trainer does).
 
     Args:
         path: a run, model or checkpoint directory, or a weights file.
@@ -180,7 +182,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
         raise ValueError(f"checkpoint does not match the model (strict=True):\n{report}\n"
                          "Pass strict=False to load anyway, or fix the config overrides.")
     (logger.info if report.clean else logger.warning)("%s", report)
-    return model, report
+    return model.eval(), report
 
 
 def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ...],
