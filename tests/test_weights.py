@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 import vitkit
-from vitkit import convert
+from vitkit import checkpoint_files, convert
+from vitkit.errors import UsageError
 from vitkit.weights import LoadReport, UnsafeCheckpointError, read_state_dict
 
 
@@ -212,6 +215,44 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=".safetensors"):
         read_state_dict(tmp_path / "w.h5")
 
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_weights_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        for format in ("vitkit", "hf"):
+            out = vitkit.save_pretrained(tiny(num_classes=0), tmp_path / format, format=format)
+            for name in ("model.safetensors", "config.json"):
+                assert stat.S_IMODE((out / name).stat().st_mode) == mode, (format, name)
+    finally:
+        os.umask(previous)
+
+
+def _unreadable_checkpoints(tmp_path):
+    save_file(tiny().state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save(tiny().state_dict(), tmp_path / "w.pth")
+    np.savez(tmp_path / "w.npz", a=np.zeros(2))
+    return [tmp_path / name for name in ("w.safetensors", "w.pth", "w.npz")]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_reported_as_permission_denied(tmp_path):
+    for path in _unreadable_checkpoints(tmp_path):
+        path.chmod(0)
+        with pytest.raises(UsageError, match=f"cannot read {path}: permission denied"):
+            read_state_dict(path)
+
+
+def test_permission_denied_is_not_reported_as_corrupt(tmp_path, monkeypatch):
+    def denied(file, *args, **kwargs):  # what open() raises for a file of mode 000 (as a user other than root)
+        raise PermissionError(13, "Permission denied", str(file))
+
+    paths = _unreadable_checkpoints(tmp_path)
+    monkeypatch.setattr(checkpoint_files, "open", denied, raising=False)  # the module's own open() only
+    for path in paths:
+        with pytest.raises(UsageError, match=r"^cannot read .*: permission denied; give this user read access"):
+            read_state_dict(path)
 
 def test_every_load_logs_its_report(tmp_path, caplog):
     vitkit.save_pretrained(tiny(), tmp_path)

@@ -12,6 +12,8 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
+from .errors import UsageError
+
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -32,12 +34,14 @@ def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[
 
     Raises:
         FileNotFoundError: no such file.
+        UsageError: the file is not readable (permission denied).
         UnsafeCheckpointError: the pickle needs globals not in `allow_pickle` (never loaded unsafely).
         ValueError: empty, truncated or corrupt files, object arrays in an .npz, no tensors found.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    _check_readable(path)
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint file {path} is empty (0 bytes)")
     suffix = path.suffix.lower()
@@ -49,6 +53,16 @@ def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[
         return _unwrap(_read_pickle(path, tuple(allow_pickle)), path)
     raise ValueError(f"unknown checkpoint type {path.name!r}: expected .safetensors, .npz or one of "
                      f"{', '.join(PICKLE_SUFFIXES)}")
+
+
+def _check_readable(path: Path) -> None:
+    """Raise `UsageError` for a file this process may not read; the readers would misreport it (safetensors
+    says "No such file or directory", numpy "truncated or corrupt")."""
+    try:
+        open(path, "rb").close()
+    except PermissionError as e:
+        raise UsageError(f"cannot read {path}: permission denied; give this user read access to it (chmod, "
+                         "chown) or load it as a user who may read it") from e
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:

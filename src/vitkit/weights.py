@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -96,9 +97,19 @@ def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitk
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    # safetensors writes a private temporary file (mode 0600) and renames it: give the weights the mode any
+    # new file gets here (0644 under umask 022), as config.json has, so others sharing a run can read them
+    os.chmod(directory / WEIGHTS_NAME, 0o666 & ~_umask())
     if format == "hf":
         _write_hf_preprocessor(model.config, directory)
     return directory
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it: 0o077 meanwhile errs on the private side)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _to_hf(config: Any, state: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
