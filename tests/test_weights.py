@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import json
 import os
+import re
+import shutil
 import stat
 
 import numpy as np
@@ -148,28 +152,77 @@ def test_unknown_layout_names_the_known_ones(tmp_path):
 
 # ---- safe reading ------------------------------------------------------------------------------------------
 class Payload:
-    """A pickle payload that would write a marker file when unpickled."""
+    """A pickle payload: unpickling it calls `function(*args)`, which writes a marker file."""
 
-    def __init__(self, marker):
-        self.marker = str(marker)
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
 
     def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+        return self.function, self.args
 
 
-def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+def payloads(marker):
+    """A payload per kind of callable an attacker would name: a builtin, a library function, a system call."""
+    source = marker.with_name("source")
+    source.write_text("pwned")
+    return {"exec": Payload(exec, f"open({str(marker)!r}, 'w').write('pwned')"),
+            "shutil.copyfile": Payload(shutil.copyfile, str(source), str(marker)),
+            "os.system": Payload(os.system, f"echo pwned > {marker}")}
+
+
+def advised(message: str) -> list[tuple[str, ...]]:
+    """The allow_pickle tuples a refusal message tells the user to pass."""
+    return [ast.literal_eval(m) for m in re.findall(r"allow_pickle=(\(.*?\))", message)]
+
+
+@pytest.mark.parametrize("kind", ["exec", "shutil.copyfile", "os.system"])
+def test_malicious_pickle_never_runs_by_default_or_by_following_the_advice(tmp_path, kind):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth"
-    torch.save({"weight": torch.zeros(2), "payload": Payload(marker)}, path)
+    torch.save({"model": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=0.1),
+                "payload": payloads(marker)[kind]}, path)
     (tmp_path / "evil.bin").write_bytes(path.read_bytes())
+    messages = []
     for allow in ((), ("argparse.Namespace",)):
-        with pytest.raises(UnsafeCheckpointError, match="allow_pickle=.*exec"):
-            vitkit.load_pretrained(path, allow_pickle=allow)
+        for load in (vitkit.load_pretrained, read_state_dict):
+            with pytest.raises(UnsafeCheckpointError) as refused:
+                load(path, allow_pickle=allow)
+            messages.append(str(refused.value))
+            for advice in advised(messages[-1]):  # a user following the message, adding what it names
+                with contextlib.suppress(ValueError):
+                    load(path, allow_pickle=(*allow, *advice))
         with pytest.raises(UnsafeCheckpointError):
             read_state_dict(tmp_path / "evil.bin", allow_pickle=allow)
     assert not marker.exists()
+    assert all("can run code" in message and not advised(message) for message in messages)
+    needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # what the old message advised
+    function = next(name for name in needed if name != "argparse.Namespace")
+    for allow in ((function,), (function, "argparse.Namespace")):
+        with pytest.raises(UsageError, match=f"^allow_pickle names '{function}', a function: .*never allows"):
+            read_state_dict(path, allow_pickle=allow)
+    assert not marker.exists()
     torch.load(path, weights_only=False)  # the payload is real: an unsafe load does run it
-    assert marker.read_text() == "pwned"
+    assert marker.read_text().strip() == "pwned"
+
+
+@pytest.mark.parametrize("name", ["builtins.eval", "builtins.exec", "builtins.getattr", "os.system",
+                                  "shutil.rmtree", "subprocess.run", "subprocess.Popen", "torch.load"])
+def test_allow_pickle_refuses_callables_in_one_line(tmp_path, name):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.pth")
+    with pytest.raises(UsageError, match=f"^allow_pickle names '{name}', .*never allows it") as refused:
+        read_state_dict(tmp_path / "x.pth", allow_pickle=(name,))
+    assert "\n" not in str(refused.value)
+
+
+def test_numpy_values_load_by_following_the_advice(tmp_path):
+    sd = {"w": torch.randn(3)}
+    torch.save({"model": sd, "best_acc": np.float64(0.9), "mean": np.array([0.5, 0.4], dtype=np.float32),
+                "dtype": np.dtype("int16")}, tmp_path / "ckpt.pth")
+    with pytest.raises(UnsafeCheckpointError, match="hold only data") as refused:
+        read_state_dict(tmp_path / "ckpt.pth")
+    (advice,) = advised(str(refused.value))
+    assert all(name.startswith("numpy.") for name in advice)
+    assert torch.equal(read_state_dict(tmp_path / "ckpt.pth", allow_pickle=advice)["w"], sd["w"])
 
 
 def test_pickle_with_extra_types_loads_only_when_allowed(tmp_path):

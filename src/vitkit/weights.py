@@ -8,7 +8,8 @@ load one-to-one.
 
 Files are read safely: safetensors and ``.npz`` (object arrays refused) never run code; ``.pth/.bin`` load
 with ``torch.load(weights_only=True)``, and a pickle that needs more globals is refused unless the caller
-names them in ``allow_pickle``.
+names them in ``allow_pickle`` (which takes only the data-only types listed in
+`vitkit.checkpoint_files.DATA_ONLY_GLOBALS`).
 """
 
 from __future__ import annotations
