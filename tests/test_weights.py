@@ -51,7 +51,7 @@ def test_load_report_is_clean_and_readable(tmp_path):
     model, report = vitkit.load_checkpoint(tmp_path)
     assert isinstance(report, LoadReport) and report.clean and report.format == "vitkit"
     text = str(report)
-    for field in ("missing", "unexpected", "resampled", "reinitialised"):
+    for field in ("missing", "unexpected", "resampled", "reinitialised", "stripped"):
         assert field in text
 
 
@@ -150,6 +150,37 @@ def test_unknown_layout_names_the_known_ones(tmp_path):
     assert "vit" in convert.hf_model_types()
 
 
+
+@pytest.mark.parametrize("wrappers", [("module.",), ("_orig_mod.",), ("module.", "_orig_mod.")])
+@pytest.mark.parametrize("layout", ["vitkit", "timm"])
+def test_wrapper_key_prefixes_are_stripped_and_reported(tmp_path, layout, wrappers):
+    model = randomize(tiny())
+    sd = model.state_dict() if layout == "vitkit" else timm_layout(model)
+    torch.save({"model": {"".join(wrappers) + k: v for k, v in sd.items()}}, tmp_path / "ddp.pth")
+    loaded, report = vitkit.load_checkpoint(tmp_path / "ddp.pth", num_heads=2)
+    names = {"module.": "module. (DistributedDataParallel)", "_orig_mod.": "_orig_mod. (torch.compile)"}
+    assert report.format == layout and report.clean and report.stripped == [names[w] for w in wrappers]
+    assert all(name in str(report) for name in report.stripped)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_features(images), model.forward_features(images))
+
+
+def test_directory_saved_from_a_compiled_model_loads(tmp_path):
+    model = randomize(tiny())
+    vitkit.save_pretrained(torch.compile(model), tmp_path)  # compiled lazily: nothing runs here
+    loaded, report = vitkit.load_checkpoint(tmp_path)
+    assert report.clean and report.stripped == ["_orig_mod. (torch.compile)"]
+    assert torch.equal(loaded.blocks[1].attn.qkv.weight, model.blocks[1].attn.qkv.weight)
+
+
+def test_a_prefix_on_only_some_keys_is_kept(tmp_path):
+    sd = {k: v for k, v in tiny().state_dict().items()}
+    sd["module.extra"] = torch.zeros(1)
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    _, report = vitkit.load_checkpoint(tmp_path / "w.safetensors", num_heads=2, strict=False)
+    assert report.unexpected == ["module.extra"] and report.stripped == []
+
 # ---- safe reading ------------------------------------------------------------------------------------------
 class Payload:
     """A pickle payload: unpickling it calls `function(*args)`, which writes a marker file."""
@@ -225,9 +256,15 @@ def test_numpy_values_load_by_following_the_advice(tmp_path):
     assert torch.equal(read_state_dict(tmp_path / "ckpt.pth", allow_pickle=advice)["w"], sd["w"])
 
 
+def timm_layout(model):
+    """The model's state dict in timm's layout: one pos_embed (1, 1 + N, D), [CLS] position first."""
+    sd = dict(model.state_dict())
+    sd["pos_embed"] = torch.cat([sd.pop("cls_pos_embed"), sd.pop("pos_embed.weight")], dim=1)
+    return sd
+
+
 def test_pickle_with_extra_types_loads_only_when_allowed(tmp_path):
-    sd = {k: v for k, v in randomize(tiny()).state_dict().items()}
-    sd["pos_embed"] = torch.cat([sd.pop("cls_pos_embed"), sd.pop("pos_embed.weight")], dim=1)  # timm layout
+    sd = timm_layout(randomize(tiny()))
     torch.save({"model": sd, "args": argparse.Namespace(lr=1e-3)}, tmp_path / "ckpt.bin")
     with pytest.raises(UnsafeCheckpointError, match=r"allow_pickle=\('argparse.Namespace',\)"):
         read_state_dict(tmp_path / "ckpt.bin")

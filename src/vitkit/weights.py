@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# prefixes a wrapper adds to every key of the model it wraps → the wrapper
+WRAPPER_PREFIXES = {"module.": "DistributedDataParallel", "_orig_mod.": "torch.compile"}
 
 
 @dataclass
@@ -52,6 +54,8 @@ class LoadReport:
         unexpected: checkpoint keys the model has no place for (ignored).
         resampled: position-embedding keys interpolated to the model's grid, with old → new grid.
         reinitialised: head keys replaced by a fresh zero head because ``num_classes=`` asked for one.
+        stripped: prefixes removed from every checkpoint key before reading its layout, with the wrapper that
+            adds them (``module.``: DistributedDataParallel, ``_orig_mod.``: torch.compile); lossless.
         path: the file or directory loaded.
     """
 
@@ -60,6 +64,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     resampled: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
+    stripped: list[str] = field(default_factory=list)
     path: str = ""
 
     @property
@@ -68,7 +73,7 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [f"loaded {self.path or 'checkpoint'} ({self.format} format)"]
-        for name in ("missing", "unexpected", "resampled", "reinitialised"):
+        for name in ("missing", "unexpected", "resampled", "reinitialised", "stripped"):
             keys = getattr(self, name)
             lines.append(f"  {name + ':':15s}{', '.join(keys) if keys else '-'}")
         return "\n".join(lines)
@@ -176,14 +181,15 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
         ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
     """
     path = Path(path) if format else resolve_model_path(path)  # `format` names a bare state dict's layout
-    fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
+    report = LoadReport(format="", path=str(path))
+    report.format, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle),
+                                                                 dict(overrides), report)
     cfg = replace_config(ckpt_cfg, overrides)
     if num_classes is not None and num_classes != getattr(cfg, "num_classes", None):
         cfg = replace_config(cfg, num_classes=num_classes)  # KeyError listing the fields for headless models
         if hasattr(cfg, "preprocess"):
             cfg = replace_config(cfg, {"preprocess.label_names": ()})  # the old labels name the old classes
     model = build_model(cfg)
-    report = LoadReport(format=fmt, path=str(path))
     state = _adapt_state_dict(model, state, ckpt_cfg, report, new_head=num_classes is not None)
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh_head = [k for k in missing if num_classes is not None and k.startswith("head.")]
@@ -197,21 +203,18 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     return model.eval(), report
 
 
-def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ...],
-                     overrides: dict[str, Any]) -> tuple[str, Any, dict[str, Tensor], dict[str, Any]]:
+def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ...], overrides: dict[str, Any],
+                     report: LoadReport) -> tuple[str, Any, dict[str, Tensor], dict[str, Any]]:
     """(format name, checkpoint config, vitkit-layout state dict, overrides still to apply)."""
-    if path.is_dir():
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise UsageError(f"{path} has no {CONFIG_NAME}; expected {ACCEPTED}")
-        data = json.loads(config_path.read_text())
-        state = _read_dir_weights(path, allow_pickle)
+    data = _read_config_json(path) if path.is_dir() else None
+    weights = _read_dir_weights(path, allow_pickle) if path.is_dir() else read_state_dict(path, allow_pickle)
+    state = _strip_wrapper_prefixes(weights, report)
+    if data is not None:
         if _is_vitkit_config(data):
             return "vitkit", config_from_json_dict(data), state, overrides
         model_type = data.get("model_type")
         cfg, state = convert.get_hf_converter(model_type).to_vitkit(data, state)
         return f"hf:{model_type}", _with_hf_preprocessing(cfg, path), state, overrides
-    state = read_state_dict(path, allow_pickle)
     layout = convert.get_state_dict_format(format) if format else convert.detect_state_dict_format(state)
     if layout is None:
         first = ", ".join(list(state)[:5])
@@ -220,6 +223,24 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
     cfg, state = layout.to_vitkit(state, overrides)
     # the converter applied the overrides (shape hints, model=NAME); only plain config fields remain to apply
     return layout.name, cfg, state, {k: v for k, v in overrides.items() if k != "model"}
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    config_path = path / CONFIG_NAME
+    if not config_path.is_file():
+        raise UsageError(f"{path} has no {CONFIG_NAME}; expected {ACCEPTED}")
+    return json.loads(config_path.read_text())
+
+
+def _strip_wrapper_prefixes(state: dict[str, Tensor], report: LoadReport) -> dict[str, Tensor]:
+    """`state` without the `WRAPPER_PREFIXES` that every key starts with (nested wrappers: each in turn)."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+        report.stripped.append(f"{prefix} ({WRAPPER_PREFIXES[prefix]})")
+    return state
 
 
 def _is_vitkit_config(data: dict[str, Any]) -> bool:
