@@ -7,6 +7,7 @@ import argparse
 import pytest
 import torch
 
+from vitkit.errors import UsageError
 from vitkit.models import create_model
 from vitkit.models.mae import MaskedAutoencoder
 from vitkit.models.vit import VisionTransformer
@@ -94,6 +95,21 @@ def test_official_checkpoint_refused_by_default_then_loaded(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(images, noise=noise).pred, model(images, noise=noise).pred)
 
+
+
+def test_official_checkpoint_head_counts_are_never_guessed(tmp_path) -> None:
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": official_state_dict(tiny_mae())}, path)  # 32-wide encoder, 16-wide decoder
+    with pytest.raises(UsageError, match=r"width 32, depth 2.*pass encoder=\{'num_heads': N\} \(or model="):
+        weights.load_pretrained(path, decoder_num_heads=2)
+    with pytest.raises(UsageError, match=r"width 16, depth 2.*pass decoder_num_heads=N \(or model=NAME\)"):
+        weights.load_pretrained(path, encoder={"num_heads": 2})
+    for given in ({"encoder": {"num_heads": 2}}, {"encoder.num_heads": 2}):
+        model = weights.load_pretrained(path, decoder_num_heads=2, **given)
+        assert (model.config.encoder.num_heads, model.config.decoder_num_heads) == (2, 2)
+    torch.save({"model": official_state_dict(tiny_mae(), decoder=False)}, path)  # encoder only
+    with pytest.raises(UsageError, match=r"pass num_heads=N \(or model=NAME\)"):
+        weights.load_pretrained(path)
 
 def test_official_full_checkpoint_into_a_vit_reports_decoder_keys(tmp_path) -> None:
     model = tiny_mae()

@@ -335,13 +335,13 @@ def test_unreadable_file_is_reported_as_permission_denied(tmp_path):
 
 
 def test_permission_denied_is_not_reported_as_corrupt(tmp_path, monkeypatch):
-    def denied(file, *args, **kwargs):  # what open() raises for a file of mode 000 (as a user other than root)
+    def denied(file, *args, **kwargs):  # what open() raises for a file of mode 000 (for anyone but root)
         raise PermissionError(13, "Permission denied", str(file))
 
     paths = _unreadable_checkpoints(tmp_path)
     monkeypatch.setattr(checkpoint_files, "open", denied, raising=False)  # the module's own open() only
     for path in paths:
-        with pytest.raises(UsageError, match=r"^cannot read .*: permission denied; give this user read access"):
+        with pytest.raises(UsageError, match=r"^cannot read .*: permission denied; give this user read"):
             read_state_dict(path)
 
 def test_every_load_logs_its_report(tmp_path, caplog):
