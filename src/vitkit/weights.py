@@ -178,7 +178,8 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
             ``num_heads`` or ``image_size`` (non-square grids).
 
     Raises:
-        ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
+        ValueError: unreadable/unsafe files or shape mismatches; a `UsageError` (a ValueError) when strict and
+            keys are missing or unexpected.
     """
     path = Path(path) if format else resolve_model_path(path)  # `format` names a bare state dict's layout
     report = LoadReport(format="", path=str(path))
@@ -197,7 +198,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     report.missing = [k for k in missing if k not in report.reinitialised]
     report.unexpected = list(unexpected)
     if strict and (report.missing or report.unexpected):
-        raise ValueError(f"checkpoint does not match the model (strict=True):\n{report}\n"
+        raise UsageError(f"checkpoint does not match the model (strict=True):\n{report}\n"
                          "Pass strict=False to load anyway, or fix the config overrides.")
     (logger.info if report.clean else logger.warning)("%s", report)
     return model.eval(), report

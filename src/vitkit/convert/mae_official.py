@@ -56,12 +56,31 @@ def _sincos_table(dim: int, grid: tuple[int, int]) -> Tensor:
     return torch.cat([torch.zeros(1, dim), sincos_pos_embed_2d(dim, grid)])[None]
 
 
-def _is_sincos_table(table: Tensor) -> bool:
+def _is_sincos_table(table: Tensor, grid: tuple[int, int] | None = None) -> bool:
+    """table (1, 1 + N, D) is `_sincos_table` of `grid` (default: a square grid of N) within 1e-4."""
     n, dim = table.shape[1] - 1, table.shape[-1]
     side = int(round(n ** 0.5))
-    if side * side != n or dim % 4:
+    grid = grid or (side, side)
+    if grid[0] * grid[1] != n or dim % 4:
         return False
-    return bool((table.float() - _sincos_table(dim, (side, side))).abs().max() < 1e-4)
+    return bool((table.float() - _sincos_table(dim, grid)).abs().max() < 1e-4)
+
+
+def map_decoder_pos_embed(table: Tensor, cfg: MAEConfig, key: str) -> dict[str, Tensor]:
+    """vitkit entries for a stored decoder position table (1, 1 + N, Dd) named `key`.
+
+    None for the sin-cos table vitkit's decoder computes. vitkit's decoder cannot hold any other table, and
+    without it the model would reconstruct other pixels than the checkpoint's: the table is kept as
+    ``decoder.pos_embed.weight``, a key the model has no place for, so strict loading refuses the checkpoint
+    and ``strict=False`` loads it with sin-cos decoder positions, the table listed as unexpected.
+    """
+    if table.shape[-1] == cfg.decoder_dim and _is_sincos_table(table, _grid(cfg.encoder)):
+        return {}
+    log.warning("%s is not the fixed 2-D sin-cos table that vitkit's MAE decoder computes for this grid, and "
+                "the decoder cannot hold a stored table, so its reconstructions would differ from the "
+                "checkpoint's: strict loading refuses it; strict=False loads the model with sin-cos decoder "
+                "positions and reports the table as unexpected (decoder.pos_embed.weight)", key)
+    return {"decoder.pos_embed.weight": table}
 
 
 def is_official_mae(state_dict: dict[str, Tensor]) -> bool:
@@ -93,15 +112,12 @@ def _encoder_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _map_decoder(sd: dict[str, Tensor], cfg: MAEConfig) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    grid = _grid(cfg.encoder)
     for key, value in sd.items():
         module, _, kind = key.rpartition(".")
         if key.startswith("decoder_blocks."):
             out["decoder.blocks." + key[len("decoder_blocks."):]] = value
         elif key == "decoder_pos_embed":
-            if value.shape != (1, 1 + grid[0] * grid[1], cfg.decoder_dim) or not _is_sincos_table(value):
-                log.warning("decoder_pos_embed is not the 2-D sin-cos table of the model's grid; vitkit's "
-                            "MAE decoder computes fixed sin-cos positions, so the stored table is not used")
+            out.update(map_decoder_pos_embed(value, cfg, key))
         elif key == "mask_token":
             out["decoder.mask_token"] = value
         elif module in _DECODER_TOP:
