@@ -69,7 +69,7 @@ def _is_sincos_table(table: Tensor, grid: tuple[int, int] | None = None) -> bool
 def map_decoder_pos_embed(table: Tensor, cfg: MAEConfig, key: str) -> dict[str, Tensor]:
     """vitkit entries for a stored decoder position table (1, 1 + N, Dd) named `key`.
 
-    None for the sin-cos table vitkit's decoder computes. vitkit's decoder cannot hold any other table, and
+    Nothing for the sin-cos table vitkit's decoder computes. vitkit's decoder cannot hold any other table, and
     without it the model would reconstruct other pixels than the checkpoint's: the table is kept as
     ``decoder.pos_embed.weight``, a key the model has no place for, so strict loading refuses the checkpoint
     and ``strict=False`` loads it with sin-cos decoder positions, the table listed as unexpected.
