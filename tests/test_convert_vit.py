@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 import vitkit
 from vitkit.convert.timm_vit import infer_vit_config
+from vitkit.errors import UsageError
 from vitkit.viz.record import record_attention
 
 transformers = pytest.importorskip("transformers")
@@ -217,16 +218,27 @@ def test_timm_no_embed_class_and_model_name(tmp_path):
         assert_close(loaded(images), model(images), "logits")
 
 
-def test_timm_shape_inference_uses_size_table():
-    shapes = {"patch_embed.proj.weight": (192, 3, 16, 16), "pos_embed": (1, 197, 192),
-              "cls_token": (1, 1, 192), "head.weight": (1000, 192), "blocks.0.attn.qkv.weight": (576, 192),
-              "blocks.0.attn.qkv.bias": (576,), "blocks.0.mlp.fc1.weight": (768, 192),
-              "blocks.11.norm1.weight": (192,)}
-    cfg = infer_vit_config({k: torch.empty(s, device="meta") for k, s in shapes.items()}, {})
+def timm_shapes(dim: int, depth: int, mlp_dim: int) -> dict[str, torch.Tensor]:
+    """A timm ViT state dict's shapes (on the meta device: no memory), patch 16 at 224."""
+    shapes = {"patch_embed.proj.weight": (dim, 3, 16, 16), "pos_embed": (1, 197, dim),
+              "cls_token": (1, 1, dim), "head.weight": (1000, dim),
+              "blocks.0.attn.qkv.weight": (3 * dim, dim), "blocks.0.attn.qkv.bias": (3 * dim,),
+              "blocks.0.mlp.fc1.weight": (mlp_dim, dim), f"blocks.{depth - 1}.norm1.weight": (dim,)}
+    return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+
+
+def test_timm_shape_inference_takes_heads_only_from_a_standard_size(caplog):
+    with caplog.at_level("INFO", logger="vitkit.convert.timm_vit"):
+        cfg = infer_vit_config(timm_shapes(192, 12, 768), {})
     assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.image_size) == (192, 12, 3, 16, (224, 224))
     assert cfg.mlp_ratio == 4.0 and cfg.num_classes == 1000 and cfg.pool == "cls"
-    shapes["patch_embed.proj.weight"], shapes["blocks.0.mlp.fc1.weight"] = (256, 3, 16, 16), (512, 256)
-    assert infer_vit_config({k: torch.empty(s, device="meta") for k, s in shapes.items()}, {}).num_heads == 4
+    assert "3 attention heads, from ViT-Ti's size" in caplog.text and "pass num_heads=N" in caplog.text
+    assert infer_vit_config(timm_shapes(1024, 24, 4096), {}).num_heads == 16  # ViT-L
+    # width, depth or MLP width off the table: a guess could compute another function, so it is refused
+    for shape in ((256, 12, 1024), (192, 6, 768), (192, 12, 384)):
+        with pytest.raises(UsageError, match=r"not stored in the weights.*pass num_heads=N \(or model="):
+            infer_vit_config(timm_shapes(*shape), {})
+        assert infer_vit_config(timm_shapes(*shape), {"num_heads": 4}).num_heads == 4
 
 
 # ---- JAX .npz (google-research/vision_transformer) ---------------------------------------------------------

@@ -7,6 +7,7 @@ import argparse
 import pytest
 import torch
 
+from vitkit.errors import UsageError
 from vitkit.models import create_model
 from vitkit.models.mae import MaskedAutoencoder
 from vitkit.models.vit import VisionTransformer
@@ -39,6 +40,27 @@ def test_hf_directory_loads_and_saves_back(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(again(pixel_values=images, noise=noise).logits, out.pred, atol=1e-4, rtol=0)
 
+
+
+def test_hf_decoder_position_table_that_is_not_sincos_is_refused_under_strict(tmp_path, caplog) -> None:
+    hf = tiny_hf()
+    with torch.no_grad():
+        hf.decoder.decoder_pos_embed.normal_(std=0.5)  # a learned table: vitkit's decoder computes sin-cos
+    hf.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="vitkit.convert"):
+        with pytest.raises(UsageError, match=r"strict=True(?s:.*)unexpected: +decoder.pos_embed.weight"):
+            weights.load_pretrained(tmp_path)
+    assert "decoder.decoder_pos_embed is not the fixed 2-D sin-cos table" in caplog.text
+    assert "cannot hold a stored table" in caplog.text
+    model, report = weights.load_checkpoint(tmp_path, strict=False)
+    assert report.unexpected == ["decoder.pos_embed.weight"] and not report.missing
+    images, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    with torch.no_grad():
+        expected = hf(pixel_values=images, noise=noise)
+        latent, _, _ = model.forward_encoder(images, 0.75, noise)
+        torch.testing.assert_close(latent, hf.vit(pixel_values=images, noise=noise).last_hidden_state,
+                                   atol=1e-4, rtol=0)  # the encoder is exact
+        assert (model(images, noise=noise).pred - expected.logits).abs().max() > 1e-2  # the decoder is not
 
 def test_vitkit_checkpoint_keeps_the_decoder(tmp_path) -> None:
     model = tiny_mae()
@@ -94,6 +116,32 @@ def test_official_checkpoint_refused_by_default_then_loaded(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(images, noise=noise).pred, model(images, noise=noise).pred)
 
+
+
+def test_official_checkpoint_head_counts_are_never_guessed(tmp_path) -> None:
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": official_state_dict(tiny_mae())}, path)  # 32-wide encoder, 16-wide decoder
+    with pytest.raises(UsageError, match=r"width 32, depth 2.*pass encoder=\{'num_heads': N\} \(or model="):
+        weights.load_pretrained(path, decoder_num_heads=2)
+    with pytest.raises(UsageError, match=r"width 16, depth 2.*pass decoder_num_heads=N \(or model=NAME\)"):
+        weights.load_pretrained(path, encoder={"num_heads": 2})
+    for given in ({"encoder": {"num_heads": 2}}, {"encoder.num_heads": 2}):
+        model = weights.load_pretrained(path, decoder_num_heads=2, **given)
+        assert (model.config.encoder.num_heads, model.config.decoder_num_heads) == (2, 2)
+    torch.save({"model": official_state_dict(tiny_mae(), decoder=False)}, path)  # encoder only
+    with pytest.raises(UsageError, match=r"pass num_heads=N \(or model=NAME\)"):
+        weights.load_pretrained(path)
+
+
+def test_official_decoder_position_table_that_is_not_sincos_is_refused_under_strict(tmp_path) -> None:
+    sd = official_state_dict(tiny_mae())
+    sd["decoder_pos_embed"] = sd["decoder_pos_embed"] + 0.1 * torch.randn_like(sd["decoder_pos_embed"])
+    torch.save({"model": sd}, tmp_path / "learned.pth")
+    heads = {"encoder": {"num_heads": 2}, "decoder_num_heads": 2}
+    with pytest.raises(UsageError, match=r"unexpected: +decoder.pos_embed.weight"):
+        weights.load_pretrained(tmp_path / "learned.pth", **heads)
+    _, report = weights.load_checkpoint(tmp_path / "learned.pth", strict=False, **heads)
+    assert report.unexpected == ["decoder.pos_embed.weight"]
 
 def test_official_full_checkpoint_into_a_vit_reports_decoder_keys(tmp_path) -> None:
     model = tiny_mae()

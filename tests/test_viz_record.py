@@ -51,6 +51,19 @@ def test_shapes_rows_sum_to_one_and_outputs_unchanged():
     torch.testing.assert_close(rec[-1], rec.weights[2])
 
 
+
+def test_iterating_yields_the_recorded_layers_in_model_order():
+    model = tiny_vit()
+    with torch.no_grad(), record_attention(model) as every, record_attention(model, layers=[2, 1]) as rec:
+        model(torch.randn(1, 3, 16, 24))
+    assert len(list(every)) == 3  # the reported failure: KeyError 'layer 3 was not recorded'
+    assert rec.layers == [1, 2]
+    listed = list(rec)  # Python's fallback iteration would ask rec[0]: layer 0 was not recorded
+    assert len(listed) == len(rec) == 2
+    for ours, expected in zip(listed, (rec[1], rec[2])):
+        assert ours is expected
+    assert [w.shape for w in rec] == [w.shape for w in rec.weights]
+
 def test_weights_match_return_weights_path():
     model = tiny_vit()
     images = torch.randn(1, 3, 16, 24)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import json
+import os
+import re
+import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -11,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 import vitkit
-from vitkit import convert
+from vitkit import checkpoint_files, convert
+from vitkit.errors import UsageError
 from vitkit.weights import LoadReport, UnsafeCheckpointError, read_state_dict
 
 
@@ -44,7 +51,7 @@ def test_load_report_is_clean_and_readable(tmp_path):
     model, report = vitkit.load_checkpoint(tmp_path)
     assert isinstance(report, LoadReport) and report.clean and report.format == "vitkit"
     text = str(report)
-    for field in ("missing", "unexpected", "resampled", "reinitialised"):
+    for field in ("missing", "unexpected", "resampled", "reinitialised", "stripped"):
         assert field in text
 
 
@@ -57,6 +64,18 @@ def test_weights_file_path_loads_its_directory(tmp_path):
     save_file(tiny().state_dict(), str(tmp_path / "other.safetensors"))  # another file in the same directory
     other = vitkit.load_pretrained(tmp_path / "other.safetensors", num_heads=2)
     assert not torch.equal(other(images), model(images))
+
+
+
+def test_loaded_models_are_in_eval_mode(tmp_path):
+    vitkit.save_pretrained(tiny(), tmp_path / "dir")
+    save_file(tiny().state_dict(), str(tmp_path / "bare.safetensors"))
+    images = torch.randn(2, 3, 32, 32)
+    for path in (tmp_path / "dir", tmp_path / "bare.safetensors"):
+        model = vitkit.load_pretrained(path, num_heads=2, drop_rate=0.5, drop_path_rate=0.5)
+        assert not any(m.training for m in model.modules()), path
+        with torch.no_grad():  # no dropout or stochastic depth: the same features twice
+            assert torch.equal(model.forward_features(images), model.forward_features(images))
 
 
 def test_overrides_apply_to_the_loaded_config(tmp_path):
@@ -131,35 +150,121 @@ def test_unknown_layout_names_the_known_ones(tmp_path):
     assert "vit" in convert.hf_model_types()
 
 
+
+@pytest.mark.parametrize("wrappers", [("module.",), ("_orig_mod.",), ("module.", "_orig_mod.")])
+@pytest.mark.parametrize("layout", ["vitkit", "timm"])
+def test_wrapper_key_prefixes_are_stripped_and_reported(tmp_path, layout, wrappers):
+    model = randomize(tiny())
+    sd = model.state_dict() if layout == "vitkit" else timm_layout(model)
+    torch.save({"model": {"".join(wrappers) + k: v for k, v in sd.items()}}, tmp_path / "ddp.pth")
+    loaded, report = vitkit.load_checkpoint(tmp_path / "ddp.pth", num_heads=2)
+    names = {"module.": "module. (DistributedDataParallel)", "_orig_mod.": "_orig_mod. (torch.compile)"}
+    assert report.format == layout and report.clean and report.stripped == [names[w] for w in wrappers]
+    assert all(name in str(report) for name in report.stripped)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_features(images), model.forward_features(images))
+
+
+def test_directory_saved_from_a_compiled_model_loads(tmp_path):
+    model = randomize(tiny())
+    vitkit.save_pretrained(torch.compile(model), tmp_path)  # compiled lazily: nothing runs here
+    loaded, report = vitkit.load_checkpoint(tmp_path)
+    assert report.clean and report.stripped == ["_orig_mod. (torch.compile)"]
+    assert torch.equal(loaded.blocks[1].attn.qkv.weight, model.blocks[1].attn.qkv.weight)
+
+
+def test_a_prefix_on_only_some_keys_is_kept(tmp_path):
+    sd = {k: v for k, v in tiny().state_dict().items()}
+    sd["module.extra"] = torch.zeros(1)
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    _, report = vitkit.load_checkpoint(tmp_path / "w.safetensors", num_heads=2, strict=False)
+    assert report.unexpected == ["module.extra"] and report.stripped == []
+
 # ---- safe reading ------------------------------------------------------------------------------------------
 class Payload:
-    """A pickle payload that would write a marker file when unpickled."""
+    """A pickle payload: unpickling it calls `function(*args)`, which writes a marker file."""
 
-    def __init__(self, marker):
-        self.marker = str(marker)
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
 
     def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+        return self.function, self.args
 
 
-def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+def payloads(marker):
+    """A payload per kind of callable an attacker would name: a builtin, a library function, a system call."""
+    source = marker.with_name("source")
+    source.write_text("pwned")
+    return {"exec": Payload(exec, f"open({str(marker)!r}, 'w').write('pwned')"),
+            "shutil.copyfile": Payload(shutil.copyfile, str(source), str(marker)),
+            "os.system": Payload(os.system, f"echo pwned > {marker}")}
+
+
+def advised(message: str) -> list[tuple[str, ...]]:
+    """The allow_pickle tuples a refusal message tells the user to pass."""
+    return [ast.literal_eval(m) for m in re.findall(r"allow_pickle=(\(.*?\))", message)]
+
+
+@pytest.mark.parametrize("kind", ["exec", "shutil.copyfile", "os.system"])
+def test_malicious_pickle_never_runs_by_default_or_by_following_the_advice(tmp_path, kind):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth"
-    torch.save({"weight": torch.zeros(2), "payload": Payload(marker)}, path)
+    torch.save({"model": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=0.1),
+                "payload": payloads(marker)[kind]}, path)
     (tmp_path / "evil.bin").write_bytes(path.read_bytes())
+    messages = []
     for allow in ((), ("argparse.Namespace",)):
-        with pytest.raises(UnsafeCheckpointError, match="allow_pickle=.*exec"):
-            vitkit.load_pretrained(path, allow_pickle=allow)
+        for load in (vitkit.load_pretrained, read_state_dict):
+            with pytest.raises(UnsafeCheckpointError) as refused:
+                load(path, allow_pickle=allow)
+            messages.append(str(refused.value))
+            for advice in advised(messages[-1]):  # a user following the message, adding what it names
+                with contextlib.suppress(ValueError):
+                    load(path, allow_pickle=(*allow, *advice))
         with pytest.raises(UnsafeCheckpointError):
             read_state_dict(tmp_path / "evil.bin", allow_pickle=allow)
     assert not marker.exists()
+    assert all("can run code" in message and not advised(message) for message in messages)
+    needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # what the old message advised
+    function = next(name for name in needed if name != "argparse.Namespace")
+    for allow in ((function,), (function, "argparse.Namespace")):
+        with pytest.raises(UsageError, match=f"^allow_pickle names '{function}', a function: .*never allows"):
+            read_state_dict(path, allow_pickle=allow)
+    assert not marker.exists()
     torch.load(path, weights_only=False)  # the payload is real: an unsafe load does run it
-    assert marker.read_text() == "pwned"
+    assert marker.read_text().strip() == "pwned"
+
+
+@pytest.mark.parametrize("name", ["builtins.eval", "builtins.exec", "builtins.getattr", "os.system",
+                                  "shutil.rmtree", "subprocess.run", "subprocess.Popen", "torch.load"])
+def test_allow_pickle_refuses_callables_in_one_line(tmp_path, name):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.pth")
+    with pytest.raises(UsageError, match=f"^allow_pickle names '{name}', .*never allows it") as refused:
+        read_state_dict(tmp_path / "x.pth", allow_pickle=(name,))
+    assert "\n" not in str(refused.value)
+
+
+def test_numpy_values_load_by_following_the_advice(tmp_path):
+    sd = {"w": torch.randn(3)}
+    torch.save({"model": sd, "best_acc": np.float64(0.9), "mean": np.array([0.5, 0.4], dtype=np.float32),
+                "dtype": np.dtype("int16")}, tmp_path / "ckpt.pth")
+    with pytest.raises(UnsafeCheckpointError, match="hold only data") as refused:
+        read_state_dict(tmp_path / "ckpt.pth")
+    (advice,) = advised(str(refused.value))
+    assert all(name.startswith("numpy.") for name in advice)
+    assert torch.equal(read_state_dict(tmp_path / "ckpt.pth", allow_pickle=advice)["w"], sd["w"])
+
+
+def timm_layout(model):
+    """The model's state dict in timm's layout: one pos_embed (1, 1 + N, D), [CLS] position first."""
+    sd = dict(model.state_dict())
+    sd["pos_embed"] = torch.cat([sd.pop("cls_pos_embed"), sd.pop("pos_embed.weight")], dim=1)
+    return sd
 
 
 def test_pickle_with_extra_types_loads_only_when_allowed(tmp_path):
-    sd = {k: v for k, v in randomize(tiny()).state_dict().items()}
-    sd["pos_embed"] = torch.cat([sd.pop("cls_pos_embed"), sd.pop("pos_embed.weight")], dim=1)  # timm layout
+    sd = timm_layout(randomize(tiny()))
     torch.save({"model": sd, "args": argparse.Namespace(lr=1e-3)}, tmp_path / "ckpt.bin")
     with pytest.raises(UnsafeCheckpointError, match=r"allow_pickle=\('argparse.Namespace',\)"):
         read_state_dict(tmp_path / "ckpt.bin")
@@ -200,6 +305,44 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=".safetensors"):
         read_state_dict(tmp_path / "w.h5")
 
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_weights_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        for format in ("vitkit", "hf"):
+            out = vitkit.save_pretrained(tiny(num_classes=0), tmp_path / format, format=format)
+            for name in ("model.safetensors", "config.json"):
+                assert stat.S_IMODE((out / name).stat().st_mode) == mode, (format, name)
+    finally:
+        os.umask(previous)
+
+
+def _unreadable_checkpoints(tmp_path):
+    save_file(tiny().state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save(tiny().state_dict(), tmp_path / "w.pth")
+    np.savez(tmp_path / "w.npz", a=np.zeros(2))
+    return [tmp_path / name for name in ("w.safetensors", "w.pth", "w.npz")]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_reported_as_permission_denied(tmp_path):
+    for path in _unreadable_checkpoints(tmp_path):
+        path.chmod(0)
+        with pytest.raises(UsageError, match=f"cannot read {path}: permission denied"):
+            read_state_dict(path)
+
+
+def test_permission_denied_is_not_reported_as_corrupt(tmp_path, monkeypatch):
+    def denied(file, *args, **kwargs):  # what open() raises for a file of mode 000 (for anyone but root)
+        raise PermissionError(13, "Permission denied", str(file))
+
+    paths = _unreadable_checkpoints(tmp_path)
+    monkeypatch.setattr(checkpoint_files, "open", denied, raising=False)  # the module's own open() only
+    for path in paths:
+        with pytest.raises(UsageError, match=r"^cannot read .*: permission denied; give this user read"):
+            read_state_dict(path)
 
 def test_every_load_logs_its_report(tmp_path, caplog):
     vitkit.save_pretrained(tiny(), tmp_path)

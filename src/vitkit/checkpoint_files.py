@@ -5,18 +5,38 @@
 
 from __future__ import annotations
 
+import importlib
+import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import Tensor
 
+from .errors import UsageError
+
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
+# What `allow_pickle` may name: types that hold only data, and numpy's functions that rebuild arrays, scalars
+# and dtypes from bytes (torch's weights_only loader needs them for numpy values in a checkpoint). Nothing
+# else: a function (builtins.exec, os.system, shutil.copyfile, ...) is called with whatever arguments the file
+# gives, and building an arbitrary class can run its code.
+DATA_ONLY_GLOBALS = (
+    "argparse.Namespace",
+    "collections.OrderedDict",
+    "numpy.ndarray",
+    "numpy.dtype",  # with its classes numpy.dtypes.*DType, which pickles never name
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct",  # numpy 1's names for the two above
+    "numpy.core.multiarray.scalar",
+)
 
-class UnsafeCheckpointError(ValueError):
-    """A pickle checkpoint that needs globals beyond plain tensors and containers."""
+
+class UnsafeCheckpointError(UsageError):
+    """A pickle checkpoint that needs globals beyond plain tensors and containers (a ValueError)."""
 
 
 def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[str, Tensor]:
@@ -28,16 +48,21 @@ def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[
     Args:
         path: the file.
         allow_pickle: fully qualified names of extra globals a pickle may use (e.g. ``"argparse.Namespace"``),
-            allowed through `torch.serialization.safe_globals` for this load only. Name only types you trust.
+            allowed through `torch.serialization.safe_globals` for this load only; only names in
+            `DATA_ONLY_GLOBALS` are accepted (anything else could run code when unpickled).
 
     Raises:
         FileNotFoundError: no such file.
-        UnsafeCheckpointError: the pickle needs globals not in `allow_pickle` (never loaded unsafely).
+        UsageError: the file is not readable (permission denied), or `allow_pickle` names a global that is
+            not in `DATA_ONLY_GLOBALS`.
+        UnsafeCheckpointError: the pickle needs globals not in `allow_pickle` (never loaded unsafely); the
+            message suggests an `allow_pickle` only when every global it needs is in `DATA_ONLY_GLOBALS`.
         ValueError: empty, truncated or corrupt files, object arrays in an .npz, no tensors found.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    _check_readable(path)
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint file {path} is empty (0 bytes)")
     suffix = path.suffix.lower()
@@ -49,6 +74,16 @@ def read_state_dict(path: str | Path, allow_pickle: Iterable[str] = ()) -> dict[
         return _unwrap(_read_pickle(path, tuple(allow_pickle)), path)
     raise ValueError(f"unknown checkpoint type {path.name!r}: expected .safetensors, .npz or one of "
                      f"{', '.join(PICKLE_SUFFIXES)}")
+
+
+def _check_readable(path: Path) -> None:
+    """Raise `UsageError` for a file this process may not read; the readers would misreport it (safetensors
+    says "No such file or directory", numpy "truncated or corrupt")."""
+    try:
+        open(path, "rb").close()
+    except PermissionError as e:
+        raise UsageError(f"cannot read {path}: permission denied; give this user read access to it (chmod, "
+                         "chown) or load it as a user who may read it") from e
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -83,32 +118,75 @@ def _read_npz(path: Path) -> dict[str, Tensor]:
 
 
 def _read_pickle(path: Path, allow_pickle: tuple[str, ...]) -> Any:
-    import pickle
-
-    allowed = [_resolve_global(name) for name in allow_pickle]
+    allowed = _allowed_globals(allow_pickle)
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        needed = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e))))
+        needed = [name for name in _globals_needed(path, e) if name not in allow_pickle]
         if not needed:
             raise ValueError(f"cannot read {path}: not a valid torch checkpoint ({e})") from e
-        raise UnsafeCheckpointError(
-            f"{path} is a pickle that needs {', '.join(needed)} beyond plain tensors, so it was not loaded "
-            f"(unpickling such files can run arbitrary code). If you trust the file, allow exactly those "
-            f"types: load_pretrained(..., allow_pickle={tuple(needed)!r})") from None
+        raise UnsafeCheckpointError(_refusal(path, needed, allow_pickle)) from None
     except (RuntimeError, EOFError) as e:
         raise ValueError(f"cannot read {path}: truncated or not a torch checkpoint ({e})") from e
 
 
-def _resolve_global(name: str) -> Any:
-    import importlib
+def _allowed_globals(names: tuple[str, ...]) -> list[tuple[Any, str]]:
+    """(object, name as pickles spell it) for `torch.serialization.safe_globals`; UsageError for any name not
+    in `DATA_ONLY_GLOBALS`."""
+    allowed = []
+    for name in names:
+        obj = _import_global(name)
+        if name not in DATA_ONLY_GLOBALS:
+            kind = ("a function" if callable(obj) and not isinstance(obj, type)
+                    else "not a type known to hold only data")
+            raise UsageError(f"allow_pickle names {name!r}, {kind}: unpickling it can run code, so vitkit "
+                             f"never allows it (allowed: {', '.join(DATA_ONLY_GLOBALS)})")
+        allowed.append((obj, name))
+        if name == "numpy.dtype":  # a dtype is built as its class (numpy.dtypes.Float32DType, ...)
+            allowed += [(cls, f"numpy.dtypes.{cls.__name__}") for cls in _dtype_classes(obj)]
+    return allowed
 
+
+def _dtype_classes(dtype: type) -> list[type]:
+    """numpy's per-dtype classes (numpy ≥ 1.25 names them in numpy.dtypes; a pickle never does)."""
+    try:
+        module = importlib.import_module("numpy.dtypes")
+    except ImportError:
+        return []
+    classes = {id(c): c for c in vars(module).values() if isinstance(c, type) and issubclass(c, dtype)}
+    return list(classes.values())  # without aliases (ByteDType is Int8DType)
+
+
+def _import_global(name: str) -> Any:
     module_name, _, attr = name.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 warns on numpy 1's numpy.core
+            return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"allow_pickle names {name!r}, which cannot be imported") from e
+        raise UsageError(f"allow_pickle names {name!r}, which cannot be imported") from e
+
+
+def _globals_needed(path: Path, error: Exception) -> list[str]:
+    """Every global the pickle names beyond torch's defaults (read without unpickling), else the one in
+    `error`."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # older torch, or a file the scanner cannot parse
+        return sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(error))))
+
+
+def _refusal(path: Path, needed: list[str], allowed: tuple[str, ...]) -> str:
+    """Why a pickle was not loaded; suggests `allow_pickle` only when every needed global may be allowed."""
+    head = f"{path} is a pickle that needs {', '.join(needed)} beyond plain tensors, so it was not loaded"
+    code = [name for name in needed if name not in DATA_ONLY_GLOBALS]
+    if code:
+        return (f"{head}: unpickling {', '.join(code)} can run code, so vitkit never allows it. Open it only "
+                "if you trust its source, and keep its tensors as .safetensors")
+    suggest = tuple(dict.fromkeys((*allowed, *needed)))
+    return (f"{head} (unpickling other types can run code). These hold only data; if you trust the file, "
+            f"allow them: load_pretrained(..., allow_pickle={suggest!r})")
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:

@@ -8,7 +8,8 @@ load one-to-one.
 
 Files are read safely: safetensors and ``.npz`` (object arrays refused) never run code; ``.pth/.bin`` load
 with ``torch.load(weights_only=True)``, and a pickle that needs more globals is refused unless the caller
-names them in ``allow_pickle``.
+names them in ``allow_pickle`` (which takes only the data-only types listed in
+`vitkit.checkpoint_files.DATA_ONLY_GLOBALS`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# prefixes a wrapper adds to every key of the model it wraps → the wrapper
+WRAPPER_PREFIXES = {"module.": "DistributedDataParallel", "_orig_mod.": "torch.compile"}
 
 
 @dataclass
@@ -50,6 +54,8 @@ class LoadReport:
         unexpected: checkpoint keys the model has no place for (ignored).
         resampled: position-embedding keys interpolated to the model's grid, with old → new grid.
         reinitialised: head keys replaced by a fresh zero head because ``num_classes=`` asked for one.
+        stripped: prefixes removed from every checkpoint key before reading its layout, with the wrapper that
+            adds them (``module.``: DistributedDataParallel, ``_orig_mod.``: torch.compile); lossless.
         path: the file or directory loaded.
     """
 
@@ -58,6 +64,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     resampled: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
+    stripped: list[str] = field(default_factory=list)
     path: str = ""
 
     @property
@@ -66,7 +73,7 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [f"loaded {self.path or 'checkpoint'} ({self.format} format)"]
-        for name in ("missing", "unexpected", "resampled", "reinitialised"):
+        for name in ("missing", "unexpected", "resampled", "reinitialised", "stripped"):
             keys = getattr(self, name)
             lines.append(f"  {name + ':':15s}{', '.join(keys) if keys else '-'}")
         return "\n".join(lines)
@@ -96,9 +103,19 @@ def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitk
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    # safetensors writes a private temporary file (mode 0600) and renames it: give the weights the mode any
+    # new file gets here (0644 under umask 022), as config.json has, so others sharing a run can read them
+    os.chmod(directory / WEIGHTS_NAME, 0o666 & ~_umask())
     if format == "hf":
         _write_hf_preprocessor(model.config, directory)
     return directory
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it: 0o077 meanwhile errs on the private side)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _to_hf(config: Any, state: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -127,7 +144,8 @@ def _write_hf_preprocessor(config: Any, directory: Path) -> None:
 def load_pretrained(path: str | Path, *, strict: bool = True, num_classes: int | None = None,
                     allow_pickle: Iterable[str] = (), format: str | None = None,
                     **overrides: Any) -> nn.Module:
-    """Load a model from any supported checkpoint; logs the `LoadReport` (see `load_checkpoint`)."""
+    """Load a model from any supported checkpoint, in eval mode (call ``.train()`` to fine-tune it); logs the
+    `LoadReport` (see `load_checkpoint`)."""
     model, _ = load_checkpoint(path, strict=strict, num_classes=num_classes, allow_pickle=allow_pickle,
                                format=format, **overrides)
     return model
@@ -145,7 +163,8 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
 
     Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled
     with the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes`
-    asks for a new (zero-initialised) head.
+    asks for a new (zero-initialised) head. The model comes back in eval mode (dropout and stochastic depth
+    off), as HF's ``from_pretrained`` returns it; call ``.train()`` before fine-tuning (the Trainer does).
 
     Args:
         path: a run, model or checkpoint directory, or a weights file.
@@ -159,17 +178,19 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
             ``num_heads`` or ``image_size`` (non-square grids).
 
     Raises:
-        ValueError: unreadable/unsafe files, shape mismatches, or (strict) missing/unexpected keys.
+        ValueError: unreadable/unsafe files or shape mismatches; a `UsageError` (a ValueError) when strict and
+            keys are missing or unexpected.
     """
     path = Path(path) if format else resolve_model_path(path)  # `format` names a bare state dict's layout
-    fmt, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle), dict(overrides))
+    report = LoadReport(format="", path=str(path))
+    report.format, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle),
+                                                                 dict(overrides), report)
     cfg = replace_config(ckpt_cfg, overrides)
     if num_classes is not None and num_classes != getattr(cfg, "num_classes", None):
         cfg = replace_config(cfg, num_classes=num_classes)  # KeyError listing the fields for headless models
         if hasattr(cfg, "preprocess"):
             cfg = replace_config(cfg, {"preprocess.label_names": ()})  # the old labels name the old classes
     model = build_model(cfg)
-    report = LoadReport(format=fmt, path=str(path))
     state = _adapt_state_dict(model, state, ckpt_cfg, report, new_head=num_classes is not None)
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh_head = [k for k in missing if num_classes is not None and k.startswith("head.")]
@@ -177,27 +198,24 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     report.missing = [k for k in missing if k not in report.reinitialised]
     report.unexpected = list(unexpected)
     if strict and (report.missing or report.unexpected):
-        raise ValueError(f"checkpoint does not match the model (strict=True):\n{report}\n"
+        raise UsageError(f"checkpoint does not match the model (strict=True):\n{report}\n"
                          "Pass strict=False to load anyway, or fix the config overrides.")
     (logger.info if report.clean else logger.warning)("%s", report)
-    return model, report
+    return model.eval(), report
 
 
-def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ...],
-                     overrides: dict[str, Any]) -> tuple[str, Any, dict[str, Tensor], dict[str, Any]]:
+def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ...], overrides: dict[str, Any],
+                     report: LoadReport) -> tuple[str, Any, dict[str, Tensor], dict[str, Any]]:
     """(format name, checkpoint config, vitkit-layout state dict, overrides still to apply)."""
-    if path.is_dir():
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise UsageError(f"{path} has no {CONFIG_NAME}; expected {ACCEPTED}")
-        data = json.loads(config_path.read_text())
-        state = _read_dir_weights(path, allow_pickle)
+    data = _read_config_json(path) if path.is_dir() else None
+    weights = _read_dir_weights(path, allow_pickle) if path.is_dir() else read_state_dict(path, allow_pickle)
+    state = _strip_wrapper_prefixes(weights, report)
+    if data is not None:
         if _is_vitkit_config(data):
             return "vitkit", config_from_json_dict(data), state, overrides
         model_type = data.get("model_type")
         cfg, state = convert.get_hf_converter(model_type).to_vitkit(data, state)
         return f"hf:{model_type}", _with_hf_preprocessing(cfg, path), state, overrides
-    state = read_state_dict(path, allow_pickle)
     layout = convert.get_state_dict_format(format) if format else convert.detect_state_dict_format(state)
     if layout is None:
         first = ", ".join(list(state)[:5])
@@ -206,6 +224,24 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
     cfg, state = layout.to_vitkit(state, overrides)
     # the converter applied the overrides (shape hints, model=NAME); only plain config fields remain to apply
     return layout.name, cfg, state, {k: v for k, v in overrides.items() if k != "model"}
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    config_path = path / CONFIG_NAME
+    if not config_path.is_file():
+        raise UsageError(f"{path} has no {CONFIG_NAME}; expected {ACCEPTED}")
+    return json.loads(config_path.read_text())
+
+
+def _strip_wrapper_prefixes(state: dict[str, Tensor], report: LoadReport) -> dict[str, Tensor]:
+    """`state` without the `WRAPPER_PREFIXES` that every key starts with (nested wrappers: each in turn)."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+        report.stripped.append(f"{prefix} ({WRAPPER_PREFIXES[prefix]})")
+    return state
 
 
 def _is_vitkit_config(data: dict[str, Any]) -> bool:

@@ -8,12 +8,12 @@ saves (``decoder.decoder_encoder.layer.i...``) and its in-memory names (``vit.la
 Position embeddings: HF stores its fixed sin-cos tables as frozen parameters (N + 1 rows, [CLS] first). When
 the encoder's table equals vitkit's sin-cos (within 1e-4) the model gets ``pos_embed="sincos"``; otherwise its
 values are kept as learned embeddings, so the conversion stays exact. vitkit's decoder always uses fixed
-sin-cos; a checkpoint whose decoder table differs is logged as a warning.
+sin-cos and cannot hold another table: one that differs is refused by strict loading (see
+`mae_official.map_decoder_pos_embed`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -24,8 +24,7 @@ from ..layers import sincos_pos_embed_2d
 from ..models.mae import IMAGENET_PREPROCESS, MAEConfig
 from ..models.vit import ViTConfig
 from . import register_hf_converter
-
-log = logging.getLogger(__name__)
+from .mae_official import map_decoder_pos_embed
 
 # Older / on-disk HF names → the canonical names used below (order matters: attention.output before output).
 _LEGACY = [
@@ -121,9 +120,7 @@ def to_vitkit(hf_config: dict[str, Any],
                 out["encoder.cls_pos_embed"] = value[:, :1]
                 out["encoder.pos_embed.weight"] = value[:, 1:]
         elif key == "decoder.decoder_pos_embed":
-            if not _is_sincos(value, cfg.decoder_dim, _grid(cfg.encoder)):
-                log.warning("decoder.decoder_pos_embed is not the 2-D sin-cos table; vitkit's MAE decoder "
-                            "uses fixed sin-cos position embeddings, so its predictions will differ")
+            out.update(map_decoder_pos_embed(value, cfg, key))
         else:
             out[key] = value
     for (prefix, kind), parts in qkv.items():

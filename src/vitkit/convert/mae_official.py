@@ -14,7 +14,10 @@ What is built, unless ``model=NAME`` names a preset to load into: a checkpoint w
 `MaskedAutoencoder`; without → a plain ViT (with a head if the checkpoint has one). Loading into another kind
 (e.g. ``model="vit_base_patch16_224"`` for a full checkpoint) leaves the keys that have no place — decoder or
 head — to the load report (``strict=False``). A sin-cos ``pos_embed`` becomes ``pos_embed="sincos"``; any
-other is kept as learned embeddings. Detection claims files with decoder keys, or with the encoder keys and a
+other is kept as learned embeddings. Head counts are not in the weights: the encoder's come from the ViT size
+table and the decoder's from the release decoder (width 512, depth 8, MLP 2048: 16 heads), only for exactly
+those shapes; pass ``encoder={"num_heads": N}`` / ``decoder_num_heads=N`` for any other (or ``num_heads=N``
+for an encoder-only file). Detection claims files with decoder keys, or with the encoder keys and a
 sin-cos ``pos_embed``; fine-tuned checkpoints are plain timm ViTs and load through the "timm" format (or
 ``format="mae"``).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,6 +38,7 @@ from ..models.mae import IMAGENET_PREPROCESS, MAEConfig
 from ..models.registry import get_model_config
 from ..models.vit import ViTConfig
 from . import register_state_dict_format
+from .timm_vit import heads_from_size_table, infer_vit_config, timm_to_vitkit  # "timm" is detected last
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ _ENCODER_REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.
 _DECODER_TOP = {"decoder_embed": "decoder.embed", "decoder_norm": "decoder.norm",
                 "decoder_pred": "decoder.pred",
                 "mask_token": "decoder.mask_token"}
+# (width, depth, MLP width) → heads of the one decoder the release uses with every encoder size
+_DECODER_HEADS = {(512, 8, 2048): ("the MAE release decoder", 16)}
 
 
 def _sincos_table(dim: int, grid: tuple[int, int]) -> Tensor:
@@ -49,12 +56,31 @@ def _sincos_table(dim: int, grid: tuple[int, int]) -> Tensor:
     return torch.cat([torch.zeros(1, dim), sincos_pos_embed_2d(dim, grid)])[None]
 
 
-def _is_sincos_table(table: Tensor) -> bool:
+def _is_sincos_table(table: Tensor, grid: tuple[int, int] | None = None) -> bool:
+    """table (1, 1 + N, D) is `_sincos_table` of `grid` (default: a square grid of N) within 1e-4."""
     n, dim = table.shape[1] - 1, table.shape[-1]
     side = int(round(n ** 0.5))
-    if side * side != n or dim % 4:
+    grid = grid or (side, side)
+    if grid[0] * grid[1] != n or dim % 4:
         return False
-    return bool((table.float() - _sincos_table(dim, (side, side))).abs().max() < 1e-4)
+    return bool((table.float() - _sincos_table(dim, grid)).abs().max() < 1e-4)
+
+
+def map_decoder_pos_embed(table: Tensor, cfg: MAEConfig, key: str) -> dict[str, Tensor]:
+    """vitkit entries for a stored decoder position table (1, 1 + N, Dd) named `key`.
+
+    Nothing for the sin-cos table vitkit's decoder computes. vitkit's decoder cannot hold any other table, and
+    without it the model would reconstruct other pixels than the checkpoint's: the table is kept as
+    ``decoder.pos_embed.weight``, a key the model has no place for, so strict loading refuses the checkpoint
+    and ``strict=False`` loads it with sin-cos decoder positions, the table listed as unexpected.
+    """
+    if table.shape[-1] == cfg.decoder_dim and _is_sincos_table(table, _grid(cfg.encoder)):
+        return {}
+    log.warning("%s is not the fixed 2-D sin-cos table that vitkit's MAE decoder computes for this grid, and "
+                "the decoder cannot hold a stored table, so its reconstructions would differ from the "
+                "checkpoint's: strict loading refuses it; strict=False loads the model with sin-cos decoder "
+                "positions and reports the table as unexpected (decoder.pos_embed.weight)", key)
+    return {"decoder.pos_embed.weight": table}
 
 
 def is_official_mae(state_dict: dict[str, Tensor]) -> bool:
@@ -66,25 +92,32 @@ def is_official_mae(state_dict: dict[str, Tensor]) -> bool:
     return "decoder_embed.weight" in state_dict or _is_sincos_table(state_dict["pos_embed"])
 
 
-def _decoder_config(sd: dict[str, Tensor], encoder: ViTConfig) -> MAEConfig:
+def _decoder_config(sd: dict[str, Tensor], encoder: ViTConfig, overrides: dict[str, Any]) -> MAEConfig:
     ddim = sd["decoder_embed.weight"].shape[0]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks."))
-    return MAEConfig(encoder=encoder, decoder_dim=ddim, decoder_depth=depth,
-                     decoder_num_heads=max(ddim // 32, 1),  # the release decoders: 512 wide, 16 heads
-                     decoder_mlp_ratio=sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / ddim)
+    mlp_dim = sd["decoder_blocks.0.mlp.fc1.weight"].shape[0]
+    heads = (overrides["decoder_num_heads"] if "decoder_num_heads" in overrides
+             else heads_from_size_table((ddim, depth, mlp_dim), _DECODER_HEADS, "decoder_num_heads=N"))
+    return MAEConfig(encoder=encoder, decoder_dim=ddim, decoder_depth=depth, decoder_num_heads=heads,
+                     decoder_mlp_ratio=mlp_dim / ddim)
+
+
+def _encoder_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's share of MAEConfig overrides: ``encoder={...}`` and ``"encoder.<field>"`` keys."""
+    nested = overrides.get("encoder")
+    out = dict(nested) if isinstance(nested, Mapping) else {}
+    out.update({k[len("encoder."):]: v for k, v in overrides.items() if k.startswith("encoder.")})
+    return out
 
 
 def _map_decoder(sd: dict[str, Tensor], cfg: MAEConfig) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    grid = _grid(cfg.encoder)
     for key, value in sd.items():
         module, _, kind = key.rpartition(".")
         if key.startswith("decoder_blocks."):
             out["decoder.blocks." + key[len("decoder_blocks."):]] = value
         elif key == "decoder_pos_embed":
-            if value.shape != (1, 1 + grid[0] * grid[1], cfg.decoder_dim) or not _is_sincos_table(value):
-                log.warning("decoder_pos_embed is not the 2-D sin-cos table of the model's grid; vitkit's "
-                            "MAE decoder computes fixed sin-cos positions, so the stored table is not used")
+            out.update(map_decoder_pos_embed(value, cfg, key))
         elif key == "mask_token":
             out["decoder.mask_token"] = value
         elif module in _DECODER_TOP:
@@ -96,8 +129,6 @@ def _map_decoder(sd: dict[str, Tensor], cfg: MAEConfig) -> dict[str, Tensor]:
 
 def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any, dict[str, Tensor]]:
     """Official MAE state dict → (MAEConfig or ViTConfig, vitkit state dict); see the module docstring."""
-    from .timm_vit import infer_vit_config, timm_to_vitkit  # imported here: "timm" must register after "mae"
-
     overrides = dict(overrides)
     preset = overrides.pop("model", None)
     encoder_sd = {k: v for k, v in sd.items() if not k.startswith(_DECODER)}
@@ -105,8 +136,9 @@ def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any
     target = replace_config(get_model_config(preset), overrides) if preset else None
     as_mae = isinstance(target, MAEConfig) if target is not None else bool(decoder_sd)
     if target is None:  # MAE trains on ImageNet-normalised images
-        encoder_cfg = infer_vit_config(encoder_sd, {"preprocess": IMAGENET_PREPROCESS,
-                                                    **(overrides if not as_mae else {})})
+        given = _encoder_overrides(overrides) if as_mae else overrides
+        hint = "encoder={'num_heads': N}" if as_mae else "num_heads=N"
+        encoder_cfg = infer_vit_config(encoder_sd, {"preprocess": IMAGENET_PREPROCESS, **given}, hint)
     else:
         encoder_cfg = target.encoder if as_mae else target
     encoder_cfg = dataclasses.replace(encoder_cfg, pos_embed="learn")
@@ -124,7 +156,7 @@ def mae_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any
     if target is not None:
         cfg = dataclasses.replace(target, encoder=encoder_cfg)
     else:
-        cfg = (replace_config(_decoder_config(sd, encoder_cfg), overrides) if decoder_sd
+        cfg = (replace_config(_decoder_config(sd, encoder_cfg, overrides), overrides) if decoder_sd
                else MAEConfig(encoder_cfg))
     return cfg, {**{f"encoder.{k}": v for k, v in encoder_out.items()}, **_map_decoder(decoder_sd, cfg)}
 

@@ -5,13 +5,15 @@ timm's ``no_embed_class`` models store (1,N,D) and give [CLS] no position) · ``
 ``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` · ``norm`` · ``fc_norm``
 (global-average-pooled models) · ``pre_logits.fc`` (older 21k checkpoints) · ``head``. The checkpoint holds no
 config, so the architecture is read off the shapes: width, patch, channels, depth, MLP ratio, qkv bias,
-classes, pre-logits width. Heads come from the paper's size table for a matching (width, depth), else width //
-64; the grid is taken square unless `image_size` is given. ``model=NAME`` starts from a preset instead; any
-other override is a ViTConfig field.
+classes, pre-logits width. The number of heads is not in the weights: unless ``num_heads`` is given it comes
+from the paper's size table, and only for a (width, depth, MLP width) that is exactly a standard size
+(logged); any other shape is refused. The grid is taken square unless `image_size` is given. ``model=NAME``
+starts from a preset instead; any other override is a ViTConfig field.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -19,12 +21,17 @@ import torch
 from torch import Tensor
 
 from ..config import replace_config
+from ..errors import UsageError
 from ..models.registry import get_model_config
 from ..models.vit import ViTConfig
 from ..models.vit_presets import SIZES
 from . import register_state_dict_format
 
+log = logging.getLogger(__name__)
+
 _REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight")
+# (width, depth, MLP width) → (size name, heads): the ViT paper's Table 1, the shapes whose heads are known
+VIT_HEADS = {(dim, depth, 4 * dim): (f"ViT-{sym}", heads) for sym, dim, depth, heads in SIZES.values()}
 
 
 def is_timm_vit(state_dict: dict[str, Tensor]) -> bool:
@@ -33,8 +40,14 @@ def is_timm_vit(state_dict: dict[str, Tensor]) -> bool:
         k.startswith(("decoder", "mask_token", "encoder.", "patch_embed.backbone.")) for k in state_dict)
 
 
-def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTConfig:
-    """A ViTConfig read off a timm-layout state dict's shapes, then `overrides` (``model=NAME``: a preset)."""
+def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any],
+                     heads_hint: str = "num_heads=N") -> ViTConfig:
+    """A ViTConfig read off a timm-layout state dict's shapes, then `overrides` (``model=NAME``: a preset).
+
+    Raises:
+        UsageError: no ``num_heads`` override and the shapes are no standard size; the message says to pass
+            `heads_hint` (or model=NAME).
+    """
     overrides = dict(overrides)
     preset = overrides.pop("model", None)
     if preset is not None:
@@ -44,9 +57,12 @@ def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTCon
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     class_token = "cls_token" in sd
     fc_norm = "fc_norm.weight" in sd
+    mlp_dim = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    heads = (overrides["num_heads"] if "num_heads" in overrides
+             else heads_from_size_table((dim, depth, mlp_dim), VIT_HEADS, heads_hint))
     fields: dict[str, Any] = dict(
-        patch_size=patch, in_chans=in_chans, dim=dim, depth=depth, num_heads=_heads(dim, depth),
-        mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim, qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        patch_size=patch, in_chans=in_chans, dim=dim, depth=depth, num_heads=heads,
+        mlp_ratio=mlp_dim / dim, qkv_bias="blocks.0.attn.qkv.bias" in sd,
         class_token=class_token, pool="cls" if class_token and not fc_norm else "avg", fc_norm=fc_norm,
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
         representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None)
@@ -60,11 +76,20 @@ def infer_vit_config(sd: dict[str, Tensor], overrides: dict[str, Any]) -> ViTCon
     return replace_config(ViTConfig(**fields), overrides)
 
 
-def _heads(dim: int, depth: int) -> int:
-    for _sym, d, n, heads in SIZES.values():
-        if (d, n) == (dim, depth):
-            return heads
-    return max(dim // 64, 1)
+def heads_from_size_table(shape: tuple[int, int, int], table: dict[tuple[int, int, int], tuple[str, int]],
+                          hint: str) -> int:
+    """The heads of the standard size whose (width, depth, MLP width) is exactly `shape` (logged, since the
+    weights do not store it); UsageError naming `hint` for any other shape."""
+    dim, depth, mlp_dim = shape
+    if shape not in table:
+        sizes = ", ".join(f"{name} {w}/{d}/{m}" for (w, d, m), (name, _) in table.items())
+        raise UsageError(f"the number of attention heads is not stored in the weights, and width {dim}, "
+                         f"depth {depth}, MLP width {mlp_dim} is no standard size (width/depth/MLP: "
+                         f"{sizes}); pass {hint} (or model=NAME)")
+    name, heads = table[shape]
+    log.info("%d attention heads, from %s's size (width %d, depth %d, MLP width %d): the weights do not "
+             "store them; pass %s if this model has another number", heads, name, dim, depth, mlp_dim, hint)
+    return heads
 
 
 def _prefix_positions(sd: dict[str, Tensor]) -> int:

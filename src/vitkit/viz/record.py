@@ -75,6 +75,14 @@ class AttentionRecording:
     def __len__(self) -> int:
         return len(self.layers)
 
+    def __iter__(self) -> Iterator[Tensor]:
+        """The latest weights (B, H, T, T) of each recorded layer, in model order (as `weights`).
+
+        Without it Python would iterate through `__getitem__` with 0, 1, 2, ... which names model layers,
+        not positions among the recorded ones.
+        """
+        return iter(self.weights)
+
     def stack(self) -> Tensor:
         """The latest weights of all recorded layers as one tensor (L, B, H, T, T)."""
         return torch.stack(self.weights)
