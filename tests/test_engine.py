@@ -3,6 +3,7 @@ JSONL."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import math
@@ -204,17 +205,37 @@ def test_metrics_log_truncates_after_step(tmp_path):
 
 # ---- accumulation and EMA ------------------------------------------------------------------------------
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    """With 1 or 4 micro-batches, the gradient the optimizer sees is the big batch's mean-loss gradient.
+
+    Gradients are captured before the step and compared directly, with clipping off: clipping and AdamW both
+    hide a wrong gradient scale from the weights (and lr is 0 at step 0 of the warmup)."""
     from vitkit.data.transforms import AugmentConfig
 
-    results = []
+    torch.manual_seed(0)
+    start = tiny_model()
+    with torch.no_grad():
+        start.head.weight.normal_(std=0.2)  # the zero-initialised head would stop every gradient below it
     for accum in (1, 4):
-        torch.manual_seed(0)
-        trainer = make_trainer(tmp_path / str(accum), augment=AugmentConfig())
-        trainer.cfg.optim.accum_steps = accum
-        trainer.train_step(next(iter(trainer.train_data.epoch(0))))
-        results.append(trainer.model.state_dict())
-    for k, v in results[0].items():
-        torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-6)
+        trainer = make_trainer(tmp_path / str(accum), model=copy.deepcopy(start), augment=AugmentConfig())
+        trainer.cfg.optim.accum_steps, trainer.cfg.optim.clip_grad = accum, None
+        batch = next(iter(trainer.train_data.epoch(0)))
+        reference = copy.deepcopy(start)  # no random augmentation: the generator is not used
+        loss = trainer.objective(reference, trainer.train_transform(batch, torch.Generator())).loss
+        names = [n for n, _ in reference.named_parameters()]
+        expected = dict(zip(names, torch.autograd.grad(loss, list(reference.parameters()))))
+        seen: dict[str, torch.Tensor] = {}
+
+        def capture(optimizer, args, kwargs, seen=seen, model=trainer.model):
+            seen.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+        trainer.optimizer.register_step_pre_hook(capture)
+        metrics, _ = trainer.train_step(batch)
+        assert seen.keys() == expected.keys()
+        assert expected["patch_embed.proj.weight"].abs().sum() > 0  # gradients reach the first layer
+        for k, g in expected.items():
+            torch.testing.assert_close(seen[k], g, rtol=1e-4, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in expected.values()]))
+        assert metrics["grad_norm"] == pytest.approx(total.item(), rel=1e-4)  # the logged pre-clip norm
 
 
 def test_ema_tracks_weights_with_warmup_decay():
