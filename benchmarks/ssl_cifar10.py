@@ -1,4 +1,5 @@
-"""Self-supervised pretraining on CIFAR-10 at small scale: MAE and masked patch prediction vs training from scratch.
+"""Self-supervised pretraining on CIFAR-10 at small scale: MAE and masked patch prediction vs training from
+scratch.
 
 Reproduces the claim of both papers on the shared CIFAR-10 training split: pretrain MAE and MPP on all
 training images without labels, then fine-tune and linear-probe on 10% of the labels, against the same ViT
@@ -9,7 +10,7 @@ class-stratified part of the split that no stage trains on (pretraining included
     python benchmarks/ssl_cifar10.py --minutes-pretrain 30 --minutes-finetune 10 --device cuda
     python benchmarks/ssl_cifar10.py --minutes-pretrain 14 --minutes-finetune 4 --epochs-linprobe 30
     # ≈ 45 min on 2 CPU cores: MAE fine-tune 48.1%, MPP 46.0%, scratch 34.0% (held-out, 10% labels)
-    python benchmarks/ssl_cifar10.py --limit 600 --epochs-pretrain 1 --epochs-finetune 1 --epochs-linprobe 1 
+    python benchmarks/ssl_cifar10.py --limit 600 --epochs-pretrain 1 --epochs-finetune 1 --epochs-linprobe 1
     # smoke
 
 Budgets: ``--epochs-*`` per stage, or ``--minutes-*`` converted to epochs from the measured speed of a few
@@ -26,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -48,10 +50,12 @@ PRETRAIN_MODELS = {"mae": "mae_vit_tiny_patch4_32", "mpp": "mpp_vit_tiny_patch4_
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="/work/shared/data/cifar10-train.tar.gz", help="tar.gz of train/<class>/*.jpg")
+    p.add_argument("--data", default="/work/shared/data/cifar10-train.tar.gz",
+                   help="tar.gz of train/<class>/*.jpg")
     p.add_argument("--workdir", help="where to extract and write runs (default: a temporary directory)")
     p.add_argument("--label-fraction", type=float, default=0.1)
-    p.add_argument("--heldout-fraction", type=float, default=0.1, help="share of the split held out for accuracy")
+    p.add_argument("--heldout-fraction", type=float, default=0.1,
+                   help="share of the split held out for accuracy")
     p.add_argument("--limit", type=int, help="use only this many training images (smoke tests)")
     p.add_argument("--batch-size", type=int, default=256)
     for stage, epochs in (("pretrain", 100), ("finetune", 50), ("linprobe", 50)):
@@ -112,7 +116,8 @@ def main() -> None:
     print(f"data: {len(splits.train)} train / {len(splits.val)} held-out images, decoded in "
           f"{time.perf_counter() - t0:.0f}s; runs in {root}")
     base = replace_config(TrainConfig(), {"batch_size": args.batch_size, "seed": args.seed, "amp": args.amp,
-                                          "device": str(device), "log_every": 50, "data.split_seed": args.seed})
+                                          "device": str(device), "log_every": 50,
+                                          "data.split_seed": args.seed})
     rows: list[tuple[str, str, float, float]] = []
     labelled = len(labelled_subset(splits.train, args.label_fraction, args.seed))
 
@@ -129,37 +134,35 @@ def main() -> None:
     for method, preset in PRETRAIN_MODELS.items():
         model_cfg = get_model_config(preset)
         objective = MAEObjective() if method == "mae" else MPPObjective()
-        epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, model_cfg, objective, args.batch_size,
-                            len(splits.train), device, args.amp)
-        cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3, "optim.min_lr": 1e-5,
-                                    "optim.weight_decay": 0.05, "optim.betas": (0.9, 0.95),
-                                    "optim.warmup_epochs": min(5.0, epochs / 10)})
-        run(f"pretrain_{method}", "pretrain", lambda cfg, splits: pretrain(cfg, splits=splits, method=method), cfg)
+        epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, model_cfg, objective,
+                            args.batch_size, len(splits.train), device, args.amp)
+        cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3,
+                                    "optim.min_lr": 1e-5, "optim.weight_decay": 0.05,
+                                    "optim.betas": (0.9, 0.95), "optim.warmup_epochs": min(5.0, epochs / 10)})
+        run(f"pretrain_{method}", "pretrain", partial(pretrain, method=method), cfg)
 
     ft_epochs = epochs_for(args.minutes_finetune, args.epochs_finetune, get_model_config(ENCODER),
                            ClassificationObjective(), args.batch_size, labelled, device, args.amp)
-    ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3, "optim.weight_decay": 0.05,
-                                   "optim.layer_decay": 0.75, "optim.warmup_epochs": min(5.0, ft_epochs / 10),
+    ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3,
+                                   "optim.weight_decay": 0.05, "optim.layer_decay": 0.75,
+                                   "optim.warmup_epochs": min(5.0, ft_epochs / 10),
                                    "model_args": {"drop_path_rate": 0.1}, "augment.crop_padding": 4,
                                    "augment.hflip": 0.5, "augment.label_smoothing": 0.1,
                                    "augment.mixup_alpha": 0.8, "augment.cutmix_alpha": 1.0})
     scratch_cfg = replace_config(ft_cfg, {"optim.layer_decay": None})
     lp_cfg = replace_config(base, {"model": ENCODER, "epochs": args.epochs_linprobe, "optim.lr": 1e-2,
                                    "optim.weight_decay": 0.0, "optim.warmup_epochs": 1.0})
+    fraction = args.label_fraction
     for method in PRETRAIN_MODELS:
         ckpt = root / f"pretrain_{method}"
-        run(f"finetune_{method}", "finetune", lambda cfg, splits: finetune(
-            ckpt, cfg, label_fraction=args.label_fraction, splits=splits), ft_cfg)
-        run(f"linprobe_{method}", "linprobe", lambda cfg, splits: linprobe(
-            ckpt, cfg, label_fraction=args.label_fraction, splits=splits), lp_cfg)
-    run("scratch", "finetune", lambda cfg, splits: finetune(
-        None, cfg, label_fraction=args.label_fraction, splits=splits), scratch_cfg)
-    run("linprobe_random_init", "linprobe", lambda cfg, splits: linprobe(
-        None, cfg, label_fraction=args.label_fraction, splits=splits), lp_cfg)
+        run(f"finetune_{method}", "finetune", partial(finetune, ckpt, label_fraction=fraction), ft_cfg)
+        run(f"linprobe_{method}", "linprobe", partial(linprobe, ckpt, label_fraction=fraction), lp_cfg)
+    run("scratch", "finetune", partial(finetune, None, label_fraction=fraction), scratch_cfg)
+    run("linprobe_random_init", "linprobe", partial(linprobe, None, label_fraction=fraction), lp_cfg)
 
-    print(f"\nCIFAR-10, ViT-Ti/4 (6 blocks), {args.label_fraction:.0%} labels ({labelled} images), held-out "
-          f"{len(splits.val)} images; pretrain {args.batch_size}-image batches on {len(splits.train)} images; "
-          f"device {device}")
+    print(f"\nCIFAR-10, ViT-Ti/4 (6 blocks), {args.label_fraction:.0%} labels ({labelled} images), "
+          f"held-out {len(splits.val)} images; pretrain {args.batch_size}-image batches on "
+          f"{len(splits.train)} images; device {device}")
     print(f"| {'run':<22} | {'stage':<9} | {'held-out acc':>12} | {'wall time':>9} |")
     print(f"|{'-' * 24}|{'-' * 11}|{'-' * 14}|{'-' * 11}|")
     for name, kind, acc, seconds in rows:

@@ -1,5 +1,5 @@
-"""Shared test setup: slow tests run only with --runslow or VITKIT_SLOW=1; small deterministic defaults; torch's
-process-wide settings restored after every test."""
+"""Shared test setup: slow tests run only with --runslow or VITKIT_SLOW=1; a fixed seed; torch's process-wide
+settings restored after every test."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The conftest contains what a test changes in torch's process-wide state: in-process training's thread count,
-the deterministic-algorithms switch and the default dtype do not reach the next test."""
+"""The conftest contains what a test changes in torch's process-wide state: in-process training's thread
+count, the deterministic-algorithms switch and the default dtype do not reach the next test."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""WebDataset shards built with tarfile: read back through the extra, skipping a corrupt sample, and trained on
-end to end by `vitkit train`."""
+"""WebDataset shards built with tarfile: read back through the extra, skipping a corrupt sample, and trained
+on end to end by `vitkit train`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_shards_read_decode_and_skip(shards):
     seen = {}
     for images, targets in loader.epoch(0):
         assert images.dtype == torch.uint8 and images.shape[1:] == (3, 6, 6)
-        for image, target in zip(images, targets):
+        for image, target in zip(images, targets, strict=True):
             seen[int(image[0, 0, 0]) // 10] = int(target)
     assert sorted(seen) == [0, 1, 2, 3, 4, 5, 6, 8, 9]  # sample 7 skipped
     assert all(t == i % 3 for i, t in seen.items())
@@ -68,8 +68,8 @@ def test_strict_shards_raise(shards):
 
 
 def test_train_cli_on_shards(tmp_path, capsys):
-    """`vitkit train --data 'train-{000..001}.tar'` with held-out shards: one epoch, evaluated on every held-out
-    sample. (Shards carry an ``epoch`` number; the trainer once took them for a loader and crashed.)"""
+    """`vitkit train --data 'train-{000..001}.tar'` with held-out shards: one epoch, then every held-out
+    sample evaluated. Shards carry an ``epoch`` number: the trainer once took them for a loader and failed."""
     for split, shards, per_shard in (("train", 2, 24), ("val", 1, 12)):
         (tmp_path / split).mkdir()
         for s in range(shards):

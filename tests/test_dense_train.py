@@ -95,7 +95,7 @@ def test_train_dense_on_a_folder_of_depth_pairs(tmp_path):
         np.save(tmp_path / "data" / "depth" / f"{i}.npy", data[i]["depth"].numpy())
     cfg = replace_config(TrainConfig(),
                          {"out": str(tmp_path / "run"), "epochs": 1, "batch_size": 2, "amp": False,
-                                         "model": "dpt_tiny_depth", "model_args": SMALL, "data.image_size": 32,
-                                         "data.path": str(tmp_path / "data"), "data.val_fraction": 0.34})
+                          "model": "dpt_tiny_depth", "model_args": SMALL, "data.image_size": 32,
+                          "data.path": str(tmp_path / "data"), "data.val_fraction": 0.34})
     summary = train_dense(cfg, DenseConfig(task="depth", depth_loss="silog"))
     assert summary["steps"] == 2 and 0.0 <= summary["val"]["delta1"] <= 1.0  # 4 train / 2 val images
