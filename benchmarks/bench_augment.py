@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -48,13 +49,14 @@ def main() -> None:
     for k, name in enumerate(OP_NAMES):
         index = torch.full((args.batch,), k, device=device)
         strength = torch.full((args.batch,), 0.5, device=device)
-        med, best, cpu = timed(lambda: apply_ops(x, index, strength, RAND_AUGMENT_SPACE), args.repeats, device)
+        op = partial(apply_ops, x, index, strength, RAND_AUGMENT_SPACE)
+        med, best, cpu = timed(op, args.repeats, device)
         print(f"  op {name:<14} {med:7.2f} / {best:6.2f} / {cpu:6.2f}")
     mean, std = (0.5,) * args.channels, (0.5,) * args.channels
     for preset in ("none", "light", "strong"):
         for auto in ("none", "randaugment", "trivialaugment"):
             augment = Augment(augment_preset(preset, auto_augment=auto), num_classes=10, mean=mean, std=std)
-            med, best, cpu = timed(lambda: augment(images, targets, g), args.repeats, device)
+            med, best, cpu = timed(partial(augment, images, targets, g), args.repeats, device)
             print(f"  preset {preset:<6} + {auto:<15} {med:7.2f} / {best:6.2f} / {cpu:6.2f}")
 
 

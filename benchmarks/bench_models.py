@@ -8,15 +8,16 @@
 Suites (targets from the issue in brackets):
   small   32×32 ViT (dim 192, depth 6, patch 4), training step, batch 256, bf16 autocast (+ compiled blocks)
           and fp32  [bf16: ≥ 2× the better HF attention, ≥ 50% of the bf16 matmul peak]
-  s16     ViT-S/16 224: training bf16, batch 32  [≥ 1.5× HF]; inference bf16 at batch 8 and 32 [≥ 1.3× HF, ≥ 70%]
+  s16     ViT-S/16 224: training bf16, batch 32  [≥ 1.5× HF]; inference bf16 at batch 8 and 32
+          [≥ 1.3× HF, ≥ 70%]
   b16     ViT-B/16 224: the same
-  mae     MAE (B/16 encoder, 8×512 decoder, 75% masking) and its 1-block-decoder variant against the full-token
-          ViT-B/16 step, vitkit and HF  [speedup ≥ 95% of the FLOP ratio; 1-block decoder ≥ 3.4×]
+  mae     MAE (B/16 encoder, 8×512 decoder, 75% masking) and its 1-block-decoder variant against the
+          full-token ViT-B/16 step, vitkit and HF  [speedup ≥ 95% of the FLOP ratio; 1-block decoder ≥ 3.4×]
   memory  ViT-L/16 training at batch 32, gradient checkpointing + bf16  [peak RSS ≤ 24 GiB]
   cuda    on a GPU only: ViT-B/16 bf16 training (eager and compiled) and inference  [≥ 50% MFU, ahead of HF]
 
-Each suite prints JSON lines (one per candidate; the fields are described in benchmarks/README.md), a table, and
-a `target` line per target of the issue saying what was measured against what was asked.
+Each suite prints JSON lines (one per candidate; benchmarks/README.md describes the fields), a table, and a
+`target` line per target of the issue saying what was measured against what was asked.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
 
 def _target(name: str, value: float | None, goal: float, unit: str = "×") -> dict[str, Any]:
     met = value is not None and value >= goal
-    return {"target": name, "measured": None if value is None else round(value, 3), "goal": goal, "unit": unit,
-            "met": met}
+    measured = None if value is None else round(value, 3)
+    return {"target": name, "measured": measured, "goal": goal, "unit": unit, "met": met}
 
 
 def suite_small(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -70,11 +71,13 @@ def suite_small(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[di
 def suite_size(model: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     common = {"model": model, "rounds": args.rounds, "warmup": args.warmup}
     rows = _rows([BenchConfig(mode="train", precision="bf16", **common)], 16 if args.quick else 32, args)
-    targets = [_target(f"{model} train bf16: vitkit / best HF", _find(rows, impl="vitkit")["vs_hf_best"], 1.5)]
+    train = _find(rows, impl="vitkit")
+    targets = [_target(f"{model} train bf16: vitkit / best HF", train["vs_hf_best"], 1.5)]
     for batch in (8,) if args.quick else (8, 32):
         for precision in ("bf16", "bf16-weights"):
             compiled = precision == "bf16-weights" and not args.no_compile  # frozen whole-model compile
-            part = _rows([BenchConfig(mode="infer", precision=precision, compile=compiled, **common)], batch, args)
+            cfg = BenchConfig(mode="infer", precision=precision, compile=compiled, **common)
+            part = _rows([cfg], batch, args)
             for vk in (r for r in part if r["impl"].startswith("vitkit")):
                 name = f"{model} infer {precision} b{batch} {vk['impl']}"
                 targets += [_target(f"{name} / best HF", vk["vs_hf_best"], 1.3),
@@ -112,15 +115,16 @@ def suite_mae(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict
 
 def suite_memory(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     batch = 8 if args.quick else 32
+    # rounds and warm-up cut short: a step takes minutes on a CPU
     cfg = BenchConfig(model="vit_large_patch16_224", mode="train", precision="bf16", grad_checkpointing=True,
-                      hf=args.memory_hf, rounds=min(args.rounds, 2), warmup=1)  # a step takes minutes on a CPU
+                      hf=args.memory_hf, rounds=min(args.rounds, 2), warmup=1)
     rows = _rows([cfg], batch, args)
     vk = _find(rows, impl="vitkit")
     peak = vk["peak_rss_gib"]  # the whole process: this suite runs alone in it
     if torch.cuda.is_available() and args.device != "cpu":
         peak = vk["step_mem_gib"]  # allocator peak on the GPU
-    return rows, [_target(f"ViT-L/16 train b{batch} bf16 + checkpointing: 24 GiB minus peak memory ({peak:.2f})",
-                          24 - peak, 0.0, "GiB headroom")]
+    name = f"ViT-L/16 train b{batch} bf16 + checkpointing: 24 GiB minus peak memory ({peak:.2f})"
+    return rows, [_target(name, 24 - peak, 0.0, "GiB headroom")]
 
 
 def suite_cuda(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -135,8 +139,9 @@ def suite_cuda(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dic
     train = [r for r in rows if r["mode"] == "train" and r["impl"].startswith("vitkit")]
     best = max(train, key=lambda r: r["img_s"])
     mfu = best["tflops"] / args.gpu_peak_tflops if args.gpu_peak_tflops else best["frac_peak"]
-    return rows, [_target(f"ViT-B/16 GPU train bf16 ({best['impl']}): model-FLOP utilisation", mfu, 0.5, "MFU"),
-                  _target(f"ViT-B/16 GPU train bf16 ({best['impl']}): / best HF", best["vs_hf_best"], 1.0)]
+    name = f"ViT-B/16 GPU train bf16 ({best['impl']})"
+    return rows, [_target(f"{name}: model-FLOP utilisation", mfu, 0.5, "MFU"),
+                  _target(f"{name}: / best HF", best["vs_hf_best"], 1.0)]
 
 
 def run_suite(name: str, args: argparse.Namespace) -> None:
@@ -158,7 +163,8 @@ def run_suite(name: str, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)

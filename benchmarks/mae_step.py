@@ -1,4 +1,4 @@
-"""Cost of an MAE training step at 75% masking vs a full-token ViT step of the same encoder, next to FLOP ratios.
+"""Cost of an MAE training step at 75% masking vs a full-token ViT step of the same encoder, with FLOP ratios.
 
 Times forward + backward (median of --steps after --warmup) of:
   * the MAE encoder on the visible 25% of patches (+[CLS]) vs the same encoder on all patches;
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from vitkit.bench import time_call  # noqa: E402
 from vitkit.models import create_model  # noqa: E402
 from vitkit.models.summary import vit_forward_flops  # noqa: E402
-from vitkit.models.vit import ViTConfig, VisionTransformer  # noqa: E402
+from vitkit.models.vit import VisionTransformer, ViTConfig  # noqa: E402
 
 
 def timed(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
@@ -42,8 +42,9 @@ def timed(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str,
 def decoder_flops(mae, num_patches: int, visible: int) -> float:
     """Forward FLOPs of the MAE decoder for one image: embed, blocks on 1 + N tokens, pixel prediction."""
     cfg, enc = mae.config, mae.config.encoder
+    # the decoder's blocks alone: no patch projection (in_chans=0), no head (num_classes=0)
     blocks = ViTConfig(dim=cfg.decoder_dim, depth=cfg.decoder_depth, num_heads=cfg.decoder_num_heads,
-                       mlp_ratio=cfg.decoder_mlp_ratio, in_chans=0, num_classes=0)  # no patch projection, no head
+                       mlp_ratio=cfg.decoder_mlp_ratio, in_chans=0, num_classes=0)
     pixels = enc.patch_size ** 2 * enc.in_chans
     return (2 * (visible + 1) * enc.dim * cfg.decoder_dim + vit_forward_flops(blocks, tokens=num_patches + 1)
             + 2 * num_patches * cfg.decoder_dim * pixels)
@@ -95,12 +96,14 @@ def main() -> None:
     rows = [("encoder, visible 25% (+[CLS])", t["mae_encoder"], t["mae_encoder"] / t["full_encoder"],
              enc_vis / enc_full),
             ("encoder, all tokens", t["full_encoder"], 1.0, 1.0),
-            ("MAE step (encoder + decoder)", t["mae_step"], t["mae_step"] / t["vit_step"], mae_total / vit_total),
+            ("MAE step (encoder + decoder)", t["mae_step"], t["mae_step"] / t["vit_step"],
+             mae_total / vit_total),
             ("ViT step (all tokens + head)", t["vit_step"], 1.0, 1.0)]
     for name, seconds, ratio, flops in rows:
         print(f"| {name:<34} | {seconds * 1e3:>8.1f} | {ratio:>10.2f} | {flops:>10.2f} |")
-    print(f"forward GFLOPs per image: encoder visible {enc_vis / 1e9:.3f}, encoder full {enc_full / 1e9:.3f}, "
-          f"MAE decoder {decoder_flops(mae, n, k) / 1e9:.3f}, ViT {vit_total / 1e9:.3f}")
+    print(f"forward GFLOPs per image: encoder visible {enc_vis / 1e9:.3f}, "
+          f"encoder full {enc_full / 1e9:.3f}, MAE decoder {decoder_flops(mae, n, k) / 1e9:.3f}, "
+          f"ViT {vit_total / 1e9:.3f}")
 
 
 if __name__ == "__main__":

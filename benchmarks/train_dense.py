@@ -60,8 +60,9 @@ def run(task: str, args: argparse.Namespace) -> dict:
 
 def report(task: str, summary: dict) -> None:
     val = summary.get("val") or {}
-    print(f"\n== {task}: {summary['steps']} steps, {summary['epochs']} epochs, wall {summary['wall_minutes']} min, "
-          f"CPU {summary['cpu_minutes']} min{' (stopped by --max-minutes)' if summary.get('interrupted') else ''}")
+    stopped = " (stopped by --max-minutes)" if summary.get("interrupted") else ""
+    print(f"\n== {task}: {summary['steps']} steps, {summary['epochs']} epochs, "
+          f"wall {summary['wall_minutes']} min, CPU {summary['cpu_minutes']} min{stopped}")
     keys = ["abs_rel", "rmse", "delta1", "delta2", "delta3"] if task == "depth" else \
         ["dataset_miou", "dataset_pixel_acc"]
     for key in keys:
@@ -86,7 +87,8 @@ def main() -> None:
     p.add_argument("--depth-space", choices=["disparity", "depth"], default="depth")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast")
     p.add_argument("--max-minutes", type=float, default=19.5,
-                   help="stop training after this long and evaluate (0: no limit); the goal is < 20 min per task")
+                   help="stop training after this long and evaluate (0: no limit); "
+                   "the goal is < 20 min per task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_dense")
     p.add_argument("--fresh", action="store_true", help="delete previous runs in --out (else they resume)")

@@ -95,7 +95,8 @@ def main() -> None:
             raise SystemExit("fewer than two 10-step windows were logged: raise --per-class or --epochs")
         train = statistics.median(windows)
         pure = (before + after) / 2
-        result = {"model": cfg.model, "batch": cfg.batch_size, "amp": cfg.amp, "threads": torch.get_num_threads(),
+        result = {"model": cfg.model, "batch": cfg.batch_size, "amp": cfg.amp,
+                  "threads": torch.get_num_threads(),
                   "pure_step_img_s_before": round(before, 1), "pure_step_img_s_after": round(after, 1),
                   "train_img_s_median": round(train, 1), "train_windows": len(windows),
                   "train_over_pure": round(train / pure, 3), "train_seconds": summary["train_seconds"]}

@@ -1,4 +1,5 @@
-"""Shared test setup: slow tests run only with --runslow or VITKIT_SLOW=1; small deterministic defaults."""
+"""Shared test setup: slow tests run only with --runslow or VITKIT_SLOW=1; a fixed seed; torch's process-wide
+settings restored after every test."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 
 import pytest
 import torch
+
+pytest_plugins = ("pytester",)  # tests/test_ci_isolation.py runs this conftest in an inner session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,3 +27,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """Put back torch's thread count, deterministic-algorithms switch and default dtype after each test.
+
+    In-process training sets one thread for small models (`vitkit.engine.run.set_cpu_threads`); left in place,
+    it would slow down, and change the numerics of, every later test in the session.
+    """
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_default_dtype(dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,13 +38,42 @@ def test_train_writes_the_run_directory(run_dir, capsys):
     assert len(summary["val"]["confusion"]) == 10
 
 
+def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and modification time of every checkpoint file, and the bytes of metrics.jsonl."""
+    files = sorted((run / "checkpoints").rglob("*.*"))
+    return {**{str(f.relative_to(run)): (f.read_bytes(), f.stat().st_mtime_ns) for f in files},
+            "metrics.jsonl": ((run / "metrics.jsonl").read_bytes(), 0)}
+
+
 def test_rerun_resumes_finished_run(run_dir, capsys):
+    """A finished run, run again, loads its checkpoint and trains no further: no epoch, no new log line, and
+    no checkpoint rewritten (a run that started over would rewrite all three, with new timings)."""
+    capsys.readouterr()
+    before, summary = _snapshot(run_dir), json.loads((run_dir / "summary.json").read_text())
     assert main(["train", "--out", str(run_dir), *RUN]) == 0
     out = capsys.readouterr().out
     assert "held-out accuracy" in out
-    entries = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-    keys = [(e["step"], e["split"]) for e in entries]
-    assert len(keys) == len(set(keys))
+    assert "epoch " not in out  # the progress display prints a line per trained epoch
+    assert _snapshot(run_dir) == before
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_longer_rerun_continues_from_the_saved_step(tmp_path, capsys):
+    """Asked for more epochs, a run continues from its checkpoint: epoch 1's log lines stay as they were
+    (timings included) and only epoch 2 is trained."""
+    out = tmp_path / "run"
+    run = [*RUN, "--set", "log_every=1"]
+    assert main(["train", "--out", str(out), *run, "--epochs", "1"]) == 0
+    first = (out / "metrics.jsonl").read_text()
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), *run, "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 1/2" not in text and f"epoch 2/2  step {2 * steps} " in text
+    after = (out / "metrics.jsonl").read_text()
+    assert after.startswith(first)
+    train_steps = [e["step"] for e in map(json.loads, after.splitlines()) if e["split"] == "train"]
+    assert train_steps == list(range(1, 2 * steps + 1))
 
 
 def test_eval_matches_training_summary(run_dir, capsys):

@@ -113,7 +113,7 @@ def test_hybrid_presets_token_grid_and_conv_share(name, channels, strides, grid,
     with torch.no_grad():
         assert model.prepare_tokens(torch.randn(2, 3, 32, 32)).shape == (2, grid * grid + 1, 256)  # + [CLS]
     convs, side, c_in = 0, 32, 3
-    for c_out, s in zip(channels, strides):
+    for c_out, s in zip(channels, strides, strict=True):
         side //= s
         convs += 2 * 9 * side * side * c_in * c_out  # 3x3 conv at the output resolution
         c_in = c_out

@@ -33,7 +33,7 @@ def test_ray_casting_is_exact_on_known_geometry():
 
 def test_scenes_are_deterministic_labelled_and_textured():
     a, b = render_scene((3, 1), 48), render_scene((3, 1), 48)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], render_scene((3, 2), 48)[0])
     data = ShapesDense(12, 48, seed=0)
     assert len(data) == 12 and data.class_names == SHAPE_CLASSES
@@ -109,6 +109,6 @@ def test_dense_loader_is_seeded_and_yields_dicts():
     loader = ImageLoader(data, 4, shuffle=True, drop_last=True, seed=3)
     first = [b["labels"] for b in loader.epoch(0)]
     again = [b["labels"] for b in loader.epoch(0)]
-    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again))
+    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     resumed = list(loader.epoch(0, start_batch=1))
     assert torch.equal(resumed[0]["labels"], first[1])

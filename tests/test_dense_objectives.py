@@ -100,7 +100,10 @@ def test_median_mad_normalisation_and_gradient_matching() -> None:
 def test_depth_objective_runs_on_a_model_and_masks() -> None:
     gt = _depth(2, 8, 8)
     valid = torch.ones_like(gt, dtype=torch.bool)
-    model = lambda images: 1.0 / gt * 0.5 + 0.2
+
+    def model(images):
+        return 1.0 / gt * 0.5 + 0.2
+
     out = DepthObjective("ssi", space="disparity")(model, {"images": torch.zeros(2, 3, 8, 8), "depth": gt,
                                                             "valid": valid})
     assert out.loss.item() < 1e-5 and out.metrics["delta1"] == 1.0
@@ -129,7 +132,9 @@ def test_segmentation_objective_ignores_pixels_and_weights_aux() -> None:
         def __init__(self, pred, aux):
             self.pred, self.aux = pred, aux
 
-    model = lambda images, return_aux=False: Out(logits, logits[..., ::2, ::2]) if return_aux else logits
+    def model(images, return_aux=False):
+        return Out(logits, logits[..., ::2, ::2]) if return_aux else logits
+
     batch = {"images": torch.zeros(2, 3, 8, 8), "labels": labels}
     plain = SegmentationObjective(3, aux_weight=0.0)(model, batch).loss
     ref = torch.nn.functional.cross_entropy(logits, labels)

@@ -3,6 +3,7 @@ JSONL."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import math
@@ -13,12 +14,18 @@ import torch
 
 from vitkit.config import PreprocessConfig
 from vitkit.data import InMemoryImages
-from vitkit.engine import (NonFiniteError, TrainConfig, Trainer, build_param_groups, layer_decay_scales,
-                           warmup_cosine_lr)
+from vitkit.engine import (
+    NonFiniteError,
+    TrainConfig,
+    Trainer,
+    build_param_groups,
+    layer_decay_scales,
+    warmup_cosine_lr,
+)
 from vitkit.engine import checkpoint as ckpt
 from vitkit.engine.augment import classification_transforms
 from vitkit.engine.logs import MetricsLog
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.objectives import ClassificationObjective, ObjectiveOutput
 
 
@@ -62,7 +69,7 @@ def test_warmup_cosine_values():
     assert lr(110) == pytest.approx(0.1)
     assert lr(500) == pytest.approx(0.1)
     values = [lr(s) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(values, values[1:]))  # monotone decay after warmup
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))  # monotone decay after warmup
     assert warmup_cosine_lr(3, 10, 2.0) == pytest.approx(1.0 + math.cos(math.pi * 0.3))
 
 
@@ -204,17 +211,37 @@ def test_metrics_log_truncates_after_step(tmp_path):
 
 # ---- accumulation and EMA ------------------------------------------------------------------------------
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    """With 1 or 4 micro-batches, the gradient the optimizer sees is the big batch's mean-loss gradient.
+
+    Gradients are captured before the step and compared directly, with clipping off: clipping and AdamW both
+    hide a wrong gradient scale from the weights (and lr is 0 at step 0 of the warmup)."""
     from vitkit.data.transforms import AugmentConfig
 
-    results = []
+    torch.manual_seed(0)
+    start = tiny_model()
+    with torch.no_grad():
+        start.head.weight.normal_(std=0.2)  # the zero-initialised head would stop every gradient below it
     for accum in (1, 4):
-        torch.manual_seed(0)
-        trainer = make_trainer(tmp_path / str(accum), augment=AugmentConfig())
-        trainer.cfg.optim.accum_steps = accum
-        trainer.train_step(next(iter(trainer.train_data.epoch(0))))
-        results.append(trainer.model.state_dict())
-    for k, v in results[0].items():
-        torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-6)
+        trainer = make_trainer(tmp_path / str(accum), model=copy.deepcopy(start), augment=AugmentConfig())
+        trainer.cfg.optim.accum_steps, trainer.cfg.optim.clip_grad = accum, None
+        batch = next(iter(trainer.train_data.epoch(0)))
+        reference = copy.deepcopy(start)  # no random augmentation: the generator is not used
+        loss = trainer.objective(reference, trainer.train_transform(batch, torch.Generator())).loss
+        names = [n for n, _ in reference.named_parameters()]
+        expected = dict(zip(names, torch.autograd.grad(loss, list(reference.parameters())), strict=True))
+        seen: dict[str, torch.Tensor] = {}
+
+        def capture(optimizer, args, kwargs, seen=seen, model=trainer.model):
+            seen.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+        trainer.optimizer.register_step_pre_hook(capture)
+        metrics, _ = trainer.train_step(batch)
+        assert seen.keys() == expected.keys()
+        assert expected["patch_embed.proj.weight"].abs().sum() > 0  # gradients reach the first layer
+        for k, g in expected.items():
+            torch.testing.assert_close(seen[k], g, rtol=1e-4, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+        total = torch.cat([g.flatten() for g in expected.values()]).norm()
+        assert metrics["grad_norm"] == pytest.approx(total.item(), rel=1e-4)  # the logged pre-clip norm
 
 
 def test_ema_tracks_weights_with_warmup_decay():

@@ -1,5 +1,6 @@
-"""Hybrid ViT: ResNetV2 stages as the patch embedder of the same VisionTransformer (presets, shapes, gradients,
-taps for dense heads, save/load, parity with the only HF hybrid ViT embedder in transformers 5: DPT-Hybrid's)."""
+"""Hybrid ViT: ResNetV2 stages as the patch embedder of the same VisionTransformer (presets, shapes,
+gradients, taps for dense heads, save/load, parity with the only HF hybrid ViT embedder in transformers 5:
+DPT-Hybrid's)."""
 
 from __future__ import annotations
 
@@ -56,12 +57,13 @@ def test_hybrid_embed_contract_and_stages():
     assert (embed.in_chans, embed.patch_size, embed.dim, model.patch_size) == (3, 16, 64, 16)
     images = torch.randn(2, 3, 64, 96)
     stages = embed.forward_stages(images)
-    assert [tuple(s.shape[1:]) for s in stages] == [(32, 16, 24), (64, 8, 12), (128, 4, 6)]  # strides 4, 8, 16
+    # strides 4, 8, 16
+    assert [tuple(s.shape[1:]) for s in stages] == [(32, 16, 24), (64, 8, 12), (128, 4, 6)]
     tokens, grid = embed(images)
     assert tokens.shape == (2, 4 * 6, 64) and grid == (4, 6)
     tokens2, grid2, stages2 = embed.forward_with_stages(images)
     assert torch.equal(tokens, tokens2) and grid == grid2
-    assert all(torch.equal(a, b) for a, b in zip(stages, stages2))
+    assert all(torch.equal(a, b) for a, b in zip(stages, stages2, strict=True))
 
 
 def test_feature_patch_size_multiplies_stride():
@@ -98,9 +100,9 @@ def test_stages_and_intermediates_in_one_pass():
     images = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         stages, tokens = model.forward_stages_and_intermediates(images, layers=[1, 2])
-        assert all(torch.equal(a, b) for a, b in zip(stages, model.patch_embed.forward_stages(images), strict=True))
-        assert all(torch.equal(a, b) for a, b in zip(tokens, model.forward_intermediates(images, [1, 2]),
-                                                        strict=True))
+        alone = model.patch_embed.forward_stages(images), model.forward_intermediates(images, [1, 2])
+        assert all(torch.equal(a, b) for a, b in zip(stages, alone[0], strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(tokens, alone[1], strict=True))
     assert tokens[0].shape == (1, 1 + 4 * 5, 64)
     plain = create_model("vit_tiny_patch16_224", depth=2)
     no_stages, plain_tokens = plain.forward_stages_and_intermediates(torch.randn(1, 3, 32, 48), layers=1)
@@ -123,21 +125,23 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
 
 
 def test_embedder_matches_hf_dpt_hybrid_embeddings():
-    """transformers 5 has no ViTHybrid classifier; its hybrid ViT embedder lives in DPT-Hybrid. Our tokens and the
-    two early stages must equal DPTViTHybridEmbeddings' (tokens = its output minus [CLS] and positions)."""
+    """transformers 5 has no ViTHybrid classifier; its hybrid ViT embedder lives in DPT-Hybrid. Our tokens
+    and the two early stages must equal DPTViTHybridEmbeddings' (tokens: its output minus [CLS] and
+    positions)."""
     transformers = pytest.importorskip("transformers")
     from transformers.models.dpt.modeling_dpt import DPTViTHybridEmbeddings
 
-    bit = dict(layer_type="bottleneck", global_padding="same", embedding_dynamic_padding=True, depths=[1, 2, 1],
-               hidden_sizes=[32, 64, 128], embedding_size=16, num_groups=4,
+    bit = dict(layer_type="bottleneck", global_padding="same", embedding_dynamic_padding=True,
+               depths=[1, 2, 1], hidden_sizes=[32, 64, 128], embedding_size=16, num_groups=4,
                out_features=["stage1", "stage2", "stage3"])
-    cfg = transformers.DPTConfig(is_hybrid=True, backbone_config=bit, hidden_size=48, image_size=64, patch_size=16,
-                                 backbone_featmap_shape=[1, 128, 4, 4], num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=96)
+    cfg = transformers.DPTConfig(is_hybrid=True, backbone_config=bit, hidden_size=48, image_size=64,
+                                 patch_size=16, backbone_featmap_shape=[1, 128, 4, 4], num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=96)
     hf = DPTViTHybridEmbeddings(cfg).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
-            p.copy_(torch.randn_like(p) * (0.2 if "norm" in name else 0.5) + (1.0 if "norm.weight" in name else 0))
+            scale, shift = (0.2 if "norm" in name else 0.5), (1.0 if "norm.weight" in name else 0)
+            p.copy_(torch.randn_like(p) * scale + shift)
     sd = hf.state_dict()
     embed = HybridEmbed(bit_config_to_resnetv2(bit), in_chans=3, dim=48).eval()
     ours = {f"backbone.{k}": v for k, v in bit_state_dict_to_resnetv2(sd, prefix="backbone.bit.").items()}
@@ -155,8 +159,8 @@ def test_embedder_matches_hf_dpt_hybrid_embeddings():
 
 
 def test_timm_hybrid_state_dict_loads(tmp_path):
-    """A timm-layout hybrid (timm's ResNetV2 names are ours; pos_embed holds [CLS] first) is detected and loads
-    exactly; the architecture is read off the shapes."""
+    """A timm-layout hybrid (timm's ResNetV2 names are ours; pos_embed holds [CLS] first) is detected and
+    loads exactly; the architecture is read off the shapes."""
     from safetensors.torch import save_file
 
     model = _tiny_hybrid(image_size=(64, 64)).eval()

@@ -9,9 +9,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitkit.layers import (Attention, Block, DropPath, LearnedPosEmbed, PatchEmbed, SinCosPosEmbed,
-                           additive_mask, explicit_attention, gather_tokens, patchify, random_masking,
-                           resample_pos_embed, sincos_pos_embed_2d, unpatchify)
+from vitkit.layers import (
+    Attention,
+    Block,
+    DropPath,
+    LearnedPosEmbed,
+    PatchEmbed,
+    SinCosPosEmbed,
+    additive_mask,
+    explicit_attention,
+    gather_tokens,
+    patchify,
+    random_masking,
+    resample_pos_embed,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
 
 
 def randomized_attention(dim=32, heads=4, qkv_bias=True):

@@ -17,16 +17,18 @@ transformers = pytest.importorskip("transformers")
 
 
 def tiny_hf(norm_pix_loss: bool = False, image_size: int = 32, patch: int = 8):
-    """A random tiny HF MAE whose fixed position tables hold the 2-D sin-cos values (as hub checkpoints do)."""
+    """A random tiny HF MAE whose fixed position tables hold 2-D sin-cos values (as hub checkpoints do)."""
     cfg = transformers.ViTMAEConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=image_size,
-        patch_size=patch, decoder_hidden_size=24, decoder_num_hidden_layers=2, decoder_num_attention_heads=3,
-        decoder_intermediate_size=48, norm_pix_loss=norm_pix_loss, mask_ratio=0.75, layer_norm_eps=1e-6)
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=image_size, patch_size=patch, decoder_hidden_size=24, decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=3, decoder_intermediate_size=48, norm_pix_loss=norm_pix_loss,
+        mask_ratio=0.75, layer_norm_eps=1e-6)
     torch.manual_seed(0)
     model = transformers.ViTMAEForPreTraining(cfg).eval()
     grid = (image_size // patch,) * 2
     with torch.no_grad():
-        for table, dim in ((model.vit.embeddings.position_embeddings, 32), (model.decoder.decoder_pos_embed, 24)):
+        tables = ((model.vit.embeddings.position_embeddings, 32), (model.decoder.decoder_pos_embed, 24))
+        for table, dim in tables:
             table.copy_(torch.cat([torch.zeros(1, dim), sincos_pos_embed_2d(dim, grid)])[None])
         for p in model.parameters():  # HF leaves tokens at zero: make every weight count
             if p.abs().sum() == 0 and p.requires_grad:
@@ -67,12 +69,13 @@ def test_hub_layout_round_trip_through_hf(tmp_path) -> None:
     hf = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path).eval()
     images, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
-        torch.testing.assert_close(hf(pixel_values=images, noise=noise).logits, ours(images, noise=noise).pred,
-                                   atol=1e-4, rtol=0)
+        theirs = hf(pixel_values=images, noise=noise).logits
+        torch.testing.assert_close(theirs, ours(images, noise=noise).pred, atol=1e-4, rtol=0)
     # and back again, exactly
     cfg2, sd2 = to_vitkit(hf_cfg, hf_sd)
     assert cfg2 == ours.config
-    assert all(torch.equal(sd2[k], v) for k, v in ours.state_dict().items()) and set(sd2) == set(ours.state_dict())
+    assert set(sd2) == set(ours.state_dict())
+    assert all(torch.equal(sd2[k], v) for k, v in ours.state_dict().items())
 
 
 def test_non_sincos_encoder_table_kept_as_learned() -> None:
@@ -157,8 +160,8 @@ def test_export_encoder_round_trip(tmp_path) -> None:
 
 def test_presets() -> None:
     cfg = get_model_config("mae_vit_base_patch16")
-    assert (cfg.encoder.dim, cfg.encoder.depth, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads) == (
-        768, 12, 512, 8, 16)
+    sizes = (cfg.encoder.dim, cfg.encoder.depth, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads)
+    assert sizes == (768, 12, 512, 8, 16)
     assert get_model_config("mae_vit_huge_patch14").encoder.patch_size == 14
     assert isinstance(get_model_config("mae_vit_tiny_patch4_32"), MAEConfig)
     assert mae_config("L/16").encoder.pos_embed == "sincos"

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from vitkit.models import create_model
-from vitkit.models.mpp import (KEEP, MASKED, RANDOM, UNCHANGED, corrupt_patches, downsampled_patches,
-                               mean_color_classes)
+from vitkit.models.mpp import (
+    KEEP,
+    MASKED,
+    RANDOM,
+    UNCHANGED,
+    corrupt_patches,
+    downsampled_patches,
+    mean_color_classes,
+)
 
 
 def solid(colors: list[tuple[float, float, float]], patch: int = 4) -> torch.Tensor:

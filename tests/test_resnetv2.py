@@ -48,7 +48,7 @@ def test_bit_model_parity(kind, size, tmp_path):
         features = model.forward_features(images)
         pooled = model(images)
     assert len(stages) == 3
-    for ours, theirs in zip(stages, ref.hidden_states[1:]):  # hidden_states[0] is the stem
+    for ours, theirs in zip(stages, ref.hidden_states[1:], strict=True):  # hidden_states[0] is the stem
         assert ours.shape == theirs.shape
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
     torch.testing.assert_close(features, ref.last_hidden_state, atol=1e-4, rtol=0)
@@ -85,13 +85,15 @@ def test_bit_classifier_parity_and_hf_export(tmp_path):
 
 
 def test_trunk_export_loads_in_hf(tmp_path):
-    model = ResNetV2(ResNetV2Config(layers=(1, 1, 1), channels=(32, 64, 128), stem_width=16, num_groups=4)).eval()
+    cfg = ResNetV2Config(layers=(1, 1, 1), channels=(32, 64, 128), stem_width=16, num_groups=4)
+    model = ResNetV2(cfg).eval()
     save_pretrained(model, tmp_path, format="hf")
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "bit"
     hf = transformers.BitModel.from_pretrained(tmp_path).eval()
     images = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_features(images), hf(images).last_hidden_state, atol=1e-5, rtol=0)
+        theirs = hf(images).last_hidden_state
+        torch.testing.assert_close(model.forward_features(images), theirs, atol=1e-5, rtol=0)
 
 
 def test_converter_rejects_what_it_cannot_express():

@@ -1,5 +1,5 @@
-"""FLOP counts and `vitkit models`: the analytic ViT formula and the meta-device counter agree, hybrids and DPT
-get a count, models whose forward pass depends on the data get NaN rather than an error."""
+"""FLOP counts and `vitkit models`: the analytic ViT formula and the meta-device counter agree, hybrids and
+DPT get a count, models whose forward pass depends on the data get NaN rather than an error."""
 
 from __future__ import annotations
 

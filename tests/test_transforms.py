@@ -7,9 +7,17 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from vitkit.data import Augment, AugmentConfig, augment_preset, mix_batch, normalize, prepare_eval, \
-    resize_images, smooth_one_hot
-from vitkit.data import ops
+from vitkit.data import (
+    Augment,
+    AugmentConfig,
+    augment_preset,
+    mix_batch,
+    normalize,
+    ops,
+    prepare_eval,
+    resize_images,
+    smooth_one_hot,
+)
 from vitkit.data.autoaugment import OP_NAMES, RAND_AUGMENT_SPACE, apply_ops, rand_augment, trivial_augment
 from vitkit.data.mix import cutmix
 from vitkit.data.transforms import color_jitter, random_erasing
