@@ -126,7 +126,7 @@ def test_predict_and_eval_refuse_what_is_not_a_classifier(tmp_path, capsys, buil
     for command in (["predict", str(image)], ["eval", "--data", str(tmp_path / "images")]):
         assert main([*command, "--checkpoint", str(tmp_path / "model"), "--device", "cpu"]) != 0
         err = capsys.readouterr().err
-        assert says in err and "not a classifier" in err and "Traceback" not in err
+        assert says in err and "needs a classifier" in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
 
 

@@ -85,7 +85,8 @@ def load_model_for(checkpoint: str | Path, kinds: Collection[str], wanted: str,
     model = load_pretrained(path, allow_pickle=tuple(allow_pickle))
     if model_kind(model) not in kinds:
         what, instead = describe_model(model)
-        raise UsageError(f"{checkpoint} is {what}, not {wanted}; {instead.replace('CKPT', str(checkpoint))}")
+        raise UsageError(f"{checkpoint} holds {what}, but this command needs {wanted}; "
+                         f"{instead.replace('CKPT', str(checkpoint))}")
     return model.to(device).eval(), path
 
 
