@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..rundir import RunDir
 from .infer import add_checkpoint_argument, add_images_argument, print_outputs
 
 
@@ -38,11 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_figures)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a training run",
-                       description="Write RUN_DIR/report.html: config, curves, metrics, confusion matrix, "
-                                   "sample predictions with attention overlays, and the run's other figures.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a `vitkit train --out` directory")
+                       description=f"Write RUN_DIR/{RunDir.REPORT}: config, curves, metrics, and what "
+                                   "the run's model makes of held-out images (predictions with attention "
+                                   "overlays, MAE reconstructions, dense predictions); sections with nothing "
+                                   "to show are left out.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (vitkit train, pretrain, finetune, "
+                   "linprobe --out)")
     p.add_argument("--samples", type=int, default=8, help="held-out images shown (default 8)")
-    p.add_argument("--out", default=None, help="output HTML path (default: RUN_DIR/report.html)")
+    p.add_argument("--out", default=None, help=f"output HTML path (default: RUN_DIR/{RunDir.REPORT})")
     p.set_defaults(func=run_report)
 
 

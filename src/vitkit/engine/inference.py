@@ -98,8 +98,9 @@ def describe_model(model: nn.Module) -> tuple[str, str]:
 
 
 def describe_checkpoint(path: str | Path) -> str:
-    """A model path as the line naming it reads, e.g. ``RUN/checkpoints/best (best val acc1 0.912, epoch 7)``;
-    best/last come from the checkpoint's training state (classification runs pick best by val acc1)."""
+    """A model path as the line naming it reads: a run's best checkpoint as ``<path> (best val acc1 0.912,
+    epoch 7)``, from its training state (classification runs pick best by val acc1), its last one as ``<path>
+    (last, epoch 9)``, an export as ``<path> (the run's exported classifier)``."""
     path = Path(path)
     run = run_of(path)
     folder = path.parent if path.is_file() else path
