@@ -1,6 +1,8 @@
-"""The HTML run report: built from a fake run directory, checked as text and rendered in headless Chromium."""
+"""The HTML run report: built from fake run directories of each task, checked as text and rendered in
+headless Chromium."""
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -14,7 +16,10 @@ from PIL import Image
 
 import vitkit
 from vitkit.config import PreprocessConfig
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.errors import UsageError
+from vitkit.models import ViTConfig, VisionTransformer, create_model
+from vitkit.models.probe import LinearProbe, LinearProbeConfig
+from vitkit.rundir import RunDir
 from vitkit.viz.report import SECTIONS, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -54,9 +59,7 @@ def make_run(root: Path, data_reachable: bool = True) -> Path:
     torch.manual_seed(0)
     vitkit.save_pretrained(VisionTransformer(cfg), run / "checkpoints" / "best")
     (run / "figures").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "figures" / "mae_reconstruction.png")
-    (run / "samples").mkdir()
-    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(run / "samples" / "depth_0.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "figures" / "attention_distance.png")
     return run
 
 
@@ -66,13 +69,22 @@ def section(page: str, key: str) -> str:
     return match.group(1)
 
 
-def test_report_has_every_section_with_content(tmp_path):
+def sections(page: str) -> list[str]:
+    return re.findall(r'<section id="(\w+)">', page)
+
+
+CLASSIFY = ["config", "curves", "metrics", "confusion", "samples", "figures"]
+
+
+def test_report_of_a_classify_run(tmp_path):
     run = make_run(tmp_path)
     path = write_report(run)
-    assert path == run / "report.html"
+    assert path == RunDir(run).report
     page = path.read_text()
+    assert sections(page) == CLASSIFY  # no reconstructions or dense predictions for a classifier
     for key, title in SECTIONS:
-        assert f"<h2>{title}</h2>" in section(page, key)
+        if key in CLASSIFY:
+            assert f"<h2>{title}</h2>" in section(page, key) and f'href="#{key}"' in page
     assert "val_fraction" in section(page, "config")
     assert section(page, "curves").count("data:image/png;base64,") == 1
     assert (run / "figures" / "curves.png").exists()
@@ -84,24 +96,35 @@ def test_report_has_every_section_with_content(tmp_path):
     assert samples.count("<figure") == 4  # 40 % of 10 images held out by the data module's seeded split
     assert "true " in samples and "predicted " in samples and "checkpoint" in samples.lower()
     others = section(page, "figures")
-    assert "figures/mae_reconstruction.png" in others and "samples/depth_0.png" in others
+    assert "figures/attention_distance.png" in others
     assert "figures/curves.png" not in others  # shown once, in its own section
     assert not re.search(r'(src|href)="(https?:|file:|//)', page)  # self-contained
 
 
-def test_report_degrades_without_data_checkpoint_or_summary(tmp_path):
-    run = make_run(tmp_path, data_reachable=False)
-    page = write_report(run).read_text()
-    assert "could not be reached" in section(page, "samples")
-    shutil.rmtree(run / "checkpoints")
-    (run / "summary.json").unlink()
-    (run / "metrics.jsonl").unlink()
-    page = write_report(run).read_text()
-    assert "No checkpoint" in section(page, "samples")
-    assert "summary.json not found" in section(page, "metrics")
-    assert "No confusion matrix" in section(page, "confusion")
-    with pytest.raises(FileNotFoundError):
+def test_sections_without_material_are_left_out(tmp_path, caplog):
+    run = RunDir(make_run(tmp_path, data_reachable=False))
+    with caplog.at_level(logging.WARNING):
+        page = write_report(run.root).read_text()
+    assert sections(page) == [key for key in CLASSIFY if key != "samples"]
+    assert any("Sample predictions" in r.getMessage() and "gone" in r.getMessage() for r in caplog.records)
+    shutil.rmtree(run.checkpoints)
+    run.summary.unlink()
+    run.metrics.unlink()
+    page = write_report(run.root).read_text()
+    assert sections(page) == ["config", "curves", "figures"]  # curves: the PNG the first report drew
+    assert "<section" not in write_report(tmp_path).read_text()  # not a run at all: still a page
+    with pytest.raises(UsageError, match="does not exist"):
         write_report(tmp_path / "missing")
+
+
+def test_a_run_it_cannot_fully_show_still_gets_a_report(tmp_path, caplog):
+    run = RunDir(make_run(tmp_path))
+    (run.checkpoint("best") / "model.safetensors").write_bytes(b"torn")
+    run.config.write_text("data: [unclosed")
+    with caplog.at_level(logging.WARNING):
+        page = write_report(run.root).read_text()
+    assert "samples" not in sections(page) and "metrics" in sections(page)
+    assert any("left out" in r.getMessage() for r in caplog.records)
 
 
 def render(html_path: Path, tmp_path: Path) -> tuple[str, list[str]]:
@@ -132,30 +155,87 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path):
     images = re.search(r'data-images="(\d+) loaded (\d+)"', dom)
     assert images, "the report's load handler did not run"
     total, loaded = map(int, images.groups())
-    assert total == loaded == 1 + 4 + 2  # curves, 4 samples, 2 other figures (confusion is a table)
+    assert total == loaded == 1 + 4 + 1  # curves, 4 samples, 1 other figure (confusion is a table)
     for key, title in SECTIONS:
-        assert f'<section id="{key}"><h2>{title}</h2>' in dom
+        assert (f'<section id="{key}"><h2>{title}</h2>' in dom) == (key in CLASSIFY)
     assert 'id="render-warning"></div>' in dom  # the failure banner stayed empty
 
 
 def test_many_classes_confusion_is_an_image(tmp_path):
     pytest.importorskip("matplotlib")
-    run = tmp_path / "run"
-    run.mkdir()
+    run = RunDir(tmp_path / "run")
     K = 40
-    (run / "summary.json").write_text(json.dumps({"val": {"acc1": 0.5, "confusion": np.eye(K, dtype=int).tolist(),
-                                                          "labels": [f"c{i}" for i in range(K)]}}))
-    page = write_report(run).read_text()
+    run.write_summary({"val": {"acc1": 0.5, "confusion": np.eye(K, dtype=int).tolist(),
+                               "labels": [f"c{i}" for i in range(K)]}})
+    page = write_report(run.root).read_text()
     confusion = section(page, "confusion")
     assert "<table" not in confusion and confusion.count("data:image/png;base64,") == 1
-    assert (run / "figures" / "confusion.png").exists()
-    assert "confusion.png" not in section(page, "figures")
+    assert run.figure("confusion.png").exists()
+    assert sections(page) == ["metrics", "confusion"]  # not again under other figures
 
 
-def test_dense_run_without_image_folder_shows_no_samples(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": "dpt_tiny_depth", "data": {"path": None}}))
-    vitkit.save_pretrained(vitkit.create_model("dpt_tiny_depth"), run / "checkpoints" / "last")
-    page = write_report(run).read_text()
-    assert "The checkpoint is a DPT, not a classifier" in section(page, "samples")
+def test_a_dense_run_shows_its_predictions(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.write_config({"model": "dpt_tiny_depth", "data": {"path": None}})
+    vitkit.save_pretrained(vitkit.create_model("dpt_tiny_depth"), run.checkpoint("last"))
+    run.figures.mkdir()
+    Image.fromarray(np.full((8, 24, 3), 90, np.uint8)).save(run.figure("dense_examples.png"))
+    page = write_report(run.root).read_text()
+    assert sections(page) == ["config", "dense"]  # no samples, confusion or a repeat under other figures
+    assert section(page, "dense").count("data:image/png;base64,") == 1
+
+
+def image_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_an_mae_pretrain_run_shows_reconstructions_and_its_loss(tmp_path):
+    run = RunDir(tmp_path / "run")
+    data = image_folder(tmp_path / "data")
+    run.write_config({"model": "mae", "data": {"path": str(data), "val_fraction": 0.4}})
+    mae = create_model("mae_vit_tiny_patch4_32", encoder={"depth": 1, "dim": 32, "num_heads": 2},
+                       decoder_dim=16, decoder_num_heads=2, decoder_depth=1)
+    vitkit.save_pretrained(mae, run.checkpoint("last"))
+    vitkit.save_pretrained(mae.export_encoder(), run.export("encoder"))
+    run.metrics.write_text("".join(json.dumps({"step": s, "split": split, "loss": 1 / s}) + "\n"
+                                   for s in (1, 2, 3) for split in ("train", "val")))
+    run.write_summary({"method": "mae", "val": {"loss": 0.3}})
+    page = write_report(run.root).read_text()
+    assert sections(page) == ["config", "curves", "metrics", "reconstructions"]
+    shown = section(page, "reconstructions")
+    assert shown.count("<figure") == 4 and "mask ratio 0.75" in shown.lower()  # 40 % of 10 held out
+    assert section(page, "curves").count("data:image/png;base64,") == 1
+
+
+@pytest.mark.parametrize("exported", [True, False])
+def test_a_linprobe_run_shows_its_confusion_and_predictions(tmp_path, exported):
+    run = RunDir(make_run(tmp_path))
+    shutil.rmtree(run.checkpoints)
+    encoder = create_model("vit_tiny_patch4_32", image_size=16, depth=1, dim=16, num_heads=2, num_classes=0)
+    probe = LinearProbe(LinearProbeConfig(encoder=encoder.config, num_classes=2))
+    probe.train()(torch.randn(8, 3, 16, 16))  # BatchNorm statistics
+    vitkit.save_pretrained(probe, run.checkpoint("best"))
+    if exported:
+        vitkit.save_pretrained(probe.eval().to_classifier(), run.export("classifier"))
+    page = write_report(run.root).read_text()
+    assert sections(page) == CLASSIFY
+    samples = section(page, "samples")
+    assert samples.count("<figure") == 4 and ("predicted cat" in samples or "predicted dog" in samples)
+    assert ("exported classifier" in samples) == exported
+
+
+def test_the_report_spells_no_run_file_name():
+    """Run file names live in vitkit.rundir only (RunDir); the report modules use its names."""
+    import vitkit.viz.curves
+    import vitkit.viz.report
+    import vitkit.viz.samples
+
+    for module in (vitkit.viz.report, vitkit.viz.samples, vitkit.viz.curves):
+        text = Path(module.__file__).read_text()
+        for name in (RunDir.METRICS, RunDir.SUMMARY, RunDir.CONFIG, RunDir.REPORT, f'"{RunDir.CHECKPOINTS}"'):
+            assert name not in text, (module.__name__, name)

@@ -9,6 +9,7 @@ from PIL import Image
 
 import vitkit
 from vitkit.cli.main import main
+from vitkit.errors import UsageError
 from vitkit.models import ViTConfig, VisionTransformer
 from vitkit.viz import attention_layers
 from vitkit.viz.overlays import ATTENTION_METHODS, compute_attention_maps, overlay_panel
@@ -43,7 +44,7 @@ def test_attention_maps_on_a_non_square_grid(method, class_token):
 def test_bad_method_and_layer():
     with pytest.raises(KeyError, match="rollout, cls, heads"):
         compute_attention_maps(tiny(), torch.randn(1, 3, 16, 24), "grad-cam")
-    with pytest.raises(IndexError, match="out of range"):
+    with pytest.raises(UsageError, match="out of range: the encoder has 2 blocks, so --layer takes -2..1"):
         compute_attention_maps(tiny(), torch.randn(1, 3, 16, 24), "cls", layer=2)
 
 
@@ -82,7 +83,7 @@ def test_curves_and_confusion(tmp_path):
         plot_curves(tmp_path / "nope")
 
 
-def test_cli_attention_figures_report(tmp_path, capsys):
+def test_cli_attention_figures_report(tmp_path, caplog):
     model = tiny()
     vitkit.save_pretrained(model, tmp_path / "ckpt")
     image = tmp_path / "photo.png"
@@ -96,8 +97,9 @@ def test_cli_attention_figures_report(tmp_path, capsys):
     assert len(list((tmp_path / "fig").glob("*.png"))) == 3
     assert main(["report", str(tmp_path / "fig")]) == 0  # not a run directory: notes everywhere, still a page
     assert (tmp_path / "fig" / "report.html").exists()
-    assert main(["attention", "--checkpoint", str(tmp_path / "ckpt"), str(tmp_path / "missing.png")]) == 1
-    assert "missing.png" in capsys.readouterr().err
+    assert main(["attention", "--checkpoint", str(tmp_path / "ckpt"), str(tmp_path / "missing.png"),
+                 "--out", str(tmp_path / "att")]) == 1
+    assert any("missing.png: no such file" in r.getMessage() for r in caplog.records)
 
 
 def test_figure7_hybrid_skips_filters(tmp_path):

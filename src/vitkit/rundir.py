@@ -270,3 +270,17 @@ def resolve_model_path(value: str | Path, prefer: tuple[str, ...] = ("best", "la
                          "a checkpoint folder")
     raise UsageError(f"{value} is a folder but neither a run nor a model directory (no {MODEL_CONFIG}); "
                      f"expected {ACCEPTED}")
+
+
+def run_of(model_path: str | Path) -> RunDir | None:
+    """The run directory that a model path belongs to (RUN/checkpoints/best → RUN, RUN/classifier → RUN, a
+    weights file inside either → RUN); None for a model that no run holds."""
+    path = Path(model_path).expanduser().resolve()
+    folder = path.parent if path.is_file() else path
+    if folder.parent.name == RunDir.CHECKPOINTS:
+        candidate = folder.parent.parent
+    elif folder.name in RunDir.EXPORTS:
+        candidate = folder.parent
+    else:
+        return None
+    return RunDir(candidate) if RunDir.is_run(candidate) else None

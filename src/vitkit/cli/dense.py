@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from .infer import add_checkpoint_argument, add_images_argument, print_outputs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     for name, what, outputs in (
@@ -16,9 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
              "OUT/<stem>_overlay.png and OUT/<stem>_mask.png (index PNG)")):
         p = sub.add_parser(name, help=f"{what} of images with a DPT checkpoint",
                            description=f"Predict {what} for each IMAGE and write {outputs}.")
-        p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-        p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                       help="run directory, checkpoint directory, or HF DPT directory")
+        add_images_argument(p)
+        add_checkpoint_argument(p, f"a DPT {name} model")
         p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: current folder)")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         p.add_argument("--max-side", type=int, default=512,
@@ -30,6 +31,5 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.dense_predict import predict_depth_files, predict_segment_files
 
     predict = predict_depth_files if args.task == "depth" else predict_segment_files
-    for path in predict(args.checkpoint, args.images, args.out, device=args.device, max_side=args.max_side):
-        print(path)
-    return 0
+    return print_outputs(predict(args.checkpoint, args.images, args.out, device=args.device,
+                                 max_side=args.max_side))

@@ -11,6 +11,7 @@ import sys
 SUBCOMMAND_MODULES = [
     "vitkit.cli.models",
     "vitkit.cli.train",
+    "vitkit.cli.infer",
     "vitkit.cli.viz",
     "vitkit.cli.dense",
     "vitkit.cli.ssl",

@@ -4,8 +4,6 @@ result."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 TRAIN_EPILOG = """\
 precedence: defaults < --config FILE.yaml < the options above < --set key=value.
@@ -51,8 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events (extra: tensorboard)")
     p.set_defaults(func=run_train)
-    _register_eval(sub)
-    _register_predict(sub)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -110,61 +106,8 @@ def default_out(cfg) -> str:
     from pathlib import Path
 
     kind = cfg.task.kind
-    data = Path(cfg.data.path).name if cfg.data.path else ("scenes" if kind in ("depth", "segment") else "digits")
+    data = Path(cfg.data.path).name if cfg.data.path else ("scenes" if kind in ("depth", "segment")
+                                                           else "digits")
     prefix = "" if kind == "classify" else f"{kind}-"
     return str(Path("runs") / f"{prefix}{data}-{cfg.model}")
 
-
-def _register_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint",
-                       description="Evaluate a checkpoint on a folder of class subfolders (held-out split).")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="run directory or checkpoint directory")
-    p.add_argument("--data", metavar="PATH",
-                   help="data as for `vitkit train --data` (default: built-in digits)")
-    p.add_argument("--split", choices=["val", "train"], default="val", help="which split to evaluate")
-    p.add_argument("--flip-tta", action="store_true",
-                   help="average each image's logits with its mirror image's (for models trained with flips)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--json", action="store_true",
-                   help="print the full result as JSON (with the confusion matrix)")
-    p.set_defaults(func=run_eval)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    from ..engine.inference import evaluate_checkpoint
-
-    r = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size, device=args.device,
-                            split=args.split, flip_tta=args.flip_tta)
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"top-1 {r['acc1']:.2%}  top-5 {r['acc5']:.2%}  ({r['num_samples']} images)")
-    for name, acc in r["per_class_acc"].items():
-        print(f"  {name:<24} {'-' if acc is None else f'{acc:.2%}'}")
-    return 0
-
-
-def _register_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="top-k labels with probabilities for images",
-                       description="Classify image files with a trained checkpoint.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="run directory or checkpoint directory")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, webp, bmp, gif)")
-    p.add_argument("--top-k", type=int, default=5, help="labels to show per image")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.set_defaults(func=run_predict)
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    from ..engine.inference import predict_images
-
-    for r in predict_images(args.checkpoint, args.images, top_k=args.top_k, device=args.device):
-        if args.json:
-            print(json.dumps(r))
-        else:
-            print(r["image"] + ":  " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
-    sys.stdout.flush()
-    return 0

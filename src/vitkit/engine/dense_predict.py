@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import FileOutputs, load_model_for, write_each_image
+
 log = logging.getLogger(__name__)
 
 
@@ -94,16 +96,6 @@ def predict_dense(model: nn.Module, image: np.ndarray, max_side: int = 512) -> n
     return F.interpolate(pred, size=image.shape[:2], mode="bilinear")[0].cpu().numpy()  # logits (K, H, W)
 
 
-def _load(checkpoint: str | Path, task: str, device: str) -> nn.Module:
-    from .inference import load_model
-
-    model = load_model(checkpoint, device)
-    if getattr(getattr(model, "config", None), "task", None) != task:
-        raise ValueError(f"{checkpoint} is not a DPT {task} model (got {type(model).__name__}"
-                         f"{' for ' + model.config.task if hasattr(model.config, 'task') else ''})")
-    return model
-
-
 def _read(path: str | Path) -> np.ndarray:
     from ..data.decode import decode_array
 
@@ -111,45 +103,45 @@ def _read(path: str | Path) -> np.ndarray:
 
 
 def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path,
-                        device: str = "cpu", max_side: int = 512, cmap: str = "magma") -> list[Path]:
-    """For each image: OUT/<stem>_depth.png (coloured, near = bright) and OUT/<stem>_depth.npy (the raw
-    prediction, float32 (H, W): disparity or depth as the model's `depth_output` says). Returns the paths."""
-    from ..viz.colormap import output_stems, save_png
+                        device: str = "cpu", max_side: int = 512, cmap: str = "magma") -> FileOutputs:
+    """For each image (folders: the images under them): OUT/<stem>_depth.png (coloured, near = bright) and
+    OUT/<stem>_depth.npy (the raw prediction, float32 (H, W): disparity or depth as the model's `depth_output`
+    says). Returns the written paths; unreadable files are listed in `unreadable`."""
+    from ..viz.colormap import save_png
 
-    model = _load(checkpoint, "depth", device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, stem in zip(images, output_stems(images)):
+    model, _ = load_model_for(checkpoint, ("depth",), "a DPT depth model", device)
+
+    def write(path: Path, prefix: Path) -> list[Path]:
         depth = predict_dense(model, _read(path), max_side).astype(np.float32)
-        np.save(out_dir / f"{stem}_depth.npy", depth)
+        np.save(f"{prefix}_depth.npy", depth)
         shown = colorize_depth(as_disparity(depth, model.config.depth_output), cmap)
-        written += [save_png(shown, out_dir / f"{stem}_depth.png"),
-                    out_dir / f"{stem}_depth.npy"]
-    return written
+        return [save_png(shown, f"{prefix}_depth.png"), Path(f"{prefix}_depth.npy")]
+
+    return write_each_image(images, out_dir, write)
 
 
 def predict_segment_files(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path,
-                          device: str = "cpu", max_side: int = 512, alpha: float = 0.5) -> list[Path]:
-    """For each image: OUT/<stem>_overlay.png (class colours over the image) and OUT/<stem>_mask.png (a
-    palette PNG whose pixel values are the class indices). Returns the written paths."""
+                          device: str = "cpu", max_side: int = 512, alpha: float = 0.5) -> FileOutputs:
+    """For each image (folders: the images under them): OUT/<stem>_overlay.png (class colours over the image)
+    and OUT/<stem>_mask.png (a palette PNG whose pixel values are the class indices). Returns the written
+    paths; unreadable files are listed in `unreadable`."""
     from PIL import Image
 
-    from ..viz.colormap import output_stems, save_png
+    from ..viz.colormap import save_png
 
-    model = _load(checkpoint, "segment", device)
+    model, _ = load_model_for(checkpoint, ("segment",), "a DPT segmentation model", device)
     k = model.config.num_classes
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, stem in zip(images, output_stems(images)):
+
+    def write(path: Path, prefix: Path) -> list[Path]:
         image = _read(path)
         labels = predict_dense(model, image, max_side).argmax(0).astype(np.uint8)
         mask = Image.fromarray(labels, mode="P")
         mask.putpalette(label_palette(k).reshape(-1).tolist())
-        mask.save(out_dir / f"{stem}_mask.png")
-        written += [save_png(overlay_labels(image, labels, k, alpha), out_dir / f"{stem}_overlay.png"),
-                    out_dir / f"{stem}_mask.png"]
+        mask.save(f"{prefix}_mask.png")
+        return [save_png(overlay_labels(image, labels, k, alpha), f"{prefix}_overlay.png"),
+                Path(f"{prefix}_mask.png")]
+
+    written = write_each_image(images, out_dir, write)
     names = model.config.encoder.preprocess.label_names
     if names:
         log.info("classes: %s", ", ".join(f"{i}={n}" for i, n in enumerate(names)))

@@ -12,7 +12,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..rundir import RunDir
+
 log = logging.getLogger(__name__)
+
+CURVES, CONFUSION = "curves.png", "confusion.png"  # the run's figures/ these charts are saved as
 
 
 def pyplot() -> Any:
@@ -28,8 +32,9 @@ def pyplot() -> Any:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The entries of RUN_DIR/metrics.jsonl in file order; torn or malformed lines are skipped (warning)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    """The entries of the run's metrics log (`RunDir.metrics`) in file order; torn or malformed lines are
+    skipped (warning)."""
+    path = RunDir(run_dir).metrics
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (is {run_dir} a `vitkit train --out` directory?)")
     entries = []
@@ -53,13 +58,13 @@ def _series(entries: list[dict[str, Any]], split: str, key: str) -> tuple[list[f
 
 
 def plot_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
-    """Loss, accuracy and learning rate against the optimizer step, from RUN_DIR/metrics.jsonl.
+    """Loss, accuracy and learning rate against the optimizer step, from the run's metrics log.
 
     Panels: loss (every split that logs it), accuracies (keys starting with "acc", per split) and lr (train);
-    a panel without data is left out. Writes `path` (default RUN_DIR/figures/curves.png) and returns it.
+    a panel without data is left out. Writes `path` (default: the run's figure `CURVES`) and returns it.
 
     Raises:
-        FileNotFoundError: no metrics.jsonl.
+        FileNotFoundError: the run has no metrics log.
         ValueError: it holds no plottable values.
     """
     entries = read_metrics(run_dir)
@@ -72,7 +77,7 @@ def plot_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     panels = [(title, [line for line in lines if line[2]]) for title, lines in panels]
     panels = [(title, lines) for title, lines in panels if lines]
     if not panels:
-        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} holds no loss, accuracy or lr values")
+        raise ValueError(f"{RunDir(run_dir).metrics} holds no loss, accuracy or lr values")
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels):
@@ -90,7 +95,7 @@ def plot_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
         else:
             ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    out = Path(path) if path is not None else Path(run_dir) / "figures" / "curves.png"
+    out = Path(path) if path is not None else RunDir(run_dir).figure(CURVES)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

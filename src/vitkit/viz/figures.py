@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..engine.inference import ENCODER_KINDS, FileOutputs, expand_images, load_model_for
+from ..errors import require
 from ..layers import PatchEmbed
 from .analysis import (filter_principal_components, mean_attention_distance, patch_distances,
                        position_similarity)
@@ -179,11 +181,31 @@ def write_figure7(model: nn.Module, out_dir: str | Path, images: Tensor | None =
     return written
 
 
-def write_figure7_from_files(model: nn.Module, paths: list[str | Path],
-                             out_dir: str | Path) -> dict[str, Path]:
-    """`write_figure7` with the attention distances measured on image files (none: Gaussian noise)."""
-    if not paths:
-        return write_figure7(model, out_dir)
+def write_figure7_from_files(model: nn.Module | str | Path, images: Sequence[str | Path], out_dir: str | Path,
+                             max_images: int = 128) -> FileOutputs:
+    """`write_figure7` with the attention distances measured on image files (none: Gaussian noise).
+
+    Args:
+        model: a model with a ViT encoder, or a ``--checkpoint`` value naming one.
+        images: image files or folders (the images under them); at most `max_images` are used, spread evenly
+            over the sorted list (so over every class of a class-per-folder tree, not its first few).
+        out_dir: folder for the PNGs.
+
+    Returns:
+        the written panels; unreadable images are left out of the distances and listed in `unreadable`.
+    """
+    require(max_images >= 1, f"max-images must be ≥ 1 (got {max_images})")
+    if not isinstance(model, nn.Module):
+        model, _ = load_model_for(model, ENCODER_KINDS, "a model with a ViT encoder")
     encoder = vision_encoder(model)
-    images = normalize_images(load_images(paths, encoder), encoder)
-    return write_figure7(model, out_dir, images, f"{len(paths)} images")
+    paths = expand_images(images)
+    if len(paths) > max_images:
+        step = len(paths) / max_images
+        paths = [paths[int(i * step)] for i in range(max_images)]
+    decoded = load_images(paths, encoder)
+    if not decoded:
+        written = write_figure7(model, out_dir)
+    else:
+        batch = normalize_images(torch.stack(list(decoded)), encoder)  # (B, C, H, W)
+        written = write_figure7(model, out_dir, batch, f"{len(decoded)} images")
+    return FileOutputs(written.values(), decoded.unreadable)

@@ -22,17 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.decode import decode_image
+from ..engine.inference import (ENCODER_KINDS, FileOutputs, describe_model, load_model_for, map_images,
+                                write_each_image)
+from ..errors import UsageError, require
 from ..models.vit import VisionTransformer
 from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
-from .colormap import (
-    add_caption,
-    image_grid,
-    output_stems,
-    overlay,
-    save_png,
-    to_rgb_uint8,
-    upscale,
-)
+from .colormap import add_caption, image_grid, overlay, save_png, to_rgb_uint8, upscale
 from .record import record_attention
 
 log = logging.getLogger(__name__)
@@ -49,14 +45,17 @@ class AttentionMaps:
 
 
 def vision_encoder(model: nn.Module) -> VisionTransformer:
-    """The ViT that sees the image: the model itself, or its public `encoder` (MAE, DPT)."""
+    """The ViT that sees the image: the model itself, or its public `encoder` (MAE, MPP, DPT, linear probe).
+
+    Raises:
+        UsageError: the model has none (the message says what it is).
+    """
     if isinstance(model, VisionTransformer):
         return model
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, VisionTransformer):
         return encoder
-    raise TypeError(f"{type(model).__name__} is neither a VisionTransformer nor has a VisionTransformer "
-                    f"`encoder`")
+    raise UsageError(f"the model is {describe_model(model)[0]}, without a ViT encoder to show")
 
 
 def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
@@ -70,12 +69,12 @@ def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
     return normalize(images, mean, std)
 
 
-def load_images(paths: Sequence[str | os.PathLike], encoder: VisionTransformer) -> Tensor:
-    """Decode image files to uint8 (B, C, H, W) at the model's input size and channel count."""
-    from ..data.decode import decode_image
-
+def load_images(paths: Sequence[str | os.PathLike], encoder: VisionTransformer) -> FileOutputs:
+    """Decode image files to uint8 (C, H, W) at the model's input size and channel count, one per readable
+    file; unreadable ones are logged and listed in `unreadable` (see `engine.inference.map_images`)."""
     size = tuple(encoder.config.image_size)
-    return torch.stack([decode_image(p, channels=encoder.config.in_chans, size=size) for p in paths])
+    return map_images([Path(p) for p in paths],
+                      lambda path: decode_image(path, channels=encoder.config.in_chans, size=size))
 
 
 def _rollout(weights: list[Tensor], layer: int, fusion: str, discard: float) -> tuple[Tensor, list[str]]:
@@ -113,8 +112,8 @@ def compute_attention_maps(model: nn.Module, images: Tensor, method: str = "roll
         raise KeyError(f"unknown attention method {method!r}; choose from {', '.join(ATTENTION_METHODS)}")
     encoder = vision_encoder(model)
     depth = len(encoder.blocks)
-    if not -depth <= layer < depth:
-        raise IndexError(f"layer {layer} out of range for a {depth}-block encoder")
+    require(-depth <= layer < depth, f"layer {layer} is out of range: the encoder has {depth} blocks, so "
+            f"--layer takes {-depth}..{depth - 1} (negative counts from the end)")
     grid = (images.shape[-2] // encoder.patch_size, images.shape[-1] // encoder.patch_size)
     was_training = model.training
     model.eval()
@@ -167,26 +166,33 @@ def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], al
     return add_caption(panel, "; ".join(sorted(shows)), height=16) if shows else panel
 
 
-def save_attention_overlays(model: nn.Module, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                            method: str = "rollout", layer: int = -1, head_fusion: str = "mean",
-                            discard_ratio: float = 0.9, alpha: float = 0.55) -> list[Path]:
+def save_attention_overlays(model: nn.Module | str | os.PathLike, paths: Sequence[str | os.PathLike],
+                            out_dir: str | os.PathLike, method: str = "rollout", layer: int = -1,
+                            head_fusion: str = "mean", discard_ratio: float = 0.9,
+                            alpha: float = 0.55) -> FileOutputs:
     """`vitkit attention`: one PNG per image, ``OUT/<stem>_<method>.png``: the input, then its overlays.
 
-    Images are resized to the model's input size. Returns the written paths.
+    `model` is a model or a ``--checkpoint`` value (anything with a ViT encoder); folders in `paths` stand for
+    the images under them. Images are resized to the model's input size. Returns the written paths;
+    unreadable files are listed in `unreadable`.
     """
+    if not isinstance(model, nn.Module):
+        model, _ = load_model_for(model, ENCODER_KINDS, "a model with a ViT encoder")
     encoder = vision_encoder(model)
     device = next(model.parameters()).device
-    images = load_images(paths, encoder)  # uint8 (B, C, H, W)
-    result = compute_attention_maps(model, normalize_images(images, encoder).to(device), method, layer,
-                                    head_fusion, discard_ratio)
+    size = tuple(encoder.config.image_size)
     log.info("attention maps show the %s", patch_map_title(encoder.num_prefix_tokens))
-    written = []
-    for i, stem in enumerate(output_stems(paths)):
+
+    def write(path: Path, prefix: Path) -> list[Path]:
+        image = decode_image(path, channels=encoder.config.in_chans, size=size)  # uint8 (C, H, W)
+        images = normalize_images(image[None], encoder).to(device)  # (1, C, H, W)
+        result = compute_attention_maps(model, images, method, layer, head_fusion, discard_ratio)
         caption = None
         if result.predictions is not None:
-            index, p = result.predictions[i]
+            index, p = result.predictions[0]
             caption = f"pred {class_name(index, encoder.config.preprocess.label_names)} ({p:.0%})"
-        panel = overlay_panel(to_rgb_uint8(images[i].numpy()), result.maps[i].numpy(), result.titles, alpha,
+        panel = overlay_panel(to_rgb_uint8(image.numpy()), result.maps[0].numpy(), result.titles, alpha,
                               caption)
-        written.append(save_png(panel, Path(out_dir) / f"{stem}_{method}.png"))
-    return written
+        return [save_png(panel, f"{prefix}_{method}.png")]
+
+    return write_each_image(paths, out_dir, write)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.decode import decode_image
+from ..engine.inference import FileOutputs, expand_images, load_model_for, map_images
 from ..layers import patchify, unpatchify
 from ..models.mae import MaskedAutoencoder
 from .colormap import add_caption, image_grid, output_stems, save_png, upscale
@@ -88,34 +90,36 @@ def reconstruction_figure(rec: Reconstruction, index: int = 0, min_side: int = 1
 
 
 def load_mae(checkpoint: str | Path, allow_pickle: Sequence[str] = ()) -> MaskedAutoencoder:
-    """The MAE of a pretrain run directory, a checkpoint directory or file (what `load_pretrained` accepts)."""
-    from ..weights import load_pretrained
+    """The MAE of a pretrain run directory, a checkpoint directory or file (what `load_pretrained` accepts).
 
-    model = load_pretrained(checkpoint, allow_pickle=tuple(allow_pickle))
-    if not isinstance(model, MaskedAutoencoder):
-        raise ValueError(f"{checkpoint} holds a {type(model).__name__}, not an MAE with its decoder; reconstructions "
-                         "need the full pretraining checkpoint")
+    Raises:
+        UsageError: the checkpoint holds another model (the message says what it is and what to use).
+    """
+    model, _ = load_model_for(checkpoint, ("mae",), "an MAE with its decoder (reconstructions need the full "
+                              "pretraining checkpoint)", allow_pickle=allow_pickle)
     return model
 
 
 def save_reconstructions(model: MaskedAutoencoder | str | Path, image_paths: Sequence[str | Path],
                          out_dir: str | Path, mask_ratio: float = 0.75, seed: int = 0,
-                         allow_pickle: Sequence[str] = ()) -> list[Path]:
-    """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image; returns the paths (stems
-    that collide get their folder names, `output_stems`).
+                         allow_pickle: Sequence[str] = ()) -> FileOutputs:
+    """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image, folders standing for the
+    images under them; returns the paths (stems that collide get their folder names, `output_stems`), and
+    lists unreadable files in `unreadable`.
 
     `model` is an MAE or a checkpoint for `load_mae`. Images are resized (shorter side) and centre-cropped to
     the encoder's image size.
     """
-    from ..data import decode_image
-
     if not isinstance(model, MaskedAutoencoder):
         model = load_mae(model, allow_pickle)
-
     size = model.config.encoder.image_size
     channels = model.config.encoder.in_chans
-    images = torch.stack([decode_image(path, channels=channels, size=size[0] if size[0] == size[1] else size)
-                          for path in image_paths])
-    rec = reconstruct(model, images, mask_ratio, seed)
-    return [save_png(reconstruction_figure(rec, i), Path(out_dir) / f"{stem}_mae.png")
-            for i, stem in enumerate(output_stems(image_paths))]
+    side = size[0] if size[0] == size[1] else size
+    decoded = map_images(expand_images(image_paths),
+                         lambda path: (path, decode_image(path, channels=channels, size=side)))
+    if not decoded:
+        return FileOutputs((), decoded.unreadable)
+    rec = reconstruct(model, torch.stack([image for _, image in decoded]), mask_ratio, seed)
+    written = [save_png(reconstruction_figure(rec, i), Path(out_dir) / f"{stem}_mae.png")
+               for i, stem in enumerate(output_stems([path for path, _ in decoded]))]
+    return FileOutputs(written, decoded.unreadable)

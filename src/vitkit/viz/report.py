@@ -1,11 +1,12 @@
-"""One self-contained HTML page per training run: `write_report(run_dir)` → RUN_DIR/report.html.
+"""One self-contained HTML page per run: `write_report(run_dir)` → the run's report (`RunDir.report`).
 
-Sections (each always present; a note says why when its material is missing): resolved configuration
-(config.yaml), training curves (metrics.jsonl), final metrics (summary.json), confusion matrix, sample
-predictions with attention-rollout overlays (checkpoints/best, a few held-out images when the run's data can
-be reached), and every other figure the run wrote (MAE reconstructions, depth maps, masks: PNGs under figures/
-and samples/).
-Images are embedded as base64 PNG, so the page can be mailed or archived alone.
+Sections, each shown only when the run has something for it: the resolved configuration, training curves,
+final metrics, the confusion matrix (classify, finetune, linprobe), sample predictions with attention-rollout
+overlays (the run's classifier on a few held-out images), MAE reconstructions of held-out images (pretrain
+runs), the predictions a depth / segmentation run drew, and every other figure under the run's figures/.
+A section that fails is logged as a warning and left out: `write_report` runs at the end of every task and
+never fails the run for a picture. Images are embedded as base64 PNG, so the page can be mailed or archived
+alone.
 """
 
 from __future__ import annotations
@@ -14,24 +15,29 @@ import base64
 import datetime
 import html
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import require
+from ..rundir import RunDir
 from .colormap import apply_colormap
-from .samples import sample_predictions
+from .curves import CONFUSION, CURVES
+from .reconstruction import PANELS
+from .samples import sample_predictions, sample_reconstructions
 
 log = logging.getLogger(__name__)
 
+DENSE_EXAMPLES = "dense_examples.png"  # the figure a depth / segmentation run draws of its val predictions
 MAX_FIGURES = 40  # other figures embedded at most (the rest are listed)
 MAX_FIGURE_BYTES = 4 * 2**20
 MAX_TABLE_CLASSES = 30  # larger confusion matrices are shown as an image, not a table
 
 SECTIONS = (("config", "Configuration"), ("curves", "Training curves"), ("metrics", "Final metrics"),
             ("confusion", "Confusion matrix"), ("samples", "Sample predictions"),
+            ("reconstructions", "MAE reconstructions"), ("dense", "Dense predictions"),
             ("figures", "Other figures"))
 
 _STYLE = """
@@ -78,39 +84,25 @@ def _img(uri: str, alt: str, width: int | None = None) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}"{size}>'
 
 
-def _config_section(run_dir: Path, used: set[Path]) -> str:
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return _note("config.yaml not found.")
-    return f"<pre>{html.escape(path.read_text())}</pre>"
+def _embed(png: Path, used: set[Path], alt: str) -> str:
+    used.add(png.resolve())
+    return _img(png_data_uri(png.read_bytes()), alt)
 
 
-def _curves_section(run_dir: Path, used: set[Path]) -> str:
-    png = run_dir / "figures" / "curves.png"
-    note = ""
-    if (run_dir / "metrics.jsonl").exists():
+def _config_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    return f"<pre>{html.escape(run.config.read_text())}</pre>" if run.config.is_file() else None
+
+
+def _curves_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    png = run.figure(CURVES)
+    if run.metrics.is_file():
         try:
             from .curves import plot_curves
 
-            png = plot_curves(run_dir)
+            png = plot_curves(run.root)
         except (ImportError, ValueError) as e:
-            note = _note(f"Curves not redrawn: {e}")
-    if not png.exists():
-        return note or _note("No metrics.jsonl and no figures/curves.png.")
-    used.add(png.resolve())
-    return note + _img(png_data_uri(png.read_bytes()), "training curves")
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        log.warning("%s is not valid JSON: %s", path, e)
-        return None
-    return data if isinstance(data, dict) else {"value": data}
+            log.warning("training curves not redrawn: %s", e)
+    return _embed(png, used, "training curves") if png.is_file() else None
 
 
 def _metrics_rows(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -128,21 +120,16 @@ def _metrics_rows(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str
     return rows
 
 
-def _metrics_section(run_dir: Path, used: set[Path]) -> str:
-    summary = _read_summary(run_dir)
-    if summary is None:
-        return _note("summary.json not found (the run may not have finished).")
-    rows = _metrics_rows(summary)
-    if not rows:
-        return _note("summary.json holds no scalar metrics.")
+def _metrics_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    rows = _metrics_rows(run.read_summary())
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+    return f"<table>{body}</table>" if rows else None
 
 
 def _find_confusion(data: Any) -> tuple[list[list[int]], list[str] | None] | None:
-    """The first {"confusion": [[...]], "labels": [...]} found in summary.json, depth first."""
+    """The first {"confusion": [[...]], "labels": [...]} found in the summary, depth first."""
     if isinstance(data, dict):
-        if isinstance(data.get("confusion"), list):
+        if isinstance(data.get("confusion"), list) and data["confusion"]:
             return data["confusion"], data.get("labels")
         for value in data.values():
             found = _find_confusion(value)
@@ -171,93 +158,120 @@ def confusion_table(matrix: Any, labels: list[str] | None) -> str:
             f"<p>Rows: true class; columns: predicted. Shading: fraction of the true class.</p>")
 
 
-def _confusion_section(run_dir: Path, used: set[Path]) -> str:
-    found = _find_confusion(_read_summary(run_dir) or {})
-    png = run_dir / "figures" / "confusion.png"
-    if png.exists():
+def _confusion_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    found = _find_confusion(run.read_summary())
+    png = run.figure(CONFUSION)
+    if png.is_file():
         used.add(png.resolve())
     if found and len(found[0]) <= MAX_TABLE_CLASSES:
         return confusion_table(*found)
-    if found and not png.exists():
-        try:
-            from .curves import plot_confusion
+    if found and not png.is_file():
+        from .curves import plot_confusion  # matplotlib: an ImportError leaves the section out
 
-            png = plot_confusion(found[0], found[1], png)
-            used.add(png.resolve())
-        except ImportError as e:
-            return _note(f"{len(found[0])} classes are too many for a table and matplotlib is missing: {e}")
-    if png.exists():
-        return _img(png_data_uri(png.read_bytes()), "confusion matrix")
-    return _note("No confusion matrix in summary.json and no figures/confusion.png "
-                 "(not a classification run?).")
+        png = plot_confusion(found[0], found[1], png)
+    return _embed(png, used, "confusion matrix") if png.is_file() else None
 
 
-def _samples_section(run_dir: Path, used: set[Path], num_samples: int = 8) -> str:
-    try:
-        samples, note = sample_predictions(run_dir, num_samples)
-    except Exception as e:  # noqa: BLE001 — the report must still be written; say what went wrong
-        log.warning("sample predictions failed: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
-        return _note(f"Sample predictions unavailable: {type(e).__name__}: {e}")
+def _figure_grid(figures: list[tuple[str, str, str]]) -> str:
+    """(data URI, caption, css class) per figure → a wrapping grid of captioned images."""
+    return '<div class="grid">' + "".join(
+        f'<figure class="{css}">{_img(uri, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>'
+        for uri, caption, css in figures) + "</div>"
+
+
+def _samples_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    samples, note = sample_predictions(run.root, count)
     if not samples:
-        return _note(note)
-    figures = []
-    for s in samples:
-        verdict = "" if s.correct is None else (" right" if s.correct else " wrong")
-        figures.append(f'<figure class="{verdict.strip()}">{_img(png_data_uri(s.panel), s.caption)}'
-                       f"<figcaption>{html.escape(s.caption)}</figcaption></figure>")
-    return f"<p>{html.escape(note)}</p><div class=\"grid\">{''.join(figures)}</div>"
+        log.info("no sample predictions in the report: %s", note)
+        return None
+    verdicts = {None: "", True: "right", False: "wrong"}
+    return f"<p>{html.escape(note)}</p>" + _figure_grid(
+        [(png_data_uri(s.panel), s.caption, verdicts[s.correct]) for s in samples])
 
 
-def _figures_section(run_dir: Path, used: set[Path]) -> str:
-    pngs = sorted(p for folder in ("figures", "samples") if (run_dir / folder).is_dir()
-                  for p in (run_dir / folder).rglob("*.png") if p.resolve() not in used)
-    if not pngs:
-        return _note("No other figures under figures/ or samples/ (MAE reconstructions, depth maps and "
-                     "masks appear here when a run writes them).")
+def _reconstructions_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    figures, note = sample_reconstructions(run.root, min(count, 4))
+    if not figures:
+        log.info("no MAE reconstructions in the report: %s", note)
+        return None
+    panels = html.escape(" | ".join(PANELS))
+    return f"<p>{html.escape(note)} Panels: {panels}.</p>" + _figure_grid(
+        [(png_data_uri(f), f"held-out image {i + 1}", "") for i, f in enumerate(figures)])
+
+
+def _dense_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    png = run.figure(DENSE_EXAMPLES)
+    return _embed(png, used, "held-out predictions") if png.is_file() else None
+
+
+def _figures_section(run: RunDir, used: set[Path], count: int) -> str | None:
+    if not run.figures.is_dir():
+        return None
+    pngs = sorted(p for p in run.figures.rglob("*.png") if p.resolve() not in used)
     parts, skipped = [], []
     for p in pngs:
+        rel = str(p.relative_to(run.root))
         if len(parts) >= MAX_FIGURES or p.stat().st_size > MAX_FIGURE_BYTES:
-            skipped.append(str(p.relative_to(run_dir)))
+            skipped.append(rel)
             continue
-        rel = str(p.relative_to(run_dir))
-        parts.append(f"<figure>{_img(png_data_uri(p.read_bytes()), rel)}<figcaption>{html.escape(rel)}"
-                     f"</figcaption></figure>")
+        parts.append((png_data_uri(p.read_bytes()), rel, ""))
+    if not pngs:
+        return None
     extra = _note(f"Not embedded (too many or too large): {', '.join(skipped)}") if skipped else ""
-    return f"<div class=\"grid\">{''.join(parts)}</div>{extra}"
+    return (_figure_grid(parts) if parts else "") + extra
 
 
-_BUILDERS: dict[str, Callable[..., str]] = {
+_BUILDERS: dict[str, Callable[[RunDir, set[Path], int], str | None]] = {
     "config": _config_section, "curves": _curves_section, "metrics": _metrics_section,
-    "confusion": _confusion_section, "samples": _samples_section, "figures": _figures_section}
+    "confusion": _confusion_section, "samples": _samples_section, "reconstructions": _reconstructions_section,
+    "dense": _dense_section, "figures": _figures_section}
+
+
+def _build_sections(run: RunDir, num_samples: int) -> dict[str, str]:
+    """key → HTML body of every section that has something to show, in `SECTIONS` order (the figures last,
+    after the others claimed their PNGs); a section that fails is logged and left out."""
+    used: set[Path] = set()
+    bodies = {}
+    for key, title in SECTIONS:
+        try:
+            body = _BUILDERS[key](run, used, num_samples)
+        except Exception as e:  # noqa: BLE001 — the report must still be written; say what went wrong
+            log.warning("report section %r left out: %s: %s", title, type(e).__name__, e,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            continue
+        if body:
+            bodies[key] = body
+    return bodies
 
 
 def write_report(run_dir: str | Path, path: str | Path | None = None, num_samples: int = 8) -> Path:
-    """Write the run's HTML report (default RUN_DIR/report.html) and return its path.
+    """Write the run's HTML report (default: the run's `RunDir.report`) and return its path.
+
+    Sections the run has nothing for (no summary, no classifier, no figures) are left out, and a section that
+    fails is logged as a warning and left out, so any run directory, finished or not, gets a page.
 
     Args:
-        run_dir: a `vitkit train --out` directory (config.yaml, metrics.jsonl, summary.json, checkpoints/,
-            figures/); missing parts become notes in their section.
+        run_dir: a run directory (`vitkit train --out`, pretrain, finetune, linprobe).
         path: where to write the page.
         num_samples: held-out images shown with predictions and attention overlays.
+
+    Raises:
+        UsageError: `run_dir` is not a folder.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    used: set[Path] = set()
-    bodies = {}
-    for key, _ in SECTIONS:  # figures last, after the others claimed their PNGs
-        builder = _BUILDERS[key]
-        bodies[key] = builder(run_dir, used, num_samples) if key == "samples" else builder(run_dir, used)
-    nav = "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS)
-    sections = "".join(f'<section id="{key}"><h2>{title}</h2>{bodies[key]}</section>'
-                       for key, title in SECTIONS)
+    run = RunDir(run_dir)
+    require(run.root.is_dir(), f"run directory {run_dir} does not exist")
+    bodies = _build_sections(run, num_samples)
+    shown = [(key, title) for key, title in SECTIONS if key in bodies]
+    nav = "".join(f'<a href="#{key}">{title}</a>' for key, title in shown)
+    sections = "".join(f'<section id="{key}"><h2>{title}</h2>{bodies[key]}</section>' for key, title in shown)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    name = html.escape(run_dir.resolve().name)
+    name = html.escape(run.root.resolve().name)
+    empty = "" if shown else _note("Nothing to show yet: the run has no config, metrics, model or figures.")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>vitkit run {name}</title>'
             f"<style>{_STYLE}</style></head><body><div id=\"render-warning\"></div><h1>Run {name}</h1>"
-            f"<p>{html.escape(str(run_dir.resolve()))} · report written {stamp}</p><nav>{nav}</nav>{sections}"
-            f"<script>{_SCRIPT}</script></body></html>")
-    out = Path(path) if path is not None else run_dir / "report.html"
+            f"<p>{html.escape(str(run.root.resolve()))} · report written {stamp}</p><nav>{nav}</nav>{empty}"
+            f"{sections}<script>{_SCRIPT}</script></body></html>")
+    out = Path(path) if path is not None else run.report
     out.write_text(page, encoding="utf-8")
     log.info("wrote %s", out)
     return out

@@ -1,12 +1,13 @@
-"""Sample predictions of a run's best checkpoint on a few held-out images, with attention-rollout overlays.
+"""A few held-out images of a run, and what its model makes of them: classifier predictions with
+attention-rollout overlays, or MAE reconstructions.
 
-Used by the run report. The held-out images come from the run's own data section (config.yaml) through
+Used by the run report. The held-out images come from the data section of the run's saved config through
 `vitkit.data.build_datasets`, so the split is the one training used; only the chosen samples are decoded.
+The model is the one ``--checkpoint RUN`` names (`vitkit.rundir.resolve_model_path`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import build_datasets
+from ..data.transforms import resize_images
+from ..engine.inference import data_config, load_classifier
+from ..errors import UsageError
+from ..rundir import RunDir
 from .colormap import to_rgb_uint8
-from .overlays import class_name, compute_attention_maps, normalize_images, overlay_panel, vision_encoder
+from .overlays import class_name, compute_attention_maps, normalize_images, overlay_panel
+from .reconstruction import load_mae, reconstruct, reconstruction_figure
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAMES = ("best", "last")
-
 
 @dataclass
 class SamplePrediction:
@@ -32,40 +36,17 @@ class SamplePrediction:
     correct: bool | None
 
 
-def find_checkpoint(run_dir: str | Path) -> Path | None:
-    """RUN_DIR/checkpoints/best, else .../last, if it holds a config.json; None otherwise."""
-    for name in CHECKPOINT_NAMES:
-        path = Path(run_dir) / "checkpoints" / name
-        if (path / "config.json").exists():
-            return path
-    return None
-
-
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    return data if isinstance(data, dict) else {}
-
-
 def held_out_samples(data_section: dict[str, Any], channels: int, image_size: int,
                      count: int) -> tuple[list, list[str], str]:
-    """Up to `count` (image uint8 (C, H, W), target) pairs spread evenly over the run's val split, decoded at the
-    run's storage size (`image_size`, the model's side, when the run config leaves it unset, as training does).
+    """Up to `count` (image uint8 (C, H, W), target) pairs spread evenly over the run's val split, decoded at
+    the run's storage size (`image_size`, the model's side, when the run config leaves it unset, as training
+    does).
 
     Returns:
         samples, class names, and a sentence saying where they came from.
     """
-    from ..config import replace_config
-    from ..data import DataConfig, build_datasets
-
-    fields = {f.name for f in dataclasses.fields(DataConfig)}
-    known = {k: v for k, v in data_section.items() if k in fields and k not in ("in_memory", "strict")}
-    known["image_size"] = known.get("image_size") or image_size
-    cfg = replace_config(DataConfig(), known, channels=channels, in_memory="never", strict=False)
+    size = data_section.get("image_size") or image_size
+    cfg = data_config(data_section, channels, size, in_memory="never")
     splits = build_datasets(cfg, progress=False)
     val = splits.val
     if val is None or len(val) == 0:
@@ -76,53 +57,70 @@ def held_out_samples(data_section: dict[str, Any], channels: int, image_size: in
     return samples, splits.classes, f"{len(samples)} of {len(val)} held-out images from {where}."
 
 
+def _held_out_images(run: RunDir, encoder_cfg: Any, count: int) -> tuple[torch.Tensor | None, list[int], str]:
+    """uint8 (B, C, H, W) held-out images of the run at the encoder's size, their targets and where they came
+    from; None (and why) when the run holds nothing out.
+
+    Raises:
+        FileNotFoundError, KeyError, ...: the run's data cannot be reached (moved, renamed, deleted).
+    """
+    samples, _, where = held_out_samples(run.read_config().get("data") or {}, encoder_cfg.in_chans,
+                                         encoder_cfg.image_size[0], count)
+    if not samples:
+        return None, [], where
+    images = torch.stack([s[0] for s in samples])  # uint8 (B, C, h, w)
+    return resize_images(images, encoder_cfg.image_size, "bilinear"), [int(s[1]) for s in samples], where
+
+
 def sample_predictions(run_dir: str | Path, count: int = 8,
                        discard_ratio: float = 0.9) -> tuple[list[SamplePrediction], str]:
-    """Predictions and attention-rollout overlays of the run's best (else last) checkpoint on held-out images.
+    """Predictions and attention-rollout overlays of the run's classifier on held-out images.
 
     Returns:
-        the samples (possibly none) and a note: where the images came from, or why there are none.
-    """
-    from ..data.transforms import resize_images
-    from ..weights import load_pretrained
+        the samples (none when the run has no classifier or holds no images out) and a note: where the images
+        and the checkpoint came from, or why there are none.
 
-    run_dir = Path(run_dir)
-    checkpoint = find_checkpoint(run_dir)
-    if checkpoint is None:
-        return [], "No checkpoint with a config.json under checkpoints/best or checkpoints/last."
-    model = load_pretrained(checkpoint)
+    Raises:
+        FileNotFoundError, KeyError, ...: the run's data cannot be reached.
+    """
+    run = RunDir(run_dir)
     try:
-        encoder = vision_encoder(model)
-    except TypeError as e:
-        return [], f"Checkpoint {checkpoint.name}: {e}."
-    data_section = _read_run_config(run_dir).get("data") or {}
-    if not (model is encoder and encoder.config.num_classes > 0) and not data_section.get("path"):
-        # A dense or self-supervised run on generated data: the default built-in set is not its data.
-        return [], (f"The checkpoint is a {type(model).__name__}, not a classifier, and the run names no image "
-                    f"folder, so no held-out images are shown (the run's own figures are below).")
-    try:
-        samples, classes, where = held_out_samples(data_section, encoder.config.in_chans,
-                                                   encoder.config.image_size[0], count)
-    except (FileNotFoundError, KeyError, ValueError, ImportError, OSError) as e:
-        return [], f"The run's data could not be reached ({type(e).__name__}: {e}); no sample predictions."
-    if not samples:
+        classifier = load_classifier(run.root, "cpu")
+    except UsageError as e:
+        return [], f"No classifier to show: {e}"
+    model, cfg = classifier.model, classifier.model.config
+    images, targets, where = _held_out_images(run, cfg, count)
+    if images is None:
         return [], where
-    images = torch.stack([s[0] for s in samples])  # uint8 (B, C, h, w)
-    images = resize_images(images, encoder.config.image_size, "bilinear")  # (B, C, H, W); non-square models
-    targets = [int(s[1]) for s in samples]
-    result = compute_attention_maps(model, normalize_images(images, encoder), "rollout",
-                                    head_fusion="mean", discard_ratio=discard_ratio)
-    names = list(encoder.config.preprocess.label_names) or classes
+    result = compute_attention_maps(model, normalize_images(images, model), "rollout", head_fusion="mean",
+                                    discard_ratio=discard_ratio)
+    names = classifier.label_names
     out = []
     for i, target in enumerate(targets):
-        true = class_name(target, names)
-        if result.predictions is None:
-            caption, correct = f"true {true}", None
-        else:
-            index, p = result.predictions[i]
-            caption = f"true {true} · predicted {class_name(index, names)} ({p:.0%})"
-            correct = index == target
+        index, p = result.predictions[i]
+        caption = f"true {class_name(target, names)} · predicted {class_name(index, names)} ({p:.0%})"
         panel = overlay_panel(to_rgb_uint8(images[i].numpy()), result.maps[i].numpy(), result.titles)
-        out.append(SamplePrediction(panel, caption, correct))
+        out.append(SamplePrediction(panel, caption, index == target))
     title = result.titles[0].split(": ", 1)[-1]
-    return out, f"{where} Checkpoint: {checkpoint.name}. Overlays: attention rollout, {title}."
+    return out, f"{where} Checkpoint: {classifier.describe()}. Overlays: attention rollout, {title}."
+
+
+def sample_reconstructions(run_dir: str | Path, count: int = 4,
+                           seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """The MAE paper's four panels (original | masked | reconstruction | + visible) of held-out images, for a
+    run whose model is an MAE (at its own mask ratio, a seeded mask).
+
+    Returns:
+        one (H, W, 3) uint8 figure per image (none for a run without an MAE or held-out images) and a note.
+    """
+    run = RunDir(run_dir)
+    try:
+        model = load_mae(run.root)
+    except UsageError as e:
+        return [], f"No MAE to show: {e}"
+    images, _, where = _held_out_images(run, model.config.encoder, count)
+    if images is None:
+        return [], where
+    rec = reconstruct(model, images, model.config.mask_ratio, seed)
+    figures = [reconstruction_figure(rec, i) for i in range(images.shape[0])]
+    return figures, f"{where} Mask ratio {model.config.mask_ratio:g}, mean loss {rec.loss:.4g}."
