@@ -9,7 +9,7 @@ class-stratified part of the split that no stage trains on (pretraining included
     python benchmarks/ssl_cifar10.py --minutes-pretrain 30 --minutes-finetune 10 --device cuda
     python benchmarks/ssl_cifar10.py --minutes-pretrain 14 --minutes-finetune 4 --epochs-linprobe 30
     # ≈ 45 min on 2 CPU cores: MAE fine-tune 48.1%, MPP 46.0%, scratch 34.0% (held-out, 10% labels)
-    python benchmarks/ssl_cifar10.py --limit 600 --epochs-pretrain 1 --epochs-finetune 1 --epochs-linprobe 1 
+    python benchmarks/ssl_cifar10.py --limit 600 --epochs-pretrain 1 --epochs-finetune 1 --epochs-linprobe 1
     # smoke
 
 Budgets: ``--epochs-*`` per stage, or ``--minutes-*`` converted to epochs from the measured speed of a few

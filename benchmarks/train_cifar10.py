@@ -12,7 +12,6 @@ images for validation (45k / 5k). Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import tarfile
@@ -49,8 +48,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from vitkit.config import parse_set_items
-    from vitkit.rundir import RunDir
     from vitkit.runconfig import load_train_config
+    from vitkit.rundir import RunDir
     from vitkit.tasks import run
 
     if not args.tarball.exists():

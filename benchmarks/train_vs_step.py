@@ -66,8 +66,8 @@ def main() -> None:
     from vitkit.data import build_datasets
     from vitkit.engine.augment import classification_transforms
     from vitkit.models import get_model_config
-    from vitkit.rundir import RunDir
     from vitkit.runconfig import load_train_config
+    from vitkit.rundir import RunDir
     from vitkit.tasks import run
     from vitkit.tasks.base import set_cpu_threads
 

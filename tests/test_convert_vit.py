@@ -86,9 +86,9 @@ def test_hf_to_vitkit_parity(case, tmp_path):
         out = hf(images, output_hidden_states=True, output_attentions=True, interpolate_pos_encoding=interp)
     hidden, attentions = vitkit_activations(model.eval(), images)
     assert len(hidden) == len(out.hidden_states) and len(attentions) == len(out.attentions)
-    for i, (ours, theirs) in enumerate(zip(hidden, out.hidden_states)):
+    for i, (ours, theirs) in enumerate(zip(hidden, out.hidden_states, strict=False)):
         assert_close(ours, theirs, f"hidden state {i}")
-    for i, (ours, theirs) in enumerate(zip(attentions, out.attentions)):
+    for i, (ours, theirs) in enumerate(zip(attentions, out.attentions, strict=False)):
         assert_close(ours, theirs, f"attention weights of layer {i}")
     with torch.no_grad():
         if cls_name == "ViTForImageClassification":
@@ -150,7 +150,7 @@ def test_vitkit_to_hf_parity(case, tmp_path):
         if model.config.representation_size:
             assert_close(model(images), out.pooler_output, "pooler_output")
     hidden, attentions = vitkit_activations(model, images)
-    for ours, theirs in zip(hidden + attentions, out.hidden_states + out.attentions):
+    for ours, theirs in zip(hidden + attentions, out.hidden_states + out.attentions, strict=False):
         assert_close(ours, theirs, "hidden state / attention")
     assert (tmp_path / "preprocessor_config.json").is_file()
     again = vitkit.load_pretrained(tmp_path)  # the HF directory loads back into vitkit
@@ -266,7 +266,7 @@ def to_jax(model, prefix: str = "") -> dict[str, np.ndarray]:
             out[f"{j}{theirs}/scale"] = sd[f"{b}{ours}.weight"]
             out[f"{j}{theirs}/bias"] = sd[f"{b}{ours}.bias"]
         for n, w, bias in zip(("query", "key", "value"), np.split(sd[f"{b}attn.qkv.weight"], 3),
-                              np.split(sd[f"{b}attn.qkv.bias"], 3)):
+                              np.split(sd[f"{b}attn.qkv.bias"], 3), strict=False):
             out[f"{a}{n}/kernel"] = w.T.reshape(D, H, d)  # (D_in, H, d)
             out[f"{a}{n}/bias"] = bias.reshape(H, d)
         out[f"{a}out/kernel"] = sd[f"{b}attn.proj.weight"].T.reshape(H, d, D)  # (H, d, D_out)

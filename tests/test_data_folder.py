@@ -12,9 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
+from vitkit.data import (
+    DataConfig,
+    ImageFolder,
+    ImageLoader,
+    InMemoryImages,
+    UnreadableImage,
+    build_datasets,
+    find_samples,
+    load_builtin,
+    split_indices,
+)
 from vitkit.errors import UsageError
-from vitkit.data import (DataConfig, ImageFolder, ImageLoader, InMemoryImages, UnreadableImage,
-                         build_datasets, find_samples, load_builtin, split_indices)
 
 CIFAR_TARBALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train.tar.gz"
 BAD_KINDS = ("truncated.jpg", "empty.jpg", "text.jpg", "bomb.png")
@@ -163,7 +172,7 @@ def test_loader_order_resume_and_ddp_shards():
     assert [y.tolist() for _, y in single.epoch(0, start_batch=1)] == epoch0[1:]
     ranks = [ImageLoader(data, batch_size=2, shuffle=True, drop_last=True, seed=5, rank=r, world_size=2)
              for r in range(2)]
-    steps = zip(*[[y for _, y in r.epoch(0)] for r in ranks])
+    steps = zip(*[[y for _, y in r.epoch(0)] for r in ranks], strict=False)
     per_step = [sum((y.tolist() for y in step), []) for step in steps]
     assert per_step == epoch0  # two processes see exactly the samples of the one-process global batch
     ordered = ImageLoader(data, batch_size=4)

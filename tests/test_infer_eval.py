@@ -15,10 +15,18 @@ import vitkit
 from vitkit.cli.main import main
 from vitkit.config import PreprocessConfig
 from vitkit.engine.checkpoint import STATE_JSON
-from vitkit.engine.inference import (eval_dataset, evaluate_checkpoint, image_logits, input_transform,
-                                     load_classifier, predict_images, predict_logits, storage_size)
+from vitkit.engine.inference import (
+    eval_dataset,
+    evaluate_checkpoint,
+    image_logits,
+    input_transform,
+    load_classifier,
+    predict_images,
+    predict_logits,
+    storage_size,
+)
 from vitkit.errors import UsageError
-from vitkit.models import ViTConfig, VisionTransformer, create_model
+from vitkit.models import VisionTransformer, ViTConfig, create_model
 from vitkit.models.probe import LinearProbe, LinearProbeConfig
 from vitkit.rundir import RunDir
 

@@ -15,7 +15,7 @@ from PIL import Image
 import vitkit
 from vitkit.cli.main import build_parser, main
 from vitkit.errors import UsageError
-from vitkit.models import ViTConfig, VisionTransformer, create_model
+from vitkit.models import VisionTransformer, ViTConfig, create_model
 from vitkit.rundir import ACCEPTED, RunDir
 from vitkit.viz.reconstruction import save_reconstructions
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitkit.runconfig import load_train_config
 from vitkit.models import create_model
+from vitkit.runconfig import load_train_config
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -17,7 +17,7 @@ from PIL import Image
 import vitkit
 from vitkit.config import PreprocessConfig
 from vitkit.errors import UsageError
-from vitkit.models import ViTConfig, VisionTransformer, create_model
+from vitkit.models import VisionTransformer, ViTConfig, create_model
 from vitkit.models.probe import LinearProbe, LinearProbeConfig
 from vitkit.rundir import RunDir
 from vitkit.viz.report import SECTIONS, write_report

@@ -5,8 +5,15 @@ import math
 import pytest
 import torch
 
-from vitkit.viz.analysis import (attention_rollout, filter_principal_components, fuse_heads,
-                                 mean_attention_distance, patch_distances, patch_map, position_similarity)
+from vitkit.viz.analysis import (
+    attention_rollout,
+    filter_principal_components,
+    fuse_heads,
+    mean_attention_distance,
+    patch_distances,
+    patch_map,
+    position_similarity,
+)
 
 
 def test_rollout_two_layers_hand_computed():

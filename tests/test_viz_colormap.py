@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitkit.viz.colormap import (COLORMAPS, add_caption, apply_colormap, colormap_lut, image_grid, overlay,
-                                 save_png, to_rgb_uint8, upscale)
+from vitkit.viz.colormap import (
+    COLORMAPS,
+    add_caption,
+    apply_colormap,
+    colormap_lut,
+    image_grid,
+    overlay,
+    save_png,
+    to_rgb_uint8,
+    upscale,
+)
 
 
 @pytest.mark.parametrize("name", ["viridis", "magma", "inferno", "turbo", "gray"])
@@ -64,7 +73,7 @@ def test_attention_overlays_need_no_matplotlib(tmp_path, monkeypatch):
 
     import torch
 
-    from vitkit.models import ViTConfig, VisionTransformer
+    from vitkit.models import VisionTransformer, ViTConfig
     from vitkit.viz.overlays import save_attention_overlays
 
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:

@@ -10,7 +10,7 @@ from PIL import Image
 import vitkit
 from vitkit.cli.main import main
 from vitkit.errors import UsageError
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.viz import attention_layers
 from vitkit.viz.overlays import ATTENTION_METHODS, compute_attention_maps, overlay_panel
 

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 import vitkit
-from vitkit.layers import Attention, attention as attention_module
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.layers import Attention
+from vitkit.layers import attention as attention_module
+from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.viz import attention_layers, record_attention
 
 
@@ -60,7 +61,7 @@ def test_iterating_yields_the_recorded_layers_in_model_order():
     assert rec.layers == [1, 2]
     listed = list(rec)  # Python's fallback iteration would ask rec[0]: layer 0 was not recorded
     assert len(listed) == len(rec) == 2
-    for ours, expected in zip(listed, (rec[1], rec[2])):
+    for ours, expected in zip(listed, (rec[1], rec[2]), strict=False):
         assert ours is expected
     assert [w.shape for w in rec] == [w.shape for w in rec.weights]
 
@@ -140,7 +141,7 @@ def test_keep_on_device_and_errors():
     with record_attention(model) as rec:
         pass
     with pytest.raises(RuntimeError, match="no attention was recorded"):
-        rec.weights
+        _ = rec.weights
     with pytest.raises(KeyError, match="not recorded"):
         with record_attention(model, layers=0) as rec:
             model(torch.randn(1, 3, 16, 24))
@@ -200,4 +201,4 @@ def test_partial_forward_records_the_layers_that_ran():
     with pytest.raises(RuntimeError, match="layer 2 has not run"):
         rec[2]
     with pytest.raises(RuntimeError, match=r"no attention was recorded for layers \[2\]"):
-        rec.weights
+        _ = rec.weights

@@ -1,7 +1,7 @@
 """vitkit: Vision Transformers in PyTorch — ViT, hybrid, MAE, masked patch prediction and DPT."""
 
 from .config import PreprocessConfig, replace_config
-from .models import ViTConfig, VisionTransformer, build_model, create_model, get_model_config, list_models
+from .models import VisionTransformer, ViTConfig, build_model, create_model, get_model_config, list_models
 from .viz.record import record_attention
 from .weights import load_checkpoint, load_pretrained, save_pretrained
 

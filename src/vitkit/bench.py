@@ -418,7 +418,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     table = [[_HEADERS.get(k, k) for k, _ in _COLUMNS]]
     table += [["-" if r.get(k) is None else fmt.format(r[k]) for k, fmt in _COLUMNS] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=False)))
              for line in table]
     notes = dict.fromkeys(
         f"{r['device']}, {r['threads']} threads, torch {r['torch']}, transformers {r['transformers']}: "

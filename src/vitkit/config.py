@@ -12,7 +12,8 @@ import difflib
 import re
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 C = TypeVar("C")
 
@@ -114,7 +115,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return tuple(_coerce(v, args[0], where) for v in value)
         if len(args) != len(value):
             raise TypeError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=False))
     if origin in (list, dict):
         if not isinstance(value, origin):
             raise TypeError(f"{where}: expected {origin.__name__}, got {value!r}")

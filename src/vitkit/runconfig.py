@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .config import config_from_dict, config_to_dict, replace_config
 from .data import DataConfig
@@ -124,7 +124,7 @@ class LinprobeConfig:
     allow_pickle: tuple[str, ...] = ()
 
 
-TaskConfig = Union[ClassifyConfig, DenseConfig, PretrainConfig, FinetuneConfig, LinprobeConfig]
+TaskConfig = ClassifyConfig | DenseConfig | PretrainConfig | FinetuneConfig | LinprobeConfig
 
 
 @dataclass

@@ -8,7 +8,6 @@ calls `vitkit.viz.reconstruction`.
 from __future__ import annotations
 
 import argparse
-import json
 
 DEFAULT_PRESETS = {"mae": "mae_vit_tiny_patch4_32", "mpp": "mpp_vit_tiny_patch4_32"}
 

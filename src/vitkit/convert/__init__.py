@@ -28,8 +28,9 @@ import line to `_import_converters` below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import Tensor
 
@@ -77,14 +78,16 @@ def register_state_dict_format(name: str, detect: Detect, to_vitkit: StateDictTo
 
 def _import_converters() -> None:
     """Import every converter module once (each registers itself on import). One line per module."""
-    from . import hf_vit  # noqa: F401  HF "vit"
-    from . import hf_bit  # noqa: F401  HF "bit" (BiT ResNetV2)
-    from . import hf_dpt  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)
-    from . import hf_vit_mae  # noqa: F401  HF "vit_mae"
-    from . import mae_official  # noqa: F401  "mae" (facebookresearch/mae checkpoints)
-    from . import timm_hybrid  # noqa: F401  "timm_hybrid" (timm R50+ViT hybrids)
-    from . import timm_vit  # noqa: F401  "timm"
-    from . import jax_vit  # noqa: F401  "jax" (google-research/vision_transformer .npz)
+    from . import (
+        hf_bit,  # noqa: F401  HF "bit" (BiT ResNetV2)
+        hf_dpt,  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)
+        hf_vit,  # noqa: F401  HF "vit"
+        hf_vit_mae,  # noqa: F401  HF "vit_mae"
+        jax_vit,  # noqa: F401  "jax" (google-research/vision_transformer .npz)
+        mae_official,  # noqa: F401  "mae" (facebookresearch/mae checkpoints)
+        timm_hybrid,  # noqa: F401  "timm_hybrid" (timm R50+ViT hybrids)
+        timm_vit,  # noqa: F401  "timm"
+    )
 
 
 def hf_model_types() -> list[str]:

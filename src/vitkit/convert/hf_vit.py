@@ -200,7 +200,7 @@ def _state_dict_from_vitkit(sd: dict[str, Tensor], cfg: ViTConfig) -> dict[str, 
                 out[f"{dst}{theirs}.{p}"] = sd[f"{src}{ours}.{p}"]
         for p in ("weight", "bias") if cfg.qkv_bias else ("weight",):
             q, k, v = sd[f"{src}attn.qkv.{p}"].chunk(3, dim=0)  # (3·D, ...) → 3 × (D, ...)
-            for name, t in zip(("query", "key", "value"), (q, k, v)):
+            for name, t in zip(("query", "key", "value"), (q, k, v), strict=False):
                 out[f"{dst}attention.attention.{name}.{p}"] = t
     return {k: v.contiguous() for k, v in out.items()}
 

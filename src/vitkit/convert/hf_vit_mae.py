@@ -167,7 +167,7 @@ def from_vitkit(cfg: MAEConfig, state_dict: dict[str, Tensor]) -> tuple[dict[str
                       else f"decoder.decoder_layers.{m.group(2)}")
             name, kind = m.group(3), m.group(4)
             if name == "attn.qkv":
-                for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=False):
                     out[f"{prefix}.attention.attention.{part}.{kind}"] = chunk.clone()
             else:
                 out[f"{prefix}.{legacy[name]}.{kind}"] = value

@@ -14,13 +14,26 @@ normalised float images and soft targets on whatever device the batch is on.
 from .builtin import BUILTIN_DATASETS, DEFAULT_BUILTIN, list_builtin_datasets, load_builtin
 from .datasets import DataConfig, DataSplits, build_datasets
 from .decode import UnreadableImage, decode_image, open_image
-from .folder import (IMAGE_EXTENSIONS, ImageFolder, InMemoryImages, SkippedSample, collate_samples,
-                     find_samples)
+from .folder import (
+                     IMAGE_EXTENSIONS,
+                     ImageFolder,
+                     InMemoryImages,
+                     SkippedSample,
+                     collate_samples,
+                     find_samples,
+)
 from .loader import ImageLoader
 from .mix import mix_batch, smooth_one_hot
 from .split import split_indices
-from .transforms import (AUGMENT_PRESETS, Augment, AugmentConfig, augment_preset, normalize, prepare_eval,
-                         resize_images)
+from .transforms import (
+                     AUGMENT_PRESETS,
+                     Augment,
+                     AugmentConfig,
+                     augment_preset,
+                     normalize,
+                     prepare_eval,
+                     resize_images,
+)
 
 __all__ = [
     "AUGMENT_PRESETS", "Augment", "AugmentConfig", "augment_preset", "mix_batch", "normalize", "prepare_eval",

@@ -9,7 +9,7 @@ TrivialAugment's "wide" ranges with a uniformly drawn magnitude. Images are floa
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ BUILTIN_DATASETS: dict[str, BuiltinSpec] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cached(name: str) -> tuple[np.ndarray, np.ndarray]:
     # parsing MNIST's CSV takes about a second; a run asks for train and val, tests ask many times
     try:

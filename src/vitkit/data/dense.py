@@ -16,7 +16,7 @@ them in the trainer's seeded order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,8 +182,8 @@ class DenseTransform:
             top = torch.randint(0, h - ch + 1, (n,), generator=generator, device=dev).tolist()
             left = torch.randint(0, w - cw + 1, (n,), generator=generator, device=dev).tolist()
             for k in maps:
-                batch[k] = torch.stack([batch[k][i, ..., t:t + ch, l:l + cw] for i, (t, l) in
-                                        enumerate(zip(top, left))])
+                batch[k] = torch.stack([batch[k][i, ..., t:t + ch, x:x + cw] for i, (t, x) in
+                                        enumerate(zip(top, left, strict=False))])
         if self.flip:
             flip = torch.rand(n, generator=generator, device=dev) < 0.5
             for k in maps:

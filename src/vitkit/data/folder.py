@@ -14,9 +14,9 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ class InMemoryImages(Dataset):
     def channels(self) -> int:
         return self.images.shape[1]
 
-    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "InMemoryImages":
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> InMemoryImages:
         """The samples at `indices`, sharing class names (skipped samples stay with the parent)."""
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return InMemoryImages(self.images[index], self.targets[index], self.classes)
@@ -149,7 +149,7 @@ class ImageFolder(Dataset):
 
     @classmethod
     def from_root(cls, root: str | os.PathLike, classes: Sequence[str] | None = None,
-                  **kwargs) -> "ImageFolder":
+                  **kwargs) -> ImageFolder:
         """Dataset of every image under ``root/<class>/``; keyword arguments as for the constructor."""
         samples, classes = find_samples(root, classes)
         return cls(samples, classes, **kwargs)
@@ -175,7 +175,7 @@ class ImageFolder(Dataset):
             return result
         return torch.from_numpy(result), target
 
-    def subset(self, indices: Iterable[int]) -> "ImageFolder":
+    def subset(self, indices: Iterable[int]) -> ImageFolder:
         """The samples at `indices`, with the same decoding settings."""
         picked = [self.samples[int(i)] for i in indices]
         return ImageFolder(picked, self.classes, channels=self.channels, size=self.size, strict=self.strict,
@@ -216,8 +216,8 @@ class ImageFolder(Dataset):
                 for c in chunks]
         with tqdm(total=n, desc="decoding images", unit="img", disable=not progress or None,
                   leave=False) as bar:
-            for chunk, results in zip(chunks, _map_chunks(args, workers if n > 2048 else 0)):
-                for i, result in zip(chunk, results):
+            for chunk, results in zip(chunks, _map_chunks(args, workers if n > 2048 else 0), strict=False):
+                for i, result in zip(chunk, results, strict=False):
                     if isinstance(result, SkippedSample):
                         log.warning("skipping unreadable image %s: %s", result.path, result.reason)
                         skipped.append(result)

@@ -132,4 +132,4 @@ def render_scenes(count: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray
     """`count` scenes, scene i from seed (seed, i): images (N, H, W, 3) uint8, depth (N, H, W), labels (N, H,
     W)."""
     scenes = [render_scene((seed, i), size) for i in range(count)]
-    return tuple(np.stack(parts) for parts in zip(*scenes))  # type: ignore[return-value]
+    return tuple(np.stack(parts) for parts in zip(*scenes, strict=False))  # type: ignore[return-value]

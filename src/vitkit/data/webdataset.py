@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tarfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -98,7 +98,7 @@ class WebDatasetImages(IterableDataset):
         return len(self.classes)
 
     def for_epoch(self, epoch: int, rank: int = 0, world_size: int = 1, shuffle: bool | None = None,
-                  seed: int | None = None) -> "WebDatasetImages":
+                  seed: int | None = None) -> WebDatasetImages:
         """A copy that reads `epoch`'s shard order and this process's share of the shards."""
         return dataclasses.replace(self, epoch=epoch, rank=rank, world_size=world_size,
                                    shuffle=self.shuffle if shuffle is None else shuffle,

@@ -7,7 +7,8 @@ batches are only normalised (hard targets).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -15,17 +15,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from ..config import replace_config
-from ..data import (BUILTIN_DATASETS, DEFAULT_BUILTIN, IMAGE_EXTENSIONS, DataConfig, ImageLoader,
-                    UnreadableImage, build_datasets, decode_image)
+from ..data import (
+    BUILTIN_DATASETS,
+    DEFAULT_BUILTIN,
+    IMAGE_EXTENSIONS,
+    DataConfig,
+    ImageLoader,
+    UnreadableImage,
+    build_datasets,
+    decode_image,
+)
 from ..data.transforms import normalize, resize_images
 from ..errors import UsageError, require
 from ..models.dpt import DPT
@@ -227,7 +236,7 @@ def write_each_image(images: Iterable[str | Path], out_dir: str | Path,
     from ..viz.colormap import output_stems
 
     paths = expand_images(images)
-    prefixes = dict(zip(paths, (Path(out_dir) / stem for stem in output_stems(paths))))
+    prefixes = dict(zip(paths, (Path(out_dir) / stem for stem in output_stems(paths)), strict=False))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = map_images(paths, lambda path: write(path, prefixes[path]))
     return FileOutputs([p for paths_of_one in written for p in paths_of_one], written.unreadable)
@@ -365,6 +374,6 @@ def predict_images(checkpoint: str | Path | Classifier, images: Sequence[str | P
         probs = image_logits(classifier.model, path).softmax(-1)
         top = probs.topk(min(top_k, probs.numel()))
         return {"image": str(path), "top": [{"label": names[i], "index": i, "prob": p}
-                                            for p, i in zip(top.values.tolist(), top.indices.tolist())]}
+                                            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=False)]}
 
     return map_images(expand_images(images), predict)

@@ -15,8 +15,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import config_to_dict
 from ..errors import RunFailure, UsageError, require
 from ..objectives import Objective
-from ..rundir import RunDir
 from ..runconfig import RESUMABLE_CHANGES, TrainConfig, train_config_from_dict
+from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .batches import batch_size_of, split_batch, to_device
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device

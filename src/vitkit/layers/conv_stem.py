@@ -57,7 +57,7 @@ class ConvStem(nn.Module):
         self.convs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(c_out),
                           nn.ReLU(inplace=True))
-            for c_in, c_out, s in zip(widths[:-1], widths[1:], cfg.strides))
+            for c_in, c_out, s in zip(widths[:-1], widths[1:], cfg.strides, strict=False))
         self.proj = nn.Conv2d(widths[-1], dim, kernel_size=feature_patch_size, stride=feature_patch_size)
         self.reset_parameters()
 

@@ -22,10 +22,17 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PreprocessConfig
-from ..layers import (Block, RandomMask, SinCosPosEmbed, gather_tokens, patchify, random_masking,
-                      sincos_pos_embed_2d)
+from ..layers import (
+    Block,
+    RandomMask,
+    SinCosPosEmbed,
+    gather_tokens,
+    patchify,
+    random_masking,
+    sincos_pos_embed_2d,
+)
 from .registry import register_model, register_model_type
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 from .vit_presets import vit_config
 
 

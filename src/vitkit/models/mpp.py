@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..layers import patchify
 from .registry import get_model_config, register_model, register_model_type
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 from .vit_presets import vit_config
 
 # Corruption kinds, per patch (the `corruption` tensor of MPPOutput).

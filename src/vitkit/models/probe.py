@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .registry import register_model_type
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 
 
 @dataclass
@@ -49,7 +49,7 @@ class LinearProbe(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=0.01)  # MAE's linear-probe init
         nn.init.zeros_(self.head.bias)
 
-    def train(self, mode: bool = True) -> "LinearProbe":
+    def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)
         self.encoder.eval()  # frozen: no dropout / drop path, ever
         return self

@@ -218,7 +218,7 @@ class ResNetV2(nn.Module):
         total = sum(cfg.layers)
         rates = [cfg.drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # grows with depth
         stages, in_chans, start = [], cfg.stem_width, 0
-        for i, (depth, out_chans) in enumerate(zip(cfg.layers, cfg.channels)):
+        for i, (depth, out_chans) in enumerate(zip(cfg.layers, cfg.channels, strict=False)):
             stages.append(ResNetStage(in_chans, out_chans, 1 if i == 0 else 2, depth, cfg,
                                       rates[start:start + depth]))
             in_chans, start = out_chans, start + depth

@@ -33,7 +33,7 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
     h, w = image_size or cfg.image_size
     stem, c_in = 0, cfg.in_chans
     if cfg.conv_stem is not None:  # 3×3 convs, each on its output grid
-        for c_out, s in zip(cfg.conv_stem.channels, cfg.conv_stem.strides):
+        for c_out, s in zip(cfg.conv_stem.channels, cfg.conv_stem.strides, strict=False):
             h, w = -(-h // s), -(-w // s)
             stem += 2 * h * w * 9 * c_in * c_out
             c_in = c_out

@@ -14,8 +14,9 @@ DPT never slice parameters; converters fold and unfold foreign layouts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn

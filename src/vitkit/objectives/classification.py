@@ -6,7 +6,8 @@ or (B, K) soft targets (rows summing to 1, as mixup and cutmix produce).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

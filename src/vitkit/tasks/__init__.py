@@ -14,13 +14,13 @@ import os
 from types import ModuleType
 from typing import Any
 
+from ..config import replace_config
 from ..engine.distributed import resolve_device
 from ..engine.runtime import seed_everything
-from ..config import replace_config
 from ..engine.trainer import Trainer, check_loop_config
 from ..errors import UsageError
-from ..rundir import RunDir
 from ..runconfig import TrainConfig
+from ..rundir import RunDir
 from . import classify, dense, finetune, linprobe, pretrain
 from .base import TaskParts
 

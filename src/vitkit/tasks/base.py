@@ -70,7 +70,7 @@ def require_classes(splits: DataSplits, where: str | None) -> None:
     if isinstance(splits.train, torch.utils.data.IterableDataset):
         return  # shards are streamed: their classes are only seen while training
     counts = torch.bincount(torch.as_tensor(targets_of(splits.train)), minlength=splits.num_classes)
-    empty = [name for name, n in zip(splits.classes, counts.tolist()) if n == 0]
+    empty = [name for name, n in zip(splits.classes, counts.tolist(), strict=False) if n == 0]
     if empty:
         raise UsageError(f"--data {where}: class(es) {', '.join(map(repr, empty))} have no readable training "
                          f"image; add images or remove the folder(s); {layout}")

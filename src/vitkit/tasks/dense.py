@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ..config import replace_config
-from ..data.dense import DenseFolder, DenseTransform, InMemoryDense, ShapesDense
 from ..data.datasets import folder_val_fraction
+from ..data.dense import DenseFolder, DenseTransform, InMemoryDense, ShapesDense
 from ..data.shapes import SHAPE_CLASSES
 from ..engine.dense_predict import as_disparity, colorize_depth, colorize_labels
 from ..engine.trainer import Trainer
@@ -26,8 +26,8 @@ from ..models import build_model, get_model_config
 from ..models.dpt import DPT, dpt_from_encoder
 from ..objectives.depth import DepthObjective
 from ..objectives.segmentation import SegmentationObjective, evaluate_segmentation
-from ..rundir import RunDir, resolve_model_path
 from ..runconfig import TrainConfig
+from ..rundir import RunDir, resolve_model_path
 from ..viz.colormap import image_grid, save_png, upscale
 from ..weights import load_pretrained
 from .base import TaskParts, replace_task, set_cpu_threads

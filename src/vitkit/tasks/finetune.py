@@ -17,8 +17,8 @@ from ..errors import UsageError, require
 from ..models import build_model, get_model_config
 from ..models.vit import VisionTransformer
 from ..objectives import ClassificationObjective
-from ..rundir import resolve_model_path
 from ..runconfig import TrainConfig
+from ..rundir import resolve_model_path
 from ..weights import load_pretrained
 from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, replace_task, set_cpu_threads
 

@@ -19,8 +19,8 @@ from ..engine.trainer import Trainer
 from ..errors import UsageError
 from ..models.probe import LinearProbe, LinearProbeConfig
 from ..objectives import ClassificationObjective
-from ..rundir import RunDir
 from ..runconfig import TrainConfig
+from ..rundir import RunDir
 from ..weights import save_pretrained
 from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, set_cpu_threads
 from .finetune import resolve_encoder

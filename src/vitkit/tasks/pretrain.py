@@ -22,8 +22,8 @@ from ..models.mae import MAEConfig
 from ..models.mpp import MPPConfig
 from ..objectives.mae import MAEObjective
 from ..objectives.mpp import MPPObjective
-from ..rundir import RunDir
 from ..runconfig import TrainConfig, default_augment
+from ..rundir import RunDir
 from ..weights import save_pretrained
 from .base import TaskParts, replace_task, set_cpu_threads
 

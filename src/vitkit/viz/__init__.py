@@ -4,8 +4,16 @@ Recording, analyses and colour maps need only torch, numpy and Pillow; `figures`
 `report` import matplotlib lazily (the ``plot`` extra).
 """
 
-from .analysis import (attention_rollout, filter_principal_components, fuse_heads, mean_attention_distance,
-                       patch_distances, patch_map, patch_map_title, position_similarity)
+from .analysis import (
+                       attention_rollout,
+                       filter_principal_components,
+                       fuse_heads,
+                       mean_attention_distance,
+                       patch_distances,
+                       patch_map,
+                       patch_map_title,
+                       position_similarity,
+)
 from .colormap import COLORMAPS, apply_colormap, colormap_lut, image_grid, overlay, save_png
 from .record import AttentionRecording, attention_layers, record_attention
 

@@ -13,7 +13,8 @@ N = gh·gw patches in row-major order) · D width · C channels · p patch side.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor

@@ -14,8 +14,8 @@ Typical use::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -171,7 +171,7 @@ def output_stems(paths: Sequence[str | Path]) -> list[str]:
     while len(set(names)) < len(names) and any(depth < len(p) for p in parts):
         clash = {n for n in names if names.count(n) > 1}
         names = [("_".join((*p[-depth - 1:-1], Path(p[-1]).stem)) if n in clash else n)
-                 for n, p in zip(names, parts)]
+                 for n, p in zip(names, parts, strict=False)]
         depth += 1
     if len(set(names)) < len(names):
         names = [f"{i}_{n}" for i, n in enumerate(names)]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def plot_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
         raise ValueError(f"{RunDir(run_dir).metrics} holds no loss, accuracy or lr values")
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], panels):
+    for ax, (title, lines) in zip(axes[0], panels, strict=False):
         for split, key, steps, values in lines:
             style = "-" if split == "train" else "o-"
             label = split if title != "accuracy" else f"{split} {key}"

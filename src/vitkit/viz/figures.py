@@ -11,8 +11,9 @@ Shapes: D width · C channels · p patch · (gh, gw) grid · L layers · H heads
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +22,12 @@ from torch import Tensor, nn
 from ..engine.inference import ENCODER_KINDS, FileOutputs, expand_images, load_model_for
 from ..errors import require
 from ..layers import PatchEmbed
-from .analysis import (filter_principal_components, mean_attention_distance, patch_distances,
-                       position_similarity)
+from .analysis import (
+    filter_principal_components,
+    mean_attention_distance,
+    patch_distances,
+    position_similarity,
+)
 from .curves import pyplot
 from .overlays import load_images, normalize_images, vision_encoder
 from .record import record_attention

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..data.decode import decode_image
-from ..engine.inference import (ENCODER_KINDS, FileOutputs, describe_model, load_model_for, map_images,
-                                write_each_image)
+from ..engine.inference import (
+    ENCODER_KINDS,
+    FileOutputs,
+    describe_model,
+    load_model_for,
+    map_images,
+    write_each_image,
+)
 from ..errors import UsageError, require
 from ..models.vit import VisionTransformer
 from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
@@ -132,7 +138,7 @@ def compute_attention_maps(model: nn.Module, images: Tensor, method: str = "roll
 def _top1(encoder: VisionTransformer, tokens: Tensor) -> list[tuple[int, float]]:
     probs = encoder.forward_head(tokens).float().softmax(dim=-1)  # (B, K)
     p, idx = probs.max(dim=-1)
-    return list(zip(idx.tolist(), p.tolist()))
+    return list(zip(idx.tolist(), p.tolist(), strict=False))
 
 
 def class_name(index: int, names: Sequence[str]) -> str:
@@ -158,7 +164,7 @@ def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], al
     """
     base = upscale(image, display_scale(image.shape[:2]))
     tiles = [add_caption(base, caption or "input")]
-    for values, title in zip(maps, titles):
+    for values, title in zip(maps, titles, strict=False):
         tiles.append(add_caption(overlay(base, values, alpha), title.split(": ")[0]))
     cols = len(tiles) if len(tiles) <= 5 else int(np.ceil(np.sqrt(len(tiles))))
     panel = image_grid(tiles, cols=cols)

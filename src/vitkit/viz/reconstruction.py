@@ -12,9 +12,9 @@ Drawn with numpy and Pillow only. Shapes: B batch · C channels · N patches · 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ def reconstruction_figure(rec: Reconstruction, index: int = 0, min_side: int = 1
     panels = [rec.original, rec.masked, rec.reconstruction, rec.pasted]
     h = rec.original.shape[-2]
     factor = max(1, -(-min_side // h))
-    tiles = [add_caption(upscale(panel[index].numpy(), factor), title) for panel, title in zip(panels, PANELS)]
+    tiles = [add_caption(upscale(panel[index].numpy(), factor), title) for panel, title in zip(panels, PANELS, strict=False)]
     return image_grid(tiles, cols=len(tiles), pad=4)
 
 

@@ -22,7 +22,7 @@ MAE the encoder's blocks come before the decoder's (record ``model.encoder``, or
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
