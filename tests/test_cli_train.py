@@ -104,7 +104,7 @@ def test_flip_tta_in_summary_and_eval(run_dir, tmp_path, capsys):
 def test_flip_tta_averages_the_mirror_image():
     import torch
 
-    from vitkit.engine.inference import FlipTTA
+    from vitkit.infer.images import FlipTTA
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
     x = torch.randn(5, 2, 4, 4)

@@ -15,7 +15,8 @@ import vitkit
 from vitkit.cli.main import main
 from vitkit.config import PreprocessConfig
 from vitkit.engine.checkpoint import STATE_JSON
-from vitkit.engine.inference import (
+from vitkit.errors import UsageError
+from vitkit.infer.images import (
     eval_dataset,
     evaluate_checkpoint,
     image_logits,
@@ -25,7 +26,6 @@ from vitkit.engine.inference import (
     predict_logits,
     storage_size,
 )
-from vitkit.errors import UsageError
 from vitkit.models import VisionTransformer, ViTConfig, create_model
 from vitkit.models.probe import LinearProbe, LinearProbeConfig
 from vitkit.rundir import RunDir

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.dense_predict import predict_depth_files, predict_segment_files
+    from ..infer.dense import predict_depth_files, predict_segment_files
 
     predict = predict_depth_files if args.task == "depth" else predict_segment_files
     return print_outputs(predict(args.checkpoint, args.images, args.out, device=args.device,

@@ -35,7 +35,7 @@ def print_outputs(outputs: list, line: Callable[[Any], str] = str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..engine.inference import SPLITS
+    from ..infer.images import SPLITS
 
     p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a classifier",
                        description="Score a classifier on a folder of class subfolders or a built-in set. "
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..engine.inference import evaluate_checkpoint, load_classifier
+    from ..infer.images import evaluate_checkpoint, load_classifier
 
     classifier = load_classifier(args.checkpoint, args.device)
     print(f"checkpoint {classifier.describe()}", file=sys.stderr)
@@ -83,7 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..engine.inference import load_classifier, predict_images
+    from ..infer.images import load_classifier, predict_images
 
     classifier = load_classifier(args.checkpoint, args.device)
     print(f"checkpoint {classifier.describe()}", file=sys.stderr)

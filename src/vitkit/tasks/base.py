@@ -22,10 +22,10 @@ from torch import nn
 from ..config import config_to_dict, replace_config
 from ..data import DataSplits, InMemoryImages, build_datasets, split_indices
 from ..data.datasets import resolve_data
-from ..engine.inference import FlipTTA, predict_logits
 from ..engine.metrics import classification_summary
 from ..engine.trainer import BatchTransform, Trainer
 from ..errors import UsageError, require
+from ..infer.images import FlipTTA, predict_logits
 from ..models import ViTConfig
 from ..models.summary import vit_forward_flops
 from ..runconfig import TrainConfig

@@ -19,9 +19,9 @@ from ..config import replace_config
 from ..data.datasets import folder_val_fraction
 from ..data.dense import DenseFolder, DenseTransform, InMemoryDense, ShapesDense
 from ..data.shapes import SHAPE_CLASSES
-from ..engine.dense_predict import as_disparity, colorize_depth, colorize_labels
 from ..engine.trainer import Trainer
 from ..errors import UsageError, require
+from ..infer.dense import as_disparity, colorize_depth, colorize_labels
 from ..models import build_model, get_model_config
 from ..models.dpt import DPT, dpt_from_encoder
 from ..objectives.depth import DepthObjective

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..engine.inference import ENCODER_KINDS, FileOutputs, expand_images, load_model_for
 from ..errors import require
+from ..infer.images import ENCODER_KINDS, FileOutputs, expand_images, load_model_for
 from ..layers import PatchEmbed
 from .analysis import (
     filter_principal_components,

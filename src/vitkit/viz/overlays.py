@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.decode import decode_image
-from ..engine.inference import (
+from ..errors import UsageError, require
+from ..infer.images import (
     ENCODER_KINDS,
     FileOutputs,
     describe_model,
@@ -31,7 +32,6 @@ from ..engine.inference import (
     map_images,
     write_each_image,
 )
-from ..errors import UsageError, require
 from ..models.vit import VisionTransformer
 from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
 from .colormap import add_caption, image_grid, overlay, save_png, to_rgb_uint8, upscale
@@ -77,7 +77,7 @@ def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
 
 def load_images(paths: Sequence[str | os.PathLike], encoder: VisionTransformer) -> FileOutputs:
     """Decode image files to uint8 (C, H, W) at the model's input size and channel count, one per readable
-    file; unreadable ones are logged and listed in `unreadable` (see `engine.inference.map_images`)."""
+    file; unreadable ones are logged and listed in `unreadable` (see `infer.images.map_images`)."""
     size = tuple(encoder.config.image_size)
     return map_images([Path(p) for p in paths],
                       lambda path: decode_image(path, channels=encoder.config.in_chans, size=size))

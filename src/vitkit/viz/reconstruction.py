@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..data.decode import decode_image
-from ..engine.inference import FileOutputs, expand_images, load_model_for, map_images
+from ..infer.images import FileOutputs, expand_images, load_model_for, map_images
 from ..layers import patchify, unpatchify
 from ..models.mae import MaskedAutoencoder
 from .colormap import add_caption, image_grid, output_stems, save_png, upscale

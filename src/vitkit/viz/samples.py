@@ -18,8 +18,8 @@ import torch
 
 from ..data import build_datasets
 from ..data.transforms import resize_images
-from ..engine.inference import data_config, load_classifier
 from ..errors import UsageError
+from ..infer.images import data_config, load_classifier
 from ..rundir import RunDir
 from .colormap import to_rgb_uint8
 from .overlays import class_name, compute_attention_maps, normalize_images, overlay_panel

@@ -36,6 +36,9 @@ from ..data import (
     decode_image,
 )
 from ..data.transforms import normalize, resize_images
+from ..engine.checkpoint import STATE_JSON
+from ..engine.distributed import resolve_device
+from ..engine.metrics import classification_summary
 from ..errors import UsageError, require
 from ..models.dpt import DPT
 from ..models.mae import MaskedAutoencoder
@@ -43,9 +46,6 @@ from ..models.mpp import MaskedPatchPrediction
 from ..models.probe import LinearProbe
 from ..models.vit import VisionTransformer
 from ..rundir import RunDir, resolve_model_path, run_of
-from .checkpoint import STATE_JSON
-from .distributed import resolve_device
-from .metrics import classification_summary
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inference import FileOutputs, load_model_for, write_each_image
+from .images import FileOutputs, load_model_for, write_each_image
 
 log = logging.getLogger(__name__)
 
