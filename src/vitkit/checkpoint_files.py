@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import re
 import warnings
@@ -203,3 +204,22 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
                 continue
         break
     raise ValueError(f"{path} holds no flat {{name: tensor}} state dict (found {type(obj).__name__})")
+
+
+def write_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save `tensors` to `path` as safetensors with the mode any new file gets here (0644 under umask 022):
+    safetensors writes a private temporary file (0600) and renames it, so others sharing a run could not read
+    it."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
+    return path
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it: 0o077 meanwhile errs on the private side)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask

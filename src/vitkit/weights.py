@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from . import convert
-from .checkpoint_files import UnsafeCheckpointError, read_state_dict
+from .checkpoint_files import UnsafeCheckpointError, read_state_dict, write_safetensors
 from .config import replace_config
 from .errors import UsageError
 from .layers import LearnedPosEmbed, resample_pos_embed
@@ -89,7 +88,6 @@ def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitk
         format: "vitkit", or "hf" for a directory HF transformers loads with its own classes (e.g.
             ``ViTForImageClassification.from_pretrained``); raises ValueError for a model HF cannot express.
     """
-    from safetensors.torch import save_file
 
     from . import __version__
 
@@ -103,20 +101,10 @@ def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitk
         raise ValueError(f"format must be 'vitkit' or 'hf', got {format!r}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    # safetensors writes a private temporary file (mode 0600) and renames it: give the weights the mode any
-    # new file gets here (0644 under umask 022), as config.json has, so others sharing a run can read them
-    os.chmod(directory / WEIGHTS_NAME, 0o666 & ~_umask())
+    write_safetensors(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     if format == "hf":
         _write_hf_preprocessor(model.config, directory)
     return directory
-
-
-def _umask() -> int:
-    """This process's umask (reading it means setting it: 0o077 meanwhile errs on the private side)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _to_hf(config: Any, state: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from ..checkpoint_files import write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, 
     directory.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_dir(directory) as tmp:
         write_model(model, tmp)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
+        write_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / STATE_TENSORS)
         _write_text(tmp / STATE_JSON, json.dumps(meta))
     return directory
 

@@ -242,6 +242,11 @@ class Trainer:
         model.train(was_training)
         return meter.compute()
 
+    def export_model(self) -> nn.Module:
+        """The weights a run exports (RUN/encoder, RUN/classifier): the EMA's with ``best_weights: ema``, else
+        the model's."""
+        return self.ema.module if self.cfg.best_weights == "ema" else self.model
+
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def save(self, best: bool = False) -> None:
         """Write RUN/checkpoints/last (and best: a copy, or the EMA weights) on the main process; others

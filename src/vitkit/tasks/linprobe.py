@@ -85,5 +85,5 @@ def build(cfg: TrainConfig) -> TaskParts:
 def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
     """Held-out accuracy of the probe on images (not cached features), and RUN/classifier (the final
     weights)."""
-    path = save_pretrained(trainer.model.to_classifier(), RunDir(trainer.out_dir).export("classifier"))
+    path = save_pretrained(trainer.export_model().to_classifier(), RunDir(trainer.out_dir).export("classifier"))
     return {**parts.info, **held_out_summary(parts, trainer), "classifier": str(path)}

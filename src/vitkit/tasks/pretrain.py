@@ -72,5 +72,5 @@ def build(cfg: TrainConfig) -> TaskParts:
 
 def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
     """The held-out loss, and the encoder exported to RUN/encoder."""
-    path = save_pretrained(trainer.model.export_encoder(), RunDir(trainer.out_dir).export("encoder"))
+    path = save_pretrained(trainer.export_model().export_encoder(), RunDir(trainer.out_dir).export("encoder"))
     return {"method": parts.cfg.task.method, "encoder": str(path)}
