@@ -150,10 +150,10 @@ def test_label_smoothing_is_applied_once_in_finetuning(tmp_path):
 
 @pytest.mark.parametrize("command, sig, code", [("train", signal.SIGINT, 130), ("pretrain", signal.SIGTERM, 143)])
 def test_interrupted_runs_save_and_exit_with_the_signal(tmp_path, command, sig, code):
-    argv = {"train": ["--model", "vit_tiny_patch4_32", "--set", "data.image_size=32"],
-            "pretrain": ["--data", "digits"]}[command]
+    argv = {"train": [], "pretrain": ["--data", "digits", "--set", "model_args.encoder.depth=1",
+                                      "--set", "model_args.decoder_depth=1"]}[command]
     cmd = [sys.executable, "-m", "vitkit", command, "--out", str(tmp_path / "run"), "--epochs", "50",
-           "--batch-size", "16", "--set", "ckpt_every=1000000", *argv]
+           "--batch-size", "16", "--set", "log_every=1", "--set", "report=false", *argv]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120

@@ -64,6 +64,11 @@ def test_reconstruct_writes_four_panel_pngs(mae_run, tmp_path) -> None:
                  "--mask-ratio", "0.5"]) == 0
     png = np.asarray(Image.open(tmp_path / "rec" / "img0_mae.png"))
     assert png.shape[1] > 4 * 160 and png.shape[2] == 3
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert main(["reconstruct", "--checkpoint", str(mae_run), str(broken), images[1], "--out",
+                 str(tmp_path / "rec2")]) == 1  # one bad file: exit 1, the good one still written
+    assert (tmp_path / "rec2" / "img1_mae.png").is_file()
 
 
 def test_reconstruction_panels() -> None:

@@ -114,8 +114,7 @@ def run_linprobe(args: argparse.Namespace) -> int:
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     from ..viz.reconstruction import save_reconstructions
+    from .infer import print_outputs
 
-    for path in save_reconstructions(args.checkpoint, args.images, args.out, args.mask_ratio, args.seed,
-                                     tuple(args.allow_pickle)):
-        print(path)
-    return 0
+    return print_outputs(save_reconstructions(args.checkpoint, args.images, args.out, args.mask_ratio, args.seed,
+                                              tuple(args.allow_pickle)))

@@ -1,5 +1,5 @@
-"""`vitkit train`, `vitkit eval`, `vitkit predict`: parse options, call one library function, print the
-result."""
+"""`vitkit train`: parse options into a TrainConfig, call `vitkit.tasks.run`, print where the run got to
+(`report_run`, shared by pretrain, finetune and linprobe)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ examples:
   vitkit train --data cifar10/ --config configs/cifar10.yaml --out runs/cifar10
   vitkit train --set optim.lr=5e-4 --set augment.mixup_alpha=0.8 --set model_args.drop_path_rate=0.1
   torchrun --nproc_per_node=2 -m vitkit train --data photos/ --batch-size 256
-Re-running the same command (same --out) resumes from DIR/checkpoints/last; SIGTERM saves a checkpoint
-first."""
+  vitkit train --config runs/cifar10/config.yaml --out runs/again   # any earlier run (any task), again
+Re-running the same command (same --out) resumes from RUN/checkpoints/last, and refuses, changing nothing,
+when a setting that decides the result differs. SIGTERM and Ctrl-C save a checkpoint first (exit 143 / 130).
+Exit codes: 0 done, 1 the run failed (in use, disk full, diverged), 2 a mistake in what was asked."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,7 +26,6 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..config import replace_config
 from ..data import (
-    BUILTIN_DATASETS,
     DEFAULT_BUILTIN,
     IMAGE_EXTENSIONS,
     DataConfig,
@@ -35,6 +34,7 @@ from ..data import (
     build_datasets,
     decode_image,
 )
+from ..data.datasets import BUILTIN_PREFIX, builtin_name
 from ..data.transforms import normalize, resize_images
 from ..engine.checkpoint import STATE_JSON
 from ..engine.distributed import resolve_device
@@ -288,8 +288,8 @@ def data_config(section: dict[str, Any], channels: int, image_size: int, **field
 def _data_key(path: str | None) -> str:
     """A data argument as it compares: a built-in name as it is, a path resolved (None: the default set)."""
     path = path or DEFAULT_BUILTIN
-    builtin = path in BUILTIN_DATASETS and not Path(path).exists()
-    return path if builtin else str(Path(path).expanduser().resolve())
+    name = builtin_name(path)  # "digits" and a run config's "builtin:digits" are the same set
+    return BUILTIN_PREFIX + name if name is not None else str(Path(path).expanduser().resolve())
 
 
 def eval_dataset(model_path: Path, data: str | None, split: str | None, channels: int,
