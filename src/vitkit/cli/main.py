@@ -4,6 +4,7 @@ subcommands with ``set_defaults(func=...)``; a func takes the parsed args and re
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -76,8 +77,9 @@ def one_line(e: BaseException) -> str:
     """The error's message without Python's decorations (KeyError quotes), on as few lines as it has."""
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     if isinstance(e, OSError) and e.strerror:
-        where = f": {e.filename}" if e.filename else ""
-        text = f"{e.strerror}{where}; free space or fix permissions there, then re-run (a resumed run continues)"
+        text = f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            text += "; free space or fix permissions there, then re-run (a resumed run continues)"
     return str(text) or type(e).__name__
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..errors import UsageError
+from ..errors import UsageError, require
 from .builtin import BUILTIN_DATASETS, DEFAULT_BUILTIN, load_builtin
 from .folder import ImageFolder, InMemoryImages, find_samples
 from .split import split_indices
@@ -155,6 +155,9 @@ def resolve_data(cfg: DataConfig, channels: int, image_size: int | None) -> Data
     Raises:
         UsageError: a path that does not exist, or a val_fraction a built-in set cannot honour.
     """
+    require(image_size is None or image_size >= 1, f"data.image_size must be >= 1, got {image_size}")
+    require(cfg.val_fraction is None or 0.0 <= cfg.val_fraction < 1.0,
+            f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     path = cfg.path or DEFAULT_BUILTIN
     name = builtin_name(path)
     changes: dict = {"channels": channels, "image_size": image_size}
