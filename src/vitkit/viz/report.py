@@ -260,8 +260,8 @@ def write_report(run_dir: str | Path, path: str | Path | None = None, num_sample
         UsageError: `run_dir` is not a folder.
     """
     run = RunDir(run_dir)
-    require(run.root.is_dir(), f"{run_dir} is not a run directory ({'a file' if run.root.exists() else 'no such '
-            'folder'}); give the --out folder of a training run")
+    what = "a file" if run.root.exists() else "no such folder"
+    require(run.root.is_dir(), f"{run_dir} is not a run directory ({what}); give the --out folder of a run")
     bodies = _build_sections(run, num_samples)
     shown = [(key, title) for key, title in SECTIONS if key in bodies]
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title in shown)
