@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 INNER = """
 import torch
 
@@ -33,11 +31,16 @@ def test_next_test_sees_the_defaults():
 """
 
 
-@pytest.mark.parametrize("with_conftest", [True, False])
-def test_torch_globals_do_not_leak_into_the_next_test(pytester, with_conftest):
-    if with_conftest:
-        pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
-    pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # in-process re-imports break torch
-    # without the fixture the leak shows: the check in the second test is live
-    result.assert_outcomes(passed=2) if with_conftest else result.assert_outcomes(passed=1, failed=1)
+def test_torch_globals_do_not_leak_into_the_next_test(pytester):
+    """The same two tests run twice in one session: under this conftest, then without it, where the leak shows
+    (so the check in the second test is live)."""
+    pytester.mkdir("a_with_conftest").joinpath("conftest.py").write_text(
+        Path(__file__).with_name("conftest.py").read_text())
+    pytester.path.joinpath("a_with_conftest", "test_guarded.py").write_text(INNER)
+    pytester.mkdir("b_without").joinpath("test_bare.py").write_text(INNER)
+    # named on the command line, so the conftest is an initial one (its --runslow option gets registered);
+    # a subprocess, because in-process re-imports break torch
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "a_with_conftest", "b_without")
+    result.assert_outcomes(passed=3, failed=1)
+    assert [line.split()[1] for line in result.outlines if line.startswith("FAILED")] == [
+        "b_without/test_bare.py::test_next_test_sees_the_defaults"]
