@@ -77,7 +77,8 @@ def one_line(e: BaseException) -> str:
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     if isinstance(e, OSError) and e.strerror:
         where = f": {e.filename}" if e.filename else ""
-        text = f"{e.strerror}{where}; free space or fix permissions there, then re-run (a resumed run continues)"
+        text = (f"{e.strerror}{where}; free space or fix permissions there, "
+                "then re-run (a resumed run continues)")
     return str(text) or type(e).__name__
 
 
