@@ -1,4 +1,5 @@
-"""Self-supervised pretraining on CIFAR-10 at small scale: MAE and masked patch prediction vs training from scratch.
+"""Self-supervised pretraining on CIFAR-10 at small scale: MAE and masked patch prediction vs training
+from scratch.
 
 Reproduces the claim of both papers on the shared CIFAR-10 training split: pretrain MAE and MPP on all
 training images without labels, then fine-tune and linear-probe on 10% of the labels, against the same ViT
@@ -49,10 +50,12 @@ PRETRAIN_MODELS = {"mae": "mae_vit_tiny_patch4_32", "mpp": "mpp_vit_tiny_patch4_
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="/work/shared/data/cifar10-train.tar.gz", help="tar.gz of train/<class>/*.jpg")
+    p.add_argument("--data", default="/work/shared/data/cifar10-train.tar.gz",
+                   help="tar.gz of train/<class>/*.jpg")
     p.add_argument("--workdir", help="where to extract and write runs (default: a temporary directory)")
     p.add_argument("--label-fraction", type=float, default=0.1)
-    p.add_argument("--heldout-fraction", type=float, default=0.1, help="share of the split held out for accuracy")
+    p.add_argument("--heldout-fraction", type=float, default=0.1,
+                   help="share of the split held out for accuracy")
     p.add_argument("--limit", type=int, help="use only this many training images (smoke tests)")
     p.add_argument("--batch-size", type=int, default=256)
     for stage, epochs in (("pretrain", 100), ("finetune", 50), ("linprobe", 50)):
@@ -135,17 +138,19 @@ def main() -> None:
     for method, preset in PRETRAIN_MODELS.items():
         model_cfg = get_model_config(preset)
         objective = MAEObjective() if method == "mae" else MPPObjective()
-        epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, model_cfg, objective, args.batch_size,
-                            len(splits.train), device, args.amp)
-        cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3, "optim.min_lr": 1e-5,
-                                    "optim.weight_decay": 0.05, "optim.betas": (0.9, 0.95),
+        epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, model_cfg, objective,
+                            args.batch_size, len(splits.train), device, args.amp)
+        cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3,
+                                    "optim.min_lr": 1e-5, "optim.weight_decay": 0.05,
+                                    "optim.betas": (0.9, 0.95),
                                     "optim.warmup_epochs": min(5.0, epochs / 10)})
         run(f"pretrain_{method}", cfg, {"kind": "pretrain", "method": method})
 
     ft_epochs = epochs_for(args.minutes_finetune, args.epochs_finetune, get_model_config(ENCODER),
                            ClassificationObjective(), args.batch_size, labelled, device, args.amp)
-    ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3, "optim.weight_decay": 0.05,
-                                   "optim.layer_decay": 0.75, "optim.warmup_epochs": min(5.0, ft_epochs / 10),
+    ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3,
+                                   "optim.weight_decay": 0.05, "optim.layer_decay": 0.75,
+                                   "optim.warmup_epochs": min(5.0, ft_epochs / 10),
                                    "model_args": {"drop_path_rate": 0.1}, "augment.crop_padding": 4,
                                    "augment.hflip": 0.5, "augment.label_smoothing": 0.1,
                                    "augment.mixup_alpha": 0.8, "augment.cutmix_alpha": 1.0})
@@ -161,8 +166,8 @@ def main() -> None:
     run("linprobe_random_init", lp_cfg, {"kind": "linprobe", "label_fraction": fraction})
 
     print(f"\nCIFAR-10, ViT-Ti/4 (6 blocks), {args.label_fraction:.0%} labels ({labelled} images), held-out "
-          f"{len(splits.val)} images; pretrain {args.batch_size}-image batches on {len(splits.train)} images; "
-          f"device {device}")
+          f"{len(splits.val)} images; pretrain {args.batch_size}-image batches on "
+          f"{len(splits.train)} images; device {device}")
     print(f"| {'run':<22} | {'stage':<9} | {'held-out acc':>12} | {'wall time':>9} |")
     print(f"|{'-' * 24}|{'-' * 11}|{'-' * 14}|{'-' * 11}|")
     for name, kind, acc, seconds in rows:

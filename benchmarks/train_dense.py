@@ -43,7 +43,8 @@ def run(task: str, args: argparse.Namespace) -> dict:
         "optim.warmup_epochs": 1.0, "optim.weight_decay": 0.05,
         "optim.lr_scale": {"encoder": args.encoder_lr_scale if args.encoder_lr_scale is not None
                            else DEFAULT_ENCODER_LR_SCALE[task]},
-        "task": {"kind": task, "train_scenes": args.scenes, "val_scenes": 200, "depth_space": args.depth_space}})
+        "task": {"kind": task, "train_scenes": args.scenes, "val_scenes": 200,
+                 "depth_space": args.depth_space}})
     timer = None
     if args.max_minutes:
         timer = threading.Timer(args.max_minutes * 60, lambda: os.kill(os.getpid(), signal.SIGTERM))

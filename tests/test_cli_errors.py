@@ -58,7 +58,8 @@ def test_bad_paths_devices_and_files(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: [1\n")
     fails(capsys, ["train", "--config", str(bad), "--out", str(tmp_path / "r")], 2, "not valid YAML")
-    fails(capsys, ["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")], 2, "no such")
+    fails(capsys, ["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")],
+          2, "no such")
     fails(capsys, ["train", "--device", "cuda:7" if torch.cuda.is_available() else "cuda",
                    "--out", str(tmp_path / "r")], 2, "--device")
     fails(capsys, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")], 2, "neither")
@@ -131,7 +132,8 @@ def test_a_full_disk_during_save_keeps_the_last_checkpoint(done, tmp_path, capsy
 
 def test_a_diverging_run_stops_with_exit_1(tmp_path, capsys):
     fails(capsys, ["train", "--out", str(tmp_path / "r"), "--epochs", "1", *VIT, "--lr", "1e30",
-                   "--set", "optim.clip_grad=null", "--set", "optim.warmup_epochs=0", "--set", "max_nonfinite=1"],
+                   "--set", "optim.clip_grad=null", "--set", "optim.warmup_epochs=0",
+                   "--set", "max_nonfinite=1"],
           1, "non-finite")
 
 
@@ -139,8 +141,8 @@ def test_label_smoothing_is_applied_once_in_finetuning(tmp_path):
     from vitkit.runconfig import load_train_config
     from vitkit.tasks import finetune
 
-    cfg = load_train_config(None, {"task.kind": "finetune", "model": "vit_micro_patch4_16", "out": str(tmp_path),
-                                   "augment.label_smoothing": 0.1})
+    cfg = load_train_config(None, {"task.kind": "finetune", "model": "vit_micro_patch4_16",
+                                   "out": str(tmp_path), "augment.label_smoothing": 0.1})
     parts = finetune.build(cfg)
     assert parts.objective.label_smoothing == 0.0  # the augmentation's soft targets carry the 0.1
     images, targets = parts.train.get_batch(torch.arange(4))
@@ -148,7 +150,8 @@ def test_label_smoothing_is_applied_once_in_finetuning(tmp_path):
     assert soft.max().item() == pytest.approx(0.9 + 0.1 / 10)
 
 
-@pytest.mark.parametrize("command, sig, code", [("train", signal.SIGINT, 130), ("pretrain", signal.SIGTERM, 143)])
+@pytest.mark.parametrize("command, sig, code",
+                         [("train", signal.SIGINT, 130), ("pretrain", signal.SIGTERM, 143)])
 def test_interrupted_runs_save_and_exit_with_the_signal(tmp_path, command, sig, code):
     argv = {"train": [], "pretrain": ["--data", "digits", "--set", "model_args.encoder.depth=1",
                                       "--set", "model_args.decoder_depth=1"]}[command]
@@ -157,7 +160,8 @@ def test_interrupted_runs_save_and_exit_with_the_signal(tmp_path, command, sig, 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
-    while not (tmp_path / "run" / "metrics.jsonl").exists() or not (tmp_path / "run" / "metrics.jsonl").stat().st_size:
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not metrics.exists() or not metrics.stat().st_size:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
         time.sleep(0.2)
     proc.send_signal(sig)

@@ -278,7 +278,7 @@ def to_jax(model, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def jax_reference_logits(w: dict[str, np.ndarray], images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """The JAX model's forward written straight from its arrays (Flax layouts, einsums), independent of vitkit."""
+    """The JAX model's forward written from its arrays (Flax layouts, einsums), independent of vitkit."""
     t = {k: torch.from_numpy(v) for k, v in w.items()}
     kernel = t["embedding/kernel"]  # (p, p, C, D)
     p = kernel.shape[0]
@@ -368,8 +368,8 @@ def test_bare_vitkit_state_dict_without_config(tmp_path):
 
 def test_bare_vitkit_hybrid_state_dict_without_config(tmp_path):
     backbone = {"layers": (1, 1, 1), "channels": (32, 64, 128), "stem_width": 16, "num_groups": 8}
-    model = jitter(vitkit.create_model("vit_base_r50_s16_224", dim=32, depth=1, num_heads=2, image_size=(64, 64),
-                                       backbone=backbone))
+    model = jitter(vitkit.create_model("vit_base_r50_s16_224", dim=32, depth=1, num_heads=2,
+                                       image_size=(64, 64), backbone=backbone))
     save_file(model.state_dict(), str(tmp_path / "hybrid.safetensors"))
     loaded = vitkit.load_pretrained(tmp_path / "hybrid.safetensors", num_heads=2,
                                     backbone={"num_groups": 8})  # GroupNorm groups are not in the shapes

@@ -1,4 +1,4 @@
-"""MAE interop through vitkit.load_pretrained: HF ViTMAE directories (load + save back) and official checkpoints."""
+"""MAE interop via vitkit.load_pretrained: HF ViTMAE directories (load, save back), official checkpoints."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_hf_directory_loads_and_saves_back(tmp_path) -> None:
     weights.save_pretrained(model, tmp_path / "back", format="hf")
     again = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path / "back").eval()
     with torch.no_grad():
-        torch.testing.assert_close(again(pixel_values=images, noise=noise).logits, out.pred, atol=1e-4, rtol=0)
+        torch.testing.assert_close(again(pixel_values=images, noise=noise).logits, out.pred,
+                                   atol=1e-4, rtol=0)
 
 
 
@@ -95,8 +96,8 @@ def official_state_dict(model: MaskedAutoencoder, decoder: bool = True) -> dict[
 
 
 def save_official(path, state_dict) -> None:
-    torch.save({"model": state_dict, "epoch": 799, "args": argparse.Namespace(model="mae_vit_tiny", norm_pix_loss=False)},
-               path)
+    torch.save({"model": state_dict, "epoch": 799,
+                "args": argparse.Namespace(model="mae_vit_tiny", norm_pix_loss=False)}, path)
 
 
 def test_official_checkpoint_refused_by_default_then_loaded(tmp_path) -> None:
@@ -148,7 +149,8 @@ def test_official_full_checkpoint_into_a_vit_reports_decoder_keys(tmp_path) -> N
     path = tmp_path / "full.pth"
     save_official(path, official_state_dict(model))
     vit, report = weights.load_checkpoint(path, allow_pickle=("argparse.Namespace",), strict=False,
-                                          model="vit_tiny_patch4_32", depth=2, dim=32, num_heads=2, num_classes=0)
+                                          model="vit_tiny_patch4_32", depth=2, dim=32, num_heads=2,
+                                          num_classes=0)
     assert isinstance(vit, VisionTransformer)
     assert "decoder_embed.weight" in report.unexpected and "mask_token" in report.unexpected
     assert any(k.startswith("decoder_blocks.") for k in report.unexpected) and not report.missing
@@ -172,7 +174,8 @@ def test_official_encoder_only_and_finetuned(tmp_path) -> None:
     ft.update({"fc_norm.weight": torch.ones(32), "fc_norm.bias": torch.zeros(32),
                "head.weight": torch.randn(10, 32), "head.bias": torch.zeros(10)})
     save_official(tmp_path / "ft.pth", ft)
-    clf, report = weights.load_checkpoint(tmp_path / "ft.pth", allow_pickle=("argparse.Namespace",), num_heads=2)
+    clf, report = weights.load_checkpoint(tmp_path / "ft.pth", allow_pickle=("argparse.Namespace",),
+                                          num_heads=2)
     assert report.clean and clf.config.pool == "avg" and clf.config.num_classes == 10
     assert clf(x).shape == (1, 10)
     loaded_mae, report = weights.load_checkpoint(tmp_path / "ft.pth", allow_pickle=("argparse.Namespace",),

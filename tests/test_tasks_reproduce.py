@@ -17,8 +17,9 @@ MAE = ["--data", "digits", "--batch-size", "128", "--set", "model_args.encoder.d
        "--set", "model_args.encoder.dim=32", "--set", "model_args.encoder.num_heads=2",
        "--set", "model_args.decoder_dim=16", "--set", "model_args.decoder_depth=1",
        "--set", "model_args.decoder_num_heads=2"]
-DENSE = ["--task", "depth", "--batch-size", "8", "--set", "task.train_scenes=16", "--set", "task.val_scenes=8",
-         "--set", "task.scene_size=32", "--set", "model_args.encoder.depth=2", "--set", "model_args.encoder.dim=32",
+DENSE = ["--task", "depth", "--batch-size", "8", "--set", "task.train_scenes=16",
+         "--set", "task.val_scenes=8", "--set", "task.scene_size=32",
+         "--set", "model_args.encoder.depth=2", "--set", "model_args.encoder.dim=32",
          "--set", "model_args.encoder.num_heads=2", "--set", "model_args.block_taps=[0,0,1,1]",
          "--set", "model_args.features=[8,16,32,32]", "--set", "model_args.fusion_dim=16"]
 
@@ -28,7 +29,7 @@ def weights(run) -> dict[str, torch.Tensor]:
 
 
 def rerun_matches(run, tmp_path) -> dict:
-    """Re-run RUN from its config.yaml into a new folder; assert identical final weights; return the config."""
+    """Re-run RUN from its config.yaml in a new folder; assert identical final weights; return the config."""
     again = tmp_path / "again"
     assert main(["train", "--config", str(run / "config.yaml"), "--out", str(again)]) == 0
     first, second = weights(run), weights(again)
@@ -51,10 +52,12 @@ def test_classify_reproduces_and_records_what_ran(tmp_path, monkeypatch):
     assert cfg["out"] == str(tmp_path / "run")
     data = cfg["data"]
     assert data["path"] == "builtin:digits" and data["channels"] == 1 and data["val_fraction"] == 0.2
-    assert data["image_size"] == 16 and cfg["model"] == "vit_micro_patch4_16" and cfg["task"]["kind"] == "classify"
+    assert (data["image_size"] == 16 and cfg["model"] == "vit_micro_patch4_16"
+            and cfg["task"]["kind"] == "classify")
     # the comparison can fail: another seed trains other weights
     assert main(["train", "--config", "run/config.yaml", "--out", "seed1", "--seed", "1"]) == 0
-    assert not torch.equal(weights(tmp_path / "run")["head.weight"], weights(tmp_path / "seed1")["head.weight"])
+    assert not torch.equal(weights(tmp_path / "run")["head.weight"],
+                           weights(tmp_path / "seed1")["head.weight"])
 
 
 def test_a_folder_is_recorded_absolute_and_never_shadowed_by_a_builtin(tmp_path, monkeypatch):
@@ -63,7 +66,8 @@ def test_a_folder_is_recorded_absolute_and_never_shadowed_by_a_builtin(tmp_path,
     for c in ("a", "b"):
         (tmp_path / "digits" / c).mkdir(parents=True)
         for i in range(12):
-            Image.new("L", (8, 8), 40 * i if c == "a" else 255 - 20 * i).save(tmp_path / "digits" / c / f"{i}.png")
+            shade = 40 * i if c == "a" else 255 - 20 * i
+            Image.new("L", (8, 8), shade).save(tmp_path / "digits" / c / f"{i}.png")
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--data", "digits", "--out", "run", "--batch-size", "8", *VIT, *FAST]) == 0
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -99,4 +103,5 @@ def test_finetune_and_linprobe_reproduce_from_their_config(mae_run, tmp_path, ki
                  "--label-fraction", "0.5", *FAST]) == 0
     cfg = rerun_matches(run, tmp_path)
     assert cfg["model"] is None and cfg["task"]["init"].startswith(str(mae_run / "checkpoints"))
-    assert cfg["task"]["label_fraction"] == 0.5 and cfg["task"]["pool"] == ("avg" if kind == "finetune" else "cls")
+    assert (cfg["task"]["label_fraction"] == 0.5
+            and cfg["task"]["pool"] == ("avg" if kind == "finetune" else "cls"))

@@ -31,11 +31,12 @@ def test_best_weights_ema_selects_and_saves_the_ema(tmp_path):
 def test_a_linear_probe_exports_a_classifier_with_label_names(tmp_path):
     pre = tmp_path / "pre"
     assert main(["pretrain", "--out", str(pre), "--data", "digits", "--epochs", "1", "--batch-size", "128",
-                 "--set", "report=false", "--set", "model_args.encoder.depth=1", "--set", "model_args.encoder.dim=32",
-                 "--set", "model_args.encoder.num_heads=2", "--set", "model_args.decoder_dim=16",
-                 "--set", "model_args.decoder_depth=1", "--set", "model_args.decoder_num_heads=2"]) == 0
-    assert main(["linprobe", "--from", str(pre), "--out", str(tmp_path / "lp"), "--data", "digits", "--epochs",
-                 "1", "--batch-size", "128", "--set", "report=false"]) == 0
+                 "--set", "report=false", "--set", "model_args.encoder.depth=1",
+                 "--set", "model_args.encoder.dim=32", "--set", "model_args.encoder.num_heads=2",
+                 "--set", "model_args.decoder_dim=16", "--set", "model_args.decoder_depth=1",
+                 "--set", "model_args.decoder_num_heads=2"]) == 0
+    assert main(["linprobe", "--from", str(pre), "--out", str(tmp_path / "lp"), "--data", "digits",
+                 "--epochs", "1", "--batch-size", "128", "--set", "report=false"]) == 0
     classifier = load_pretrained(tmp_path / "lp")  # a run directory resolves to its exported classifier
     assert classifier.config.preprocess.label_names == tuple(str(i) for i in range(10))
     assert not classifier.training

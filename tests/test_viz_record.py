@@ -166,13 +166,13 @@ def test_grad_flows_while_recording():
 
 
 def test_every_model_family():
-    """ViT hybrid, MAE (encoder then decoder), MPP and a DPT backbone: recording finds their attention layers."""
+    """ViT hybrid, MAE (encoder then decoder), MPP, DPT backbone: recording finds their attention layers."""
     from vitkit.models.resnetv2 import ResNetV2Config
     from vitkit.viz.overlays import compute_attention_maps
 
+    backbone = ResNetV2Config(layers=(1, 1), channels=(16, 32), stem_width=8, num_groups=8)
     hybrid = VisionTransformer(ViTConfig(image_size=(32, 48), patch_size=1, num_classes=3, dim=32, depth=2,
-                                         num_heads=2, backbone=ResNetV2Config(layers=(1, 1), channels=(16, 32),
-                                                                              stem_width=8, num_groups=8)))
+                                         num_heads=2, backbone=backbone))
     models = [hybrid] + [vitkit.create_model(n) for n in ("mae_vit_tiny_patch4_32", "mpp_vit_tiny_patch4_32",
                                                           "dpt_tiny_depth")]
     for model in models:

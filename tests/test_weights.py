@@ -366,6 +366,7 @@ def test_generic_timm_layout_is_detected_after_specific_ones_whatever_the_import
 
     # Importing the timm converter first (as a test or a user may) registers it before MAE and the hybrid.
     code = ("import vitkit.convert.timm_vit; from vitkit import convert; f = convert.state_dict_formats(); "
-            "print(f[-1] == 'timm', f.index('mae') < f.index('timm'), f.index('timm_hybrid') < f.index('timm'))")
+            "print(f[-1] == 'timm', f.index('mae') < f.index('timm'), "
+            "f.index('timm_hybrid') < f.index('timm'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True", "True"]

@@ -1,12 +1,14 @@
 """Side-by-side speed benchmark: vitkit against HF transformers, timed interleaved in one process.
 
-Every candidate (vitkit, HF with ``attn_implementation="sdpa"`` and ``"eager"``, optionally vitkit with compiled
-blocks) is built from the same config, warmed up, then timed round-robin: each round runs every candidate once, in
-a rotating order, together with a square bf16 and fp32 matmul that gives the hardware peak under the same load.
-Throughput is the median over rounds; the FLOP count (`models.summary.forward_flops`, training = 3 × forward) turns
-it into TFLOP/s and a fraction of that peak. Rows are plain dicts (one JSON line each); `format_table` prints them.
+Every candidate (vitkit, HF with ``attn_implementation="sdpa"`` and ``"eager"``, optionally vitkit with
+compiled blocks) is built from the same config, warmed up, then timed round-robin: each round runs every
+candidate once, in a rotating order, together with a square bf16 and fp32 matmul that gives the hardware peak
+under the same load. Throughput is the median over rounds; the FLOP count (`models.summary.forward_flops`,
+training = 3 × forward) turns it into TFLOP/s and a fraction of that peak. Rows are plain dicts (one JSON line
+each); `format_table` prints them.
 
-    rows = run_benchmark(BenchConfig("vit_tiny_patch4_32", batch_sizes=(256,), precision="bf16", mode="train"))
+    rows = run_benchmark(BenchConfig("vit_tiny_patch4_32", batch_sizes=(256,), precision="bf16",
+                                     mode="train"))
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ Mode = Literal["train", "infer"]
 class BenchConfig:
     """What to benchmark.
 
-    precision: "fp32"; "bf16" = autocast with fp32 weights (the training recipe); "bf16-weights" = the model cast
-    to bf16, inference only. `overrides` go to the model config (e.g. ``{"decoder_depth": 1}`` for an MAE).
+    precision: "fp32"; "bf16" = autocast with fp32 weights (the training recipe);
+    "bf16-weights" = the model cast to bf16, inference only.
+    `overrides` go to the model config (e.g. ``{"decoder_depth": 1}`` for an MAE).
     """
 
     model: str = "vit_tiny_patch4_32"
@@ -80,7 +83,7 @@ class Candidate:
     times: list[float] = field(default_factory=list)
 
 
-# ---- hardware --------------------------------------------------------------------------------------------------
+# ---- hardware ----------------------------------------------------------------------------------------------
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -117,8 +120,8 @@ def _current_rss_bytes() -> int:
 
 @contextlib.contextmanager
 def track_memory(device: torch.device, out: list[float]):
-    """Append the memory (GiB) the block added at its peak over what was in use before it: CUDA allocator peak, or
-    RSS sampled every 5 ms on CPU."""
+    """Append the memory (GiB) the block added at its peak over what was in use before it: CUDA allocator
+    peak, or RSS sampled every 5 ms on CPU."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -155,7 +158,7 @@ def peak_size(dim: int) -> int:
     return int(min(4096, max(1024, round(4 * dim / 256) * 256)))
 
 
-# ---- candidates ---------------------------------------------------------------------------------------------------
+# ---- candidates --------------------------------------------------------------------------------------------
 def hf_model(cfg: Any, attn: str) -> nn.Module:
     """The HF transformers equivalent of a vitkit config (same architecture, random init), or ValueError."""
     import transformers
@@ -182,7 +185,8 @@ def hf_model(cfg: Any, attn: str) -> nn.Module:
 def _step(model: nn.Module, forward: Callable[[nn.Module, Tensor, Tensor], Tensor], images: Tensor,
           targets: Tensor, mode: Mode, precision: Precision, device: torch.device) -> Callable[[], None]:
     def amp() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        return (torch.autocast(device.type, torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
 
     if mode == "infer":
         model.eval()
@@ -271,9 +275,9 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
 
 
 def compile_model(model: nn.Module, mode: Mode) -> nn.Module:
-    """torch.compile for a benchmark: for training every transformer Block in place (identical blocks share one
-    graph, so compilation does not grow with depth); for inference the whole model with inductor's `freezing`
-    (weights folded in as constants and pre-packed for the matmul library)."""
+    """torch.compile for a benchmark: for training every transformer Block in place (identical blocks share
+    one graph, so compilation does not grow with depth); for inference the whole model with inductor's
+    `freezing` (weights folded in as constants and pre-packed for the matmul library)."""
     if mode == "infer":
         return torch.compile(model, options={"freezing": True})
     from .layers import Block
@@ -284,7 +288,7 @@ def compile_model(model: nn.Module, mode: Mode) -> nn.Module:
     return model
 
 
-# ---- timing ---------------------------------------------------------------------------------------------------------
+# ---- timing ------------------------------------------------------------------------------------------------
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -292,15 +296,17 @@ def device_name(device: torch.device) -> str:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             info = f.read()
-        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), name)
+        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                     if ln.startswith("model name")), name)
         flags = [x for x in ("amx_bf16", "avx512_bf16") if f" {x}" in info]
         name += f" [{torch.backends.cpu.get_cpu_capability()}{''.join(' ' + x for x in flags)}]"
     return name
 
 
 def warm_up(candidates: Sequence[Candidate], warmup: int, device: torch.device) -> list[Candidate]:
-    """Run each candidate's warm-up steps, recording its first-step time and peak memory. A compiled candidate
-    that fails to compile is dropped with a warning (the eager ones still run); any other failure is raised."""
+    """Run each candidate's warm-up steps, recording its first-step time and peak memory. A compiled
+    candidate that fails to compile is dropped with a warning (the eager ones still run); any other
+    failure is raised."""
     ready = []
     for c in candidates:
         mem: list[float] = []
@@ -325,8 +331,8 @@ def warm_up(candidates: Sequence[Candidate], warmup: int, device: torch.device) 
 
 def time_interleaved(candidates: Sequence[Candidate], rounds: int, device: torch.device,
                      peak_n: int) -> dict[str, list[float]]:
-    """Time `rounds` round-robin rounds of warmed-up candidates in a rotating order, each round closed by a bf16
-    and an fp32 n×n matmul (repeated to last ≥ 50 ms); return the matmul TFLOP/s of each round by dtype."""
+    """Time `rounds` round-robin rounds of warmed-up candidates in a rotating order, each round closed by a
+    bf16 and an fp32 n×n matmul (repeated to last ≥ 50 ms); return each round's matmul TFLOP/s by dtype."""
     matmuls = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         run, flops = matmul_step(peak_n, dtype, device)
@@ -418,12 +424,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     table = [[_HEADERS.get(k, k) for k, _ in _COLUMNS]]
     table += [["-" if r.get(k) is None else fmt.format(r[k]) for k, fmt in _COLUMNS] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=False)))
+    lines = ["  ".join(cell.ljust(w) if i < 4 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(line, widths, strict=False)))
              for line in table]
     notes = dict.fromkeys(
         f"{r['device']}, {r['threads']} threads, torch {r['torch']}, transformers {r['transformers']}: "
         f"matmul {r['peak_n']}² best (median) TFLOP/s: bf16 {r['peak_bf16_tflops']:.3f} "
-        f"({r['peak_bf16_tflops_median']:.3f}), fp32 {r['peak_fp32_tflops']:.3f} ({r['peak_fp32_tflops_median']:.3f})"
+        f"({r['peak_bf16_tflops_median']:.3f}), fp32 {r['peak_fp32_tflops']:.3f} "
+        f"({r['peak_fp32_tflops_median']:.3f})"
         for r in rows)
     rss = max((r["peak_rss_gib"] for r in rows), default=0.0)
     return "\n".join(lines + list(notes) + [

@@ -206,7 +206,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     raise ValueError(f"{path} holds no flat {{name: tensor}} state dict (found {type(obj).__name__})")
 
 
-def write_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors(tensors: dict[str, Tensor], path: str | Path,
+                      metadata: dict[str, str] | None = None) -> Path:
     """Save `tensors` to `path` as safetensors with the mode any new file gets here (0644 under umask 022):
     safetensors writes a private temporary file (0600) and renames it, so others sharing a run could not read
     it."""

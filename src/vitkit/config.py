@@ -1,8 +1,8 @@
 """Typed configs: dataclasses that merge overrides with type checks and round-trip through JSON/YAML.
 
 Every model, objective and run config in vitkit is a dataclass. `replace_config` is the single way overrides
-(keyword arguments, ``--set key=value`` strings, YAML mappings) are applied: nested dataclasses merge from dicts,
-unknown keys raise an error that lists the valid ones, and values are checked against the field types.
+(keyword arguments, ``--set key=value`` strings, YAML mappings) are applied: nested dataclasses merge from
+dicts, unknown keys raise an error that lists the valid ones, and values are checked against the field types.
 """
 
 from __future__ import annotations

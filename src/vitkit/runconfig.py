@@ -2,9 +2,9 @@
 
 Resolved from defaults ← YAML file (``--config``) ← command-line options ← ``--set key=value`` (dotted keys
 such as ``optim.lr=1e-3``) with `vitkit.config.replace_config`. The task section is tagged by ``kind``
-(``task.kind=depth``); a run writes its *resolved* config (what actually ran: model, channels, split, absolute
-data path, mask ratio, ...) as RUN/config.yaml, and ``vitkit train --config RUN/config.yaml --out NEW`` runs it
-again.
+(``task.kind=depth``). A run writes its *resolved* config (what actually ran: model, channels, split,
+absolute data path, mask ratio, ...) as RUN/config.yaml, and
+``vitkit train --config RUN/config.yaml --out NEW`` runs it again.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class OptimConfig:
     clip_grad: float | None = 1.0  # max global grad norm; None: no clipping
     accum_steps: int = 1  # micro-batches per optimizer step (batch_size is split among them)
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning); None: off
-    lr_scale: dict[str, float] = field(default_factory=dict)  # lr multiplier by parameter prefix: {encoder: 0.1}
+    lr_scale: dict[str, float] = field(default_factory=dict)  # lr factor by parameter prefix: {encoder: 0.1}
     ema_decay: float | None = None  # EMA of weights; None: off
 
 
@@ -153,7 +153,8 @@ class TrainConfig:
     ckpt_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0: at epoch ends only
     log_every: int = 10  # optimizer steps between train entries in metrics.jsonl
     max_nonfinite: int = 5  # stop after this many non-finite steps in a row
-    best_weights: Literal["raw", "ema"] = "raw"  # weights that pick and fill checkpoints/best (ema: optim.ema_decay)
+    # the weights that pick and fill checkpoints/best (ema needs optim.ema_decay)
+    best_weights: Literal["raw", "ema"] = "raw"
     tensorboard: bool = False  # also write TensorBoard events (needs the `tensorboard` extra)
     report: bool = True  # at the end, RUN/figures/*.png and RUN/report.html (needs matplotlib)
     data: DataConfig = field(default_factory=DataConfig)
@@ -196,14 +197,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise UsageError(f"--config {path} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        raise UsageError(f"--config {path} is not valid YAML{at}: "
+                         f"{getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping of config fields at the top level")
     return data
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Read configs written before the task section: ``dense: {task: depth, ...}`` → ``task: {kind: depth}``."""
+    """Read configs from before the task section: ``dense: {task: depth, ...}`` → ``task: {kind: depth}``."""
     if "dense" not in data:
         return data
     data = dict(data)

@@ -8,7 +8,7 @@ A run directory (``vitkit train --out RUN``, ``pretrain``, ``finetune``, ``linpr
     summary.json           the final figures
     checkpoints/last/      the latest checkpoint: config.json + model.safetensors + training state
     checkpoints/best/      the checkpoint with the best validation score (when the run evaluates)
-    encoder/, classifier/  exported models (pretrain: the encoder as a plain ViT; linprobe: the probe as a ViT)
+    encoder/, classifier/  exported models (pretrain's encoder as a plain ViT; linprobe's probe as a ViT)
     figures/, report.html  pictures and the HTML report
     run.lock               held while a process writes the run (its pid and host)
 """
@@ -30,9 +30,9 @@ from .errors import RunFailure, UsageError
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG = "config.json"  # a model directory: config.json + weights (vitkit or HF transformers)
-ACCEPTED = ("a run directory (RUN, from `vitkit train --out RUN`), RUN/checkpoints/best or RUN/checkpoints/last, "
-            "a vitkit or HF transformers model directory (config.json + weights), or a weights file "
-            "(.safetensors, .pth, .bin, .npz in the timm, JAX or MAE layout)")
+ACCEPTED = ("a run directory (RUN, from `vitkit train --out RUN`), RUN/checkpoints/best or "
+            "RUN/checkpoints/last, a vitkit or HF transformers model directory (config.json + weights), "
+            "or a weights file (.safetensors, .pth, .bin, .npz in the timm, JAX or MAE layout)")
 
 
 class RunDir:
@@ -112,7 +112,8 @@ class RunDir:
         try:
             data = yaml.safe_load(self.config.read_text()) or {}
         except yaml.YAMLError as e:
-            raise UsageError(f"{self.config} is not valid YAML ({_first_line(e)}); fix or remove it") from None
+            raise UsageError(f"{self.config} is not valid YAML ({_first_line(e)}); "
+                             "fix or remove it") from None
         if not isinstance(data, dict):
             raise UsageError(f"{self.config}: expected a mapping of config fields at the top level")
         return data

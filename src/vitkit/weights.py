@@ -146,9 +146,10 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     """Build a model from a checkpoint, auto-detecting its layout, and report what did not load one-to-one.
 
     Sources: a run directory (its exported classifier, else checkpoints/best, else last; see
-    `vitkit.rundir.resolve_model_path`); a vitkit directory; an HF transformers ``save_pretrained`` directory (any model_type with a
-    registered converter); a state-dict file (.safetensors, .pth/.pt/.bin/.ckpt, .npz) in a registered layout
-    (timm ViT, the JAX release's .npz, ...), detected from its keys or named by `format`.
+    `vitkit.rundir.resolve_model_path`); a vitkit directory; an HF transformers ``save_pretrained``
+    directory (any model_type with a registered converter); a state-dict file (.safetensors,
+    .pth/.pt/.bin/.ckpt, .npz) in a registered layout (timm ViT, the JAX release's .npz, ...), detected
+    from its keys or named by `format`.
 
     Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled
     with the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes`

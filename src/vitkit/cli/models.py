@@ -8,7 +8,8 @@ import json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list available models",
-                       description="List registered models: parameters, forward GFLOPs per image, input size.")
+                       description="List registered models: parameters, "
+                                   "forward GFLOPs per image, input size.")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'vit_base*'")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=run)

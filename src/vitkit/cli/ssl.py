@@ -13,7 +13,8 @@ DEFAULT_PRESETS = {"mae": "mae_vit_tiny_patch4_32", "mpp": "mpp_vit_tiny_patch4_
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="PATH", help="image folder (labels ignored for pretraining) or built-in name")
+    p.add_argument("--data", metavar="PATH",
+                   help="image folder (labels ignored for pretraining) or built-in name")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="images per optimizer step")
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -22,26 +23,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of TrainConfig fields")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override any TrainConfig field by dotted key, e.g. optim.weight_decay=0 (repeatable)")
+                   help="override any TrainConfig field by dotted key, "
+                        "e.g. optim.weight_decay=0 (repeatable)")
 
 
 def _train_config(args: argparse.Namespace, **extra):
     from ..config import parse_set_items
     from ..runconfig import load_train_config
 
-    options = {"data.path": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
-               "out": args.out, "seed": args.seed, "device": args.device, **extra}
+    options = {"data.path": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+               "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device, **extra}
     given = {k: v for k, v in options.items() if v is not None}
     return load_train_config(args.config, {**given, **parse_set_items(args.set)})
 
 
-def _evaluation_parser(sub: argparse._SubParsersAction, name: str, help: str, pool: str) -> argparse.ArgumentParser:
+def _evaluation_parser(sub: argparse._SubParsersAction, name: str, help: str,
+                       pool: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
     p.add_argument("--from", dest="checkpoint", required=True, metavar="CKPT",
-                   help="pretrain run directory, checkpoint directory or file; 'scratch' for a random --model")
+                   help="pretrain run directory, checkpoint directory or file; "
+                        "'scratch' for a random --model")
     p.add_argument("--model", metavar="NAME", help="ViT preset used with --from scratch")
     p.add_argument("--pool", choices=["cls", "avg"], help=f"features pooled from (default {pool})")
-    p.add_argument("--label-fraction", type=float, help="share of training labels used (stratified; default 1)")
+    p.add_argument("--label-fraction", type=float,
+                   help="share of training labels used (stratified; default 1)")
     p.add_argument("--allow-pickle", action="append", default=[], metavar="NAME",
                    help="global a trusted pickle checkpoint may use, e.g. argparse.Namespace (repeatable)")
     _common(p)
@@ -53,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Pretrain an encoder without labels; DIR/encoder holds it as a plain ViT.")
     p.add_argument("--method", choices=sorted(DEFAULT_PRESETS), default="mae", help="objective (default mae)")
     p.add_argument("--model", metavar="NAME", help="mae_* or mpp_* preset (default: the tiny CIFAR-size one)")
-    p.add_argument("--mask-ratio", type=float, help="MAE: share of patches hidden (default: the preset's, 0.75)")
+    p.add_argument("--mask-ratio", type=float,
+                   help="MAE: share of patches hidden (default: the preset's, 0.75)")
     _common(p)
     p.set_defaults(func=run_pretrain)
     p = _evaluation_parser(sub, "finetune", "fine-tune a pretrained encoder as a classifier", "avg")
@@ -116,5 +122,6 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ..viz.reconstruction import save_reconstructions
     from .infer import print_outputs
 
-    return print_outputs(save_reconstructions(args.checkpoint, args.images, args.out, args.mask_ratio, args.seed,
-                                              tuple(args.allow_pickle)))
+    paths = save_reconstructions(args.checkpoint, args.images, args.out, args.mask_ratio, args.seed,
+                                 tuple(args.allow_pickle))
+    return print_outputs(paths)

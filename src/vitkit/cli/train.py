@@ -19,7 +19,8 @@ Exit codes: 0 done, 1 the run failed (in use, disk full, diverged), 2 a mistake 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a classifier or (--task) a DPT; no arguments: a small ViT on digits",
+    p = sub.add_parser("train",
+                       help="train a classifier or (--task) a DPT; no arguments: a small ViT on digits",
                        description="Train a ViT classifier on an image folder or a built-in set (or, with "
                                    "--task depth|segment, a DPT on dense pairs or built-in scenes), with "
                                    "automatic resume, held-out evaluation, figures and a report in --out.",
@@ -87,8 +88,8 @@ def report_run(cfg) -> int:
           f"{summary['train_seconds']:.0f}s; run: {cfg.out}")
     val, last = summary.get("val") or {}, f"last ({summary['last']['checkpoint']}, epoch {summary['epochs']})"
     if "acc1" in val:
-        print(f"{last}: held-out accuracy {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) on {val['num_samples']} "
-              "images")
+        print(f"{last}: held-out accuracy {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) "
+              f"on {val['num_samples']} images")
     elif val:
         print(f"{last}: held-out " + ", ".join(
             f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))

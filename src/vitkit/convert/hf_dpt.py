@@ -168,7 +168,8 @@ def vitkit_to_dpt(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
         raise ValueError("HF's DPT needs a [CLS] token, learned position embeddings and a square image_size")
     patch = enc.patch_size * (16 if hybrid else 1)  # HF's patch_size is the hybrid trunk's stride
     segment = cfg.task == "segment"
-    labels = enc.preprocess.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_classes if segment else 1))
+    labels = (enc.preprocess.label_names
+              or tuple(f"LABEL_{i}" for i in range(cfg.num_classes if segment else 1)))
     hf_config: dict[str, Any] = {
         "model_type": "dpt",
         "architectures": ["DPTForSemanticSegmentation" if segment else "DPTForDepthEstimation"],

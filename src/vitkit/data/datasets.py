@@ -164,8 +164,8 @@ def resolve_data(cfg: DataConfig, channels: int, image_size: int | None) -> Data
     if name is not None:
         fraction = BUILTIN_DATASETS[name].val_fraction
         if cfg.val_fraction not in (None, fraction):
-            raise UsageError(f"the built-in {name!r} set has a fixed held-out split of {fraction:.0%}; remove "
-                             f"data.val_fraction={cfg.val_fraction}, or export the set to a folder")
+            raise UsageError(f"the built-in {name!r} set has a fixed held-out split of {fraction:.0%}; "
+                             f"remove data.val_fraction={cfg.val_fraction}, or export the set to a folder")
         changes.update(path=BUILTIN_PREFIX + name, val_fraction=fraction)
     elif not _is_shards(path) and not Path(path).exists():
         raise UsageError(f"--data {path!r} is neither an existing path nor a built-in dataset "

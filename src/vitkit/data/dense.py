@@ -67,7 +67,8 @@ class ShapesDense(InMemoryDense):
 
 
 def _stems(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes} if folder.is_dir() else {}
+    return ({p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes}
+            if folder.is_dir() else {})
 
 
 def read_depth(path: Path, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +155,8 @@ def load_motorcycle(size: tuple[int, int] | None = (240, 352)) -> dict[str, Tens
         left = np.asarray(Image.fromarray(left).resize((size[1], size[0]), Image.BILINEAR))
         depth, valid = _resize_nearest(depth, (size[1], size[0])), _resize_nearest(valid, (size[1], size[0]))
     return {"images": torch.from_numpy(np.array(left)).permute(2, 0, 1)[None],
-            "depth": torch.from_numpy(np.array(depth))[None], "valid": torch.from_numpy(np.array(valid))[None]}
+            "depth": torch.from_numpy(np.array(depth))[None],
+            "valid": torch.from_numpy(np.array(valid))[None]}
 
 
 class DenseTransform:

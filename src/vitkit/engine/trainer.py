@@ -309,7 +309,7 @@ class Trainer:
 
 
 def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
-    """`data` itself if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
+    """`data` if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
 
     A dataset may carry an ``epoch`` number (WebDataset shards do); only a callable ``epoch`` makes a loader.
     This is the one place the global batch is split: ``cfg.batch_size / world_size`` images per process.
@@ -337,7 +337,8 @@ def check_loop_config(cfg: TrainConfig) -> None:
     require(o.lr > 0 and o.min_lr >= 0, f"optim.lr must be > 0 and optim.min_lr >= 0, got {o.lr}, {o.min_lr}")
     require(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
     require(o.clip_grad is None or o.clip_grad > 0, f"optim.clip_grad must be > 0 or null, got {o.clip_grad}")
-    require(o.ema_decay is None or 0 < o.ema_decay < 1, f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
+    require(o.ema_decay is None or 0 < o.ema_decay < 1,
+            f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
     require(cfg.best_weights == "raw" or o.ema_decay is not None,
             "best_weights=ema needs an EMA: set optim.ema_decay (e.g. 0.999)")
 

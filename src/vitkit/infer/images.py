@@ -373,7 +373,8 @@ def predict_images(checkpoint: str | Path | Classifier, images: Sequence[str | P
     def predict(path: Path) -> dict[str, Any]:
         probs = image_logits(classifier.model, path).softmax(-1)
         top = probs.topk(min(top_k, probs.numel()))
-        return {"image": str(path), "top": [{"label": names[i], "index": i, "prob": p}
-                                            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=False)]}
+        return {"image": str(path),
+                "top": [{"label": names[i], "index": i, "prob": p}
+                        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=False)]}
 
     return map_images(expand_images(images), predict)

@@ -2,10 +2,10 @@
 
 Shapes: B batch · T tokens · D width · H heads · d = D / H head width.
 
-The seed's attention: one fused qkv projection to 3·D, per-head scaled dot product with an optional mask, output
-projection; xavier-uniform weights and zero biases. The fused path runs `F.scaled_dot_product_attention`; the
-explicit path computes the weights itself and hands them back (`return_weights=True`) or to an observer installed
-by `vitkit.record_attention` for the duration of one ``with`` block.
+The seed's attention: one fused qkv projection to 3·D, per-head scaled dot product with an optional mask,
+output projection; xavier-uniform weights and zero biases. The fused path runs
+`F.scaled_dot_product_attention`; the explicit path computes the weights itself and hands them back
+(`return_weights=True`) or to the observer that `vitkit.record_attention` installs for one ``with`` block.
 
 Which kernel runs is decided per call by `use_explicit_attention` (device, dtype, sequence length): both
 compute the same function, so the choice is about speed and memory only.
@@ -50,8 +50,8 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = No
     return used @ v, weights
 
 
-# Longest sequence for which CPU bf16 takes the explicit path: it materialises the (B, H, T, T) weights (and keeps
-# them for the backward pass when training), which the fused kernel does not, and that memory grows as T².
+# Longest sequence for which CPU bf16 takes the explicit path, which materialises the (B, H, T, T) weights
+# and keeps them for the backward pass when training (the fused kernel does not): that memory grows as T².
 EXPLICIT_MAX_TOKENS = 1024
 
 
@@ -60,9 +60,9 @@ def use_explicit_attention(q: Tensor) -> bool:
 
     Measured with interleaved A/B runs (torch 2.13, 2-core AVX512-BF16 CPU, bf16 autocast):
     - training (one attention layer with its qkv and output projections, forward + backward): the CPU
-      flash-attention backward is 1.4–3.5× slower than softmax(QKᵀ)V done with two batched matmuls at T = 65 and
-      197. Whole training steps, SDPA time over explicit time: small 32×32 ViT b128 1.77×, ViT-S/16 b8 1.32×,
-      ViT-B/16 b8 1.06× (1.18× fastest rounds).
+      flash-attention backward is 1.4–3.5× slower than softmax(QKᵀ)V done with two batched matmuls at T = 65
+      and 197. Whole training steps, SDPA time over explicit time: small 32×32 ViT b128 1.77×,
+      ViT-S/16 b8 1.32×, ViT-B/16 b8 1.06× (1.18× fastest rounds).
     - inference (the attention op alone, `inference_mode`): the flash kernel takes 2.0× the explicit time at
       T = 197 (B 8–32, H 6–12) and 2.7× at T = 65 (B 256, H 3); at T = 577 the two are on par (0.95×). Whole
       forward passes, SDPA time over explicit time (median of 10 interleaved rounds): ViT-S/16 b8 1.23×, b32
@@ -100,8 +100,8 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        # Set only by vitkit.record_attention for the length of its `with` block; routes this layer through the
-        # explicit path and passes it the weights (B, H, T, T).
+        # Set only by vitkit.record_attention for the length of its `with` block; routes this layer through
+        # the explicit path and passes it the weights (B, H, T, T).
         self.observer: AttentionObserver | None = None
         self.reset_parameters()
 

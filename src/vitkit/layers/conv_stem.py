@@ -6,7 +6,8 @@ last feature map is a token). The paper finds this stem makes ViTs train faster,
 accuracy for the same compute; on small images and short schedules it is the cheapest way to give a ViT
 the locality prior it otherwise learns from data.
 
-Shapes: B batch · C channels · H, W image sides · C_i stage i's width · (gh, gw) token grid · N = gh·gw · D width.
+Shapes: B batch · C channels · H, W image sides · C_i stage i's width ·
+(gh, gw) token grid · N = gh·gw · D width.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .patch_embed import check_images
 class ConvStemConfig:
     """channels / strides: width and stride of each 3×3 conv (+ BatchNorm + ReLU), one entry per conv.
 
-    The stem's total stride is the product of `strides` times the ViT's `patch_size` (the projection's kernel).
+    The total stride is the product of `strides` times the ViT's `patch_size` (the projection's kernel).
     """
 
     channels: tuple[int, ...] = (64, 128)
@@ -62,7 +63,7 @@ class ConvStem(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He-normal (fan-out) conv weights as in ResNets, unit BatchNorm; lecun-normal projection, zero bias."""
+        """He-normal (fan-out) convs as in ResNets, unit BatchNorm; lecun-normal projection, zero bias."""
         for conv in self.convs:
             nn.init.kaiming_normal_(conv[0].weight, mode="fan_out", nonlinearity="relu")
             conv[1].reset_parameters()

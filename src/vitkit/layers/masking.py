@@ -26,7 +26,8 @@ class RandomMask:
 
 
 def random_masking(batch: int, num_patches: int, mask_ratio: float, noise: Tensor | None = None,
-                   device: torch.device | str | None = None, generator: torch.Generator | None = None) -> RandomMask:
+                   device: torch.device | str | None = None,
+                   generator: torch.Generator | None = None) -> RandomMask:
     """Per-sample random masking: keep the patches with the smallest noise (MAE's and HF's convention).
 
     `mask_ratio=0` keeps every patch in its original order (no shuffling).

@@ -20,7 +20,8 @@ def check_images(images: Tensor, in_chans: int, patch_size: int) -> tuple[int, i
                          f"(convert grayscale/RGBA inputs to {in_chans} channels first)")
     if h % patch_size or w % patch_size:
         raise ValueError(f"image sides {h}×{w} are not multiples of the patch size {patch_size}; "
-                         f"resize or crop to e.g. {h // patch_size * patch_size}×{w // patch_size * patch_size}")
+                         f"resize or crop to e.g. {h // patch_size * patch_size}×"
+                         f"{w // patch_size * patch_size}")
     return h // patch_size, w // patch_size
 
 

@@ -23,7 +23,8 @@ def unpatchify(patches: Tensor, patch_size: int, grid: tuple[int, int], channels
     gh, gw = grid
     p = patch_size
     if N != gh * gw or patches.shape[-1] != p * p * channels:
-        raise ValueError(f"patches {tuple(patches.shape)} do not fit grid {gh}×{gw}, patch {p}, {channels} channels")
+        raise ValueError(f"patches {tuple(patches.shape)} do not fit grid {gh}×{gw}, "
+                         f"patch {p}, {channels} channels")
     x = patches.reshape(B, gh, gw, p, p, channels)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, gh, p, gw, p)
     return x.reshape(B, channels, gh * p, gw * p)

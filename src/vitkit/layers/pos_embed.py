@@ -13,8 +13,8 @@ from torch import Tensor, nn
 def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], temperature: float = 10000.0) -> Tensor:
     """Fixed 2-D sin-cos embedding (MAE) for a (gh, gw) grid → (N, D), float32.
 
-    Channel layout as in the MAE reference and HF: the first D/2 channels encode the column (w) coordinate, the
-    last D/2 the row (h); each half is [sin(pos·ω), cos(pos·ω)] with ω = temperature^(-i/(D/4)).
+    Channel layout as in the MAE reference and HF: the first D/2 channels encode the column (w) coordinate,
+    the last D/2 the row (h); each half is [sin(pos·ω), cos(pos·ω)] with ω = temperature^(-i/(D/4)).
     """
     if dim % 4:
         raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
@@ -52,7 +52,8 @@ def resample_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[i
 class LearnedPosEmbed(nn.Module):
     """Learned patch position embeddings stored for `grid`, resampled on the fly for other grids."""
 
-    def __init__(self, grid: tuple[int, int], dim: int, mode: str = "bicubic", antialias: bool = False) -> None:
+    def __init__(self, grid: tuple[int, int], dim: int, mode: str = "bicubic",
+                 antialias: bool = False) -> None:
         super().__init__()
         self.grid = tuple(grid)
         self.mode = mode

@@ -285,7 +285,8 @@ class DPT(nn.Module):
         """images (B, C, H, W) → the finest fused map (B, F, 2·H/s_0, 2·W/s_0) (H/2 × W/2 for stride 4)."""
         p = self.encoder.patch_size
         grid = (images.shape[-2] // p, images.shape[-1] // p)
-        maps = [r(t, grid) for r, t in zip(self.reassemble, self.forward_taps(images), strict=False)]  # (B, F, h_i, w_i)
+        maps = [r(t, grid)  # (B, F, h_i, w_i)
+                for r, t in zip(self.reassemble, self.forward_taps(images), strict=False)]
         x = self.fusion[-1](maps[-1], None, maps[-2].shape[-2:])
         for i in range(len(maps) - 2, -1, -1):
             size = maps[i - 1].shape[-2:] if i else (2 * maps[0].shape[-2], 2 * maps[0].shape[-1])

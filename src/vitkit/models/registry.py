@@ -1,8 +1,8 @@
 """Model registry: model types (config class → builder) and named presets (name → config).
 
 `create_model("vit_base_patch16_224", num_classes=10)` looks a preset up, applies overrides with type checks
-(`vitkit.config.replace_config`) and builds it. Every model family registers its type and presets here when its
-module is imported (`vitkit.models` imports them all).
+(`vitkit.config.replace_config`) and builds it. Every model family registers its type and presets here when
+its module is imported (`vitkit.models` imports them all).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def get_model_config(name: str, **overrides: Any) -> Any:
     if name not in _PRESETS:
         close = difflib.get_close_matches(name, _PRESETS, n=5, cutoff=0.5)
         hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint}. `vitkit models` or vitkit.list_models() lists them all")
+        raise KeyError(f"unknown model {name!r}{hint}. "
+                       "`vitkit models` or vitkit.list_models() lists them all")
     _, config = _PRESETS[name]
     return replace_config(config, overrides)
 

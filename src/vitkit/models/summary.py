@@ -1,9 +1,9 @@
 """Size and cost of a model: parameter count and forward FLOPs, both without allocating any weights.
 
 FLOPs are analytic for a ViT (`vit_forward_flops`) and an MAE (`mae_forward_flops`), whose token counts the
-formulas take as arguments; any other model (hybrids, DPT) is built on the meta device and its forward pass on one
-image counted by `torch.utils.flop_counter` (`counted_forward_flops`). Both count 2 FLOPs per multiply-add over
-matmuls, convolutions and attention, and agree exactly on ViTs (tested).
+formulas take as arguments; any other model (hybrids, DPT) is built on the meta device and its forward pass on
+one image counted by `torch.utils.flop_counter` (`counted_forward_flops`). Both count 2 FLOPs per multiply-add
+over matmuls, convolutions and attention, and agree exactly on ViTs (tested).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from .registry import build_model, get_model_config
 from .vit import ViTConfig
 
 
-def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None, tokens: int | None = None) -> float:
+def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
+                      tokens: int | None = None) -> float:
     """Forward FLOPs (2 per multiply-add) of a ViT encoder (patch conv or conv stem) + head for one image.
 
     Counts the matmuls and convolutions (patch projection or conv stem, qkv, attention scores and mixing,
-    output projection, MLP, pre-logits, head); norms, softmax and GELU are left out, as is conventional. A hybrid's
-    ResNet trunk is not in the formula (ValueError; `forward_flops` counts hybrids).
+    output projection, MLP, pre-logits, head); norms, softmax and GELU are left out, as is conventional.
+    A hybrid's ResNet trunk is not in the formula (ValueError; `forward_flops` counts hybrids).
     """
     if cfg.backbone is not None:
         raise ValueError("vit_forward_flops does not count a hybrid's ResNet trunk")
@@ -54,8 +55,8 @@ def mae_forward_flops(cfg: MAEConfig) -> float:
     n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
     prefix = int(enc.class_token)
     keep = int(n * (1 - cfg.mask_ratio))
-    dec = dataclasses.replace(enc, dim=cfg.decoder_dim, depth=cfg.decoder_depth, num_heads=cfg.decoder_num_heads,
-                              mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0)
+    dec = dataclasses.replace(enc, dim=cfg.decoder_dim, depth=cfg.decoder_depth,
+                              num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0)
     # decoder blocks on all N + P tokens: the block term of vit_forward_flops (its depth-0 value is the rest)
     blocks = vit_forward_flops(dec, tokens=n + prefix) - vit_forward_flops(dataclasses.replace(dec, depth=0),
                                                                            tokens=n + prefix)
@@ -67,9 +68,9 @@ def mae_forward_flops(cfg: MAEConfig) -> float:
 def counted_forward_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
     """FLOPs of ``model(images)`` for one image of shape (C, H, W), counted by `FlopCounterMode`.
 
-    Run the model on the meta device (``with torch.device("meta"): build_model(cfg)``) and nothing is computed.
-    Raises NotImplementedError for forward passes built on ops whose output shape depends on the data, which have
-    no meta kernel (MPP's loss indexes the corrupted patches with a boolean mask).
+    Run the model on the meta device (``with torch.device("meta"): build_model(cfg)``) and nothing is
+    computed. Raises NotImplementedError for forward passes built on ops whose output shape depends on the
+    data, which have no meta kernel (MPP's loss indexes the corrupted patches with a boolean mask).
     """
     device = next(model.parameters()).device
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -78,7 +79,7 @@ def counted_forward_flops(model: nn.Module, image_shape: tuple[int, ...]) -> flo
 
 
 def input_field(cfg: Any, name: str) -> Any:
-    """An input field (``image_size``, ``in_chans``) of a config, or of its encoder or backbone; None if none."""
+    """An input field (``image_size``, ``in_chans``) of a config or of its encoder or backbone, else None."""
     for c in (cfg, getattr(cfg, "encoder", None), getattr(cfg, "backbone", None)):
         if getattr(c, name, None) is not None:
             return getattr(c, name)
@@ -104,7 +105,7 @@ def forward_flops(cfg: Any) -> float:
 
 
 def summarize_model(name: str) -> dict[str, Any]:
-    """{"name", "params", "gflops", "input"} for a registered preset (gflops NaN where `forward_flops` has none)."""
+    """{"name", "params", "gflops", "input"} of a preset (gflops is NaN where `forward_flops` has none)."""
     cfg = get_model_config(name)
     with torch.device("meta"):
         model = build_model(cfg)

@@ -1,14 +1,14 @@
 """Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021).
 
-images → patch embedding (conv k×k, or a ResNet stem for the hybrid) → + position embeddings → [CLS] prepended →
-pre-norm transformer encoder → final LayerNorm → pooled token ([CLS] or mean of patches + fc-norm) →
-optional pre-logits (Linear + tanh) → classification head.
+images → patch embedding (conv k×k, or a ResNet stem for the hybrid) → + position embeddings →
+[CLS] prepended → pre-norm transformer encoder → final LayerNorm →
+pooled token ([CLS] or mean of patches + fc-norm) → optional pre-logits (Linear + tanh) → classification head.
 
 Shapes: B batch · C channels · H, W image sides · p patch · (gh, gw) patch grid · N = gh·gw patches ·
 P prefix tokens (1 with [CLS], else 0) · T = P + N tokens · D width.
 
-The [CLS] token and its position embedding are stored apart from the patch position embeddings, so MAE, MPP and
-DPT never slice parameters; converters fold and unfold foreign layouts.
+The [CLS] token and its position embedding are stored apart from the patch position embeddings, so MAE, MPP
+and DPT never slice parameters; converters fold and unfold foreign layouts.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ViTConfig:
     drop_path_rate: float = 0.0
     head_drop_rate: float = 0.0
     backbone: ResNetV2Config | None = None  # hybrid: a ResNetV2 feature map fed as 1×1 patches
-    conv_stem: ConvStemConfig | None = None  # early convolutions (Xiao et al. 2021) in place of the patch conv
+    conv_stem: ConvStemConfig | None = None  # early convolutions (Xiao et al. 2021) replace the patch conv
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
@@ -90,8 +90,9 @@ def build_patch_embed(cfg: ViTConfig) -> nn.Module:
 class VisionTransformer(nn.Module):
     """ViT classifier with the uniform vitkit contract.
 
-    Public methods, from fine to coarse: `embed` (patches, no positions) → `add_pos_embed` → `add_cls` →
-    `forward_blocks` → `forward_tokens` (blocks + final norm) → `forward_features` → `forward_head` → `forward`.
+    Public methods, from fine to coarse:
+    `embed` (patches, no positions) → `add_pos_embed` → `add_cls` → `forward_blocks` →
+    `forward_tokens` (blocks + final norm) → `forward_features` → `forward_head` → `forward`.
     `forward_intermediates` hands back the tokens after chosen blocks for dense heads and probing.
     """
 
@@ -111,7 +112,8 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # grows with depth
         self.blocks = nn.ModuleList([
-            Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate, rate, cfg.eps)
+            Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias,
+                  cfg.drop_rate, cfg.attn_drop_rate, rate, cfg.eps)
             for rate in rates])
         self.norm = nn.Identity() if cfg.use_fc_norm else nn.LayerNorm(D, eps=cfg.eps)
         self.fc_norm = nn.LayerNorm(D, eps=cfg.eps) if cfg.use_fc_norm else nn.Identity()
@@ -153,7 +155,7 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def reset_classifier(self, num_classes: int, pool: Literal["cls", "avg"] | None = None) -> None:
-        """Replace the head (zero-initialised) for `num_classes` classes (0 = no head); optionally change pooling."""
+        """Replace the head (zero-initialised) for `num_classes` (0 = no head); optionally change pooling."""
         if pool is not None:
             if pool == "cls" and self.cls_token is None:
                 raise ValueError("this model has no [CLS] token; use pool='avg'")
@@ -183,7 +185,7 @@ class VisionTransformer(nn.Module):
         return tokens + self.pos_embed(grid).to(tokens.dtype)
 
     def add_cls(self, tokens: Tensor) -> Tensor:
-        """tokens (B, N, D) → (B, P + N, D) with [CLS] (+ its position embedding) prepended when configured."""
+        """tokens (B, N, D) → (B, P + N, D): [CLS] (+ its position embedding) prepended when configured."""
         if self.cls_token is None:
             return tokens
         cls = self.cls_token if self.cls_pos_embed is None else self.cls_token + self.cls_pos_embed

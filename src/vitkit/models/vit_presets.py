@@ -42,8 +42,10 @@ _GRAY = PreprocessConfig(mean=(0.5,), std=(0.5,))
 register_model("vit_tiny_patch4_32", vit_config("Ti/4", 32, num_classes=10, depth=6, preprocess=_CIFAR))
 register_model("vit_small_patch4_32", vit_config("S/4", 32, num_classes=10, depth=8, preprocess=_CIFAR))
 register_model("vit_tiny_patch2_32", vit_config("Ti/2", 32, num_classes=10, depth=6, preprocess=_CIFAR))
-register_model("vit_tiny_patch4_28", vit_config("Ti/4", 28, num_classes=10, depth=6, in_chans=1, preprocess=_GRAY))
-register_model("vit_tiny_patch2_28", vit_config("Ti/2", 28, num_classes=10, depth=6, in_chans=1, preprocess=_GRAY))
+register_model("vit_tiny_patch4_28", vit_config("Ti/4", 28, num_classes=10, depth=6,
+                                                in_chans=1, preprocess=_GRAY))
+register_model("vit_tiny_patch2_28", vit_config("Ti/2", 28, num_classes=10, depth=6,
+                                                in_chans=1, preprocess=_GRAY))
 # `vitkit train`'s default: 16×16 grey (built-in digits, 8×8 upsampled), 16 patches, 0.45 M parameters.
 register_model("vit_micro_patch4_16", vit_config("Ti/4", 16, num_classes=10, dim=96, depth=6, num_heads=4,
                                                  mlp_ratio=2.0, in_chans=1, preprocess=_GRAY))

@@ -104,7 +104,8 @@ class DepthObjective:
 
     def __init__(self, loss: Literal["ssi", "silog"] = "ssi",
                  space: Literal["disparity", "depth"] = "disparity",
-                 trim: float = 0.2, grad_weight: float = 0.5, scales: int = 4, silog_lambda: float = 0.85) -> None:
+                 trim: float = 0.2, grad_weight: float = 0.5, scales: int = 4,
+                 silog_lambda: float = 0.85) -> None:
         if loss not in ("ssi", "silog"):
             raise ValueError(f"depth loss must be 'ssi' or 'silog', got {loss!r}")
         if space not in ("disparity", "depth"):

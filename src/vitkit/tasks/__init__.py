@@ -74,13 +74,13 @@ def run_summary(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> di
     cfg = parts.cfg
     best = None
     if trainer.best is not None:
-        best = {"checkpoint": str(trainer.run.checkpoint("best")), "epoch": trainer.best_epoch, "metric": trainer.select,
-                "value": trainer.best}
+        best = {"checkpoint": str(trainer.run.checkpoint("best")), "epoch": trainer.best_epoch,
+                "metric": trainer.select, "value": trainer.best}
     return {"task": cfg.task.kind, "model": cfg.model or getattr(cfg.task, "init", None)
             or getattr(cfg.task, "init_encoder", None),
             "params": sum(p.numel() for p in parts.model.parameters()), "epochs": trainer.epoch,
-            "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1), "interrupted": trainer.interrupted,
-            "nonfinite_steps": trainer.nonfinite_total,
+            "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1),
+            "interrupted": trainer.interrupted, "nonfinite_steps": trainer.nonfinite_total,
             "skipped_images": getattr(trainer.train_data, "num_skipped", 0),
             "val": val, "last": {"checkpoint": str(trainer.run.checkpoint("last")), "epoch": trainer.epoch,
                                     "val": val},

@@ -52,7 +52,8 @@ class TaskParts:
     select_mode: str = "max"  # "max" (accuracy, mIoU) or "min" (a loss)
 
 
-def labelled_splits(cfg: TrainConfig, channels: int, image_size: int | None) -> tuple[TrainConfig, DataSplits]:
+def labelled_splits(cfg: TrainConfig, channels: int,
+                    image_size: int | None) -> tuple[TrainConfig, DataSplits]:
     """(cfg with its data section resolved, the decoded splits), refusing data no classifier can learn from:
     fewer than 2 classes, or a class without a readable training image."""
     data = resolve_data(cfg.data, channels, image_size)
@@ -63,7 +64,8 @@ def labelled_splits(cfg: TrainConfig, channels: int, image_size: int | None) -> 
 
 def require_classes(splits: DataSplits, where: str | None) -> None:
     """Raise `UsageError` for a set with fewer than 2 classes or a class with no training image."""
-    layout = "expected DATA/<class>/<image> (or DATA/train/<class>/ + DATA/val/<class>/) with 2 or more classes"
+    layout = ("expected DATA/<class>/<image> (or DATA/train/<class>/ + DATA/val/<class>/) "
+              "with 2 or more classes")
     if splits.num_classes < 2:
         found = f"one class, {splits.classes[0]!r}" if splits.classes else "no class folders"
         raise UsageError(f"--data {where}: found {found}; a classifier needs 2 or more; {layout}")
@@ -120,8 +122,8 @@ def held_out_summary(parts: TaskParts, trainer: Trainer, flip_tta: bool = False)
 
 
 def set_cpu_threads(threads: int | None, model_cfg: Any) -> None:
-    """Apply `TrainConfig.threads` (None: one thread for a ViT under 50 MFLOPs per image, else torch's default;
-    a hybrid's ResNet trunk is never that small)."""
+    """Apply `TrainConfig.threads` (None: one thread for a ViT under 50 MFLOPs per image, else torch's
+    default; a hybrid's ResNet trunk is never that small)."""
     small = (isinstance(model_cfg, ViTConfig) and model_cfg.backbone is None
              and vit_forward_flops(model_cfg) < 5e7)
     if threads is None and small:

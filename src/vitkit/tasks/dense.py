@@ -1,4 +1,4 @@
-"""Dense tasks (`vitkit train --task depth|segment`): a DPT on the built-in procedural scenes or a dense folder.
+"""Dense tasks (`vitkit train --task depth|segment`): a DPT on built-in procedural scenes or a dense folder.
 
 data (built-in scenes, or DATA/images + DATA/depth or DATA/masks) → DPT preset (or one initialised from a ViT
 / MAE encoder checkpoint) → DepthObjective / SegmentationObjective → held-out depth metrics, or dataset mIoU /
@@ -45,7 +45,8 @@ def resolve_model(cfg: TrainConfig) -> TrainConfig:
     if cfg.model in (None, TrainConfig().model):
         return replace_config(cfg, {"model": DEFAULT_MODELS[task.kind]})
     if not hasattr(get_model_config(cfg.model), "encoder") or not cfg.model.startswith("dpt"):
-        raise UsageError(f"--model {cfg.model!r} is not a DPT preset; choose one of vitkit.list_models('dpt_*'), "
+        raise UsageError(f"--model {cfg.model!r} is not a DPT preset; "
+                         "choose one of vitkit.list_models('dpt_*'), "
                          "or set task.init_encoder to start a DPT from a ViT or MAE encoder")
     return cfg
 
@@ -59,19 +60,20 @@ def build_data(cfg: TrainConfig, size: int) -> tuple[TrainConfig, InMemoryDense,
                 ShapesDense(task.val_scenes, task.scene_size, seed=cfg.seed + 1_000_003))
     root = Path(cfg.data.path).expanduser()
     if not root.is_dir():
-        raise UsageError(f"--data {root}: no such folder; expected DATA/images/ with DATA/depth/ or DATA/masks/ "
-                         "(or DATA/train/ and DATA/val/ laid out so)")
+        raise UsageError(f"--data {root}: no such folder; expected DATA/images/ with DATA/depth/ or "
+                         "DATA/masks/ (or DATA/train/ and DATA/val/ laid out so)")
     data = {"path": os.path.abspath(root), "image_size": size, "val_fraction": folder_val_fraction(cfg.data)}
     kwargs = {"task": task.kind, "size": (size, size), "depth_scale": task.depth_scale}
     if (root / "train").is_dir():
         val_root = Path(cfg.data.val_path) if cfg.data.val_path else root / "val"
         data["val_path"] = os.path.abspath(val_root)
-        return replace_config(cfg, {"data": data}), DenseFolder(root / "train", **kwargs), DenseFolder(val_root,
-                                                                                                     **kwargs)
+        return (replace_config(cfg, {"data": data}), DenseFolder(root / "train", **kwargs),
+                DenseFolder(val_root, **kwargs))
     full = DenseFolder(root, **kwargs)
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, round(len(full) * data["val_fraction"]))
-    train, val = (InMemoryDense(full.get_batch(idx), full.class_names) for idx in (order[n_val:], order[:n_val]))
+    train, val = (InMemoryDense(full.get_batch(idx), full.class_names)
+                  for idx in (order[n_val:], order[:n_val]))
     return replace_config(cfg, {"data": data}), train, val
 
 
@@ -113,8 +115,10 @@ def build(cfg: TrainConfig) -> TaskParts:
     else:
         objective = DepthObjective(task.depth_loss, task.depth_space, task.trim, task.grad_weight)
     pre = model.config.encoder.preprocess
-    return TaskParts(cfg, model, objective, train, val, DenseTransform(pre.mean, pre.std, task.crop, task.flip),
-                     DenseTransform(pre.mean, pre.std), "miou" if task.kind == "segment" else "delta1", classes)
+    return TaskParts(cfg, model, objective, train, val,
+                     DenseTransform(pre.mean, pre.std, task.crop, task.flip),
+                     DenseTransform(pre.mean, pre.std),
+                     "miou" if task.kind == "segment" else "delta1", classes)
 
 
 def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:

@@ -82,7 +82,8 @@ def build(cfg: TrainConfig) -> TaskParts:
     cfg, splits = labelled_splits(cfg, encoder.config.in_chans, encoder.config.image_size[0])
     task = cfg.task
     train = labelled_subset(splits.train, task.label_fraction, cfg.data.split_seed)
-    model = classifier_from_encoder(encoder, splits.num_classes, task.pool, task.head_init_std, **cfg.model_args)
+    model = classifier_from_encoder(encoder, splits.num_classes, task.pool, task.head_init_std,
+                                    **cfg.model_args)
     model.config.preprocess = replace_config(model.config.preprocess, label_names=tuple(splits.classes))
     set_cpu_threads(cfg.threads, model.config)
     train_tf, eval_tf = classification_transforms(cfg.augment, model.config.preprocess, splits.num_classes)

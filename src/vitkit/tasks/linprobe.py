@@ -67,10 +67,12 @@ def build(cfg: TrainConfig) -> TaskParts:
         raise UsageError(f"{task.init}: encoder weights do not fit a probe (missing {missing}, unexpected "
                          f"{unexpected}); probe a pretrained encoder, not a classifier with fc-norm")
     set_cpu_threads(cfg.threads, encoder.config)
-    info: dict[str, Any] = {"from": task.init, "pool": task.pool, "train_images": len(train), "cached": task.cache}
+    info: dict[str, Any] = {"from": task.init, "pool": task.pool, "train_images": len(train),
+                            "cached": task.cache}
     eval_tf = eval_transform_for(encoder.config.preprocess)
     if not task.cache:  # augmented batches through the frozen encoder; Augment's soft targets smooth labels
-        train_tf, eval_tf = classification_transforms(cfg.augment, encoder.config.preprocess, splits.num_classes)
+        train_tf, eval_tf = classification_transforms(cfg.augment, encoder.config.preprocess,
+                                                      splits.num_classes)
         return TaskParts(cfg, model, ClassificationObjective(), train, splits.val, train_tf, eval_tf, "acc1",
                          list(splits.classes), info)
     device, start = resolve_device(cfg.device), time.perf_counter()
@@ -85,5 +87,6 @@ def build(cfg: TrainConfig) -> TaskParts:
 def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
     """Held-out accuracy of the probe on images (not cached features), and RUN/classifier (the final
     weights)."""
-    path = save_pretrained(trainer.export_model().to_classifier(), RunDir(trainer.out_dir).export("classifier"))
+    path = save_pretrained(trainer.export_model().to_classifier(),
+                           RunDir(trainer.out_dir).export("classifier"))
     return {**parts.info, **held_out_summary(parts, trainer), "classifier": str(path)}

@@ -51,8 +51,8 @@ def build(cfg: TrainConfig) -> TaskParts:
         require(0.0 <= ratio < 1.0, f"mask_ratio must be in [0, 1), got {ratio}")
         cfg = replace_task(cfg, mask_ratio=ratio)
     elif task.mask_ratio is not None:
-        raise UsageError("--mask-ratio is MAE's; masked patch prediction corrupts 50% of the patches as the ViT "
-                         "paper does (set the preset's corrupt_ratio through model_args instead)")
+        raise UsageError("--mask-ratio is MAE's; masked patch prediction corrupts 50% of the patches as the "
+                         "ViT paper does (set the preset's corrupt_ratio through model_args instead)")
     encoder = model_cfg.encoder
     data = resolve_data(cfg.data, encoder.in_chans, encoder.image_size[0])
     cfg = dataclasses.replace(replace_config(cfg, {"data": config_to_dict(data)}), augment=augment)

@@ -162,9 +162,9 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
 
 
 def output_stems(paths: Sequence[str | Path]) -> list[str]:
-    """One output name per input image: its file stem, made unique across `paths` by prefixing parent folder
-    names where stems collide (``cat/4999.jpg``, ``dog/4999.jpg`` → ``cat_4999``, ``dog_4999``), then an index.
-    A second image with the stem of the first must not overwrite the first one's figure."""
+    """One output name per input image: its file stem, made unique across `paths` by prefixing parent
+    folder names where stems collide (``cat/4999.jpg``, ``dog/4999.jpg`` → ``cat_4999``, ``dog_4999``),
+    then an index. A second image with the stem of the first must not overwrite the first one's figure."""
     parts = [Path(p).resolve().parts for p in paths]
     names = [Path(p).stem for p in paths]
     depth = 1

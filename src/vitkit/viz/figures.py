@@ -81,8 +81,8 @@ def plot_position_similarity(pos_embed: Tensor, grid: tuple[int, int], path: str
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     side = min(8.0, 1.5 + 0.35 * max(gh, gw))
     fig, ax = plt.subplots(figsize=(side * gw / max(gh, gw) + 1.2, side * gh / max(gh, gw)))
-    # The colour range starts at the lowest similarity (floored to 0.1), not at -1: fixed sin-cos embeddings on
-    # small grids are all similar, and a -1..1 range would paint them one colour.
+    # The colour range starts at the lowest similarity (floored to 0.1), not at -1: fixed sin-cos embeddings
+    # on small grids are all similar, and a -1..1 range would paint them one colour.
     vmin = min(np.floor(np.nanmin(mosaic) * 10) / 10, 0.9)
     shown = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=vmin, vmax=1, interpolation="nearest")
     step = max(1, max(gh, gw) // 7)

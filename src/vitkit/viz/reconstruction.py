@@ -1,5 +1,5 @@
-"""MAE reconstructions, drawn as in the MAE paper's figures: original | masked | reconstruction | reconstruction with
-the visible patches pasted back.
+"""MAE reconstructions, drawn as in the MAE paper's figures: original | masked | reconstruction |
+reconstruction with the visible patches pasted back.
 
 With `norm_pix_loss` the decoder predicts each patch normalised by its own mean and variance, so predictions
 are brought back to pixels with the statistics of the true patch (mean and unbiased std of the target patch in
@@ -49,7 +49,8 @@ def _stats(preprocess, images: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float = 0.75, seed: int = 0) -> Reconstruction:
+def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float = 0.75,
+                seed: int = 0) -> Reconstruction:
     """Run `model` on images (B, C, H, W) in [0, 1] (uint8 also accepted) with a seeded mask.
 
     Returns the four panels in pixel space; the same `seed` gives the same mask for the same image count/size.
@@ -81,11 +82,12 @@ def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float = 0.
 
 
 def reconstruction_figure(rec: Reconstruction, index: int = 0, min_side: int = 160) -> np.ndarray:
-    """One image's four panels side by side, captioned, enlarged to at least `min_side` pixels → (H, W, 3) uint8."""
+    """One image's four panels side by side, captioned, at least `min_side` pixels high → (H, W, 3) uint8."""
     panels = [rec.original, rec.masked, rec.reconstruction, rec.pasted]
     h = rec.original.shape[-2]
     factor = max(1, -(-min_side // h))
-    tiles = [add_caption(upscale(panel[index].numpy(), factor), title) for panel, title in zip(panels, PANELS, strict=False)]
+    tiles = [add_caption(upscale(panel[index].numpy(), factor), title)
+             for panel, title in zip(panels, PANELS, strict=False)]
     return image_grid(tiles, cols=len(tiles), pad=4)
 
 
