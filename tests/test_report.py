@@ -113,7 +113,7 @@ def test_sections_without_material_are_left_out(tmp_path, caplog):
     page = write_report(run.root).read_text()
     assert sections(page) == ["config", "curves", "figures"]  # curves: the PNG the first report drew
     assert "<section" not in write_report(tmp_path).read_text()  # not a run at all: still a page
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(UsageError, match="not a run directory"):
         write_report(tmp_path / "missing")
 
 
