@@ -33,13 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from vitkit.bench import time_call  # noqa: E402
+from vitkit.bench import BenchConfig, build_candidates, time_call  # noqa: E402
 from vitkit.config import replace_config  # noqa: E402
 from vitkit.data import DataConfig, DataSplits, build_datasets  # noqa: E402
-from vitkit.models import build_model, get_model_config  # noqa: E402
-from vitkit.objectives import ClassificationObjective  # noqa: E402
-from vitkit.objectives.mae import MAEObjective  # noqa: E402
-from vitkit.objectives.mpp import MPPObjective  # noqa: E402
 from vitkit.runconfig import TrainConfig  # noqa: E402
 from vitkit.tasks import run as run_task  # noqa: E402
 from vitkit.tasks.base import labelled_subset  # noqa: E402
@@ -83,24 +79,15 @@ def load_cifar(args: argparse.Namespace, root: Path) -> tuple[DataConfig, DataSp
     return data, build_datasets(data, progress=False)
 
 
-def epochs_for(minutes: float | None, epochs: int, model_cfg, objective, batch: int, images: int,
-               device: torch.device, amp: bool) -> int:
-    """`epochs`, or as many epochs as fit in `minutes` at the speed of timed training steps (after warm-up,
-    under the same autocast as the run)."""
+def epochs_for(minutes: float | None, epochs: int, preset: str, batch: int, images: int, device: torch.device,
+               amp: bool) -> int:
+    """`epochs`, or as many epochs as fit in `minutes` at the speed of the benchmark harness's training step
+    (`vitkit.bench`: forward, loss, backward, AdamW), after warm-up, under the run's precision."""
     if minutes is None:
         return epochs
-    model = build_model(model_cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            loss = objective(model, (x, y)).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
+    bench = BenchConfig(model=preset, batch_sizes=(batch,), precision="bf16" if amp else "fp32", hf=False,
+                        device=str(device))
+    step = build_candidates(bench, batch)[0].step
     for _ in range(3):  # warm-up
         step()
     steps_per_epoch = max(1, images // batch)  # training drops the short last batch
@@ -136,18 +123,16 @@ def main() -> None:
         return summary
 
     for method, preset in PRETRAIN_MODELS.items():
-        model_cfg = get_model_config(preset)
-        objective = MAEObjective() if method == "mae" else MPPObjective()
-        epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, model_cfg, objective,
-                            args.batch_size, len(splits.train), device, args.amp)
+        epochs = epochs_for(args.minutes_pretrain, args.epochs_pretrain, preset, args.batch_size,
+                            len(splits.train), device, args.amp)
         cfg = replace_config(base, {"model": preset, "epochs": epochs, "optim.lr": 1.5e-3,
                                     "optim.min_lr": 1e-5, "optim.weight_decay": 0.05,
                                     "optim.betas": (0.9, 0.95),
                                     "optim.warmup_epochs": min(5.0, epochs / 10)})
         run(f"pretrain_{method}", cfg, {"kind": "pretrain", "method": method})
 
-    ft_epochs = epochs_for(args.minutes_finetune, args.epochs_finetune, get_model_config(ENCODER),
-                           ClassificationObjective(), args.batch_size, labelled, device, args.amp)
+    ft_epochs = epochs_for(args.minutes_finetune, args.epochs_finetune, ENCODER, args.batch_size, labelled,
+                           device, args.amp)
     ft_cfg = replace_config(base, {"model": ENCODER, "epochs": ft_epochs, "optim.lr": 1e-3,
                                    "optim.weight_decay": 0.05, "optim.layer_decay": 0.75,
                                    "optim.warmup_epochs": min(5.0, ft_epochs / 10),

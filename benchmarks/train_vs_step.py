@@ -5,8 +5,9 @@
 
 Three measurements in one process, in this order: the pure step, `vitkit.tasks.run` on the real CIFAR-10 JPEGs
 (in-memory uint8 images, batched augmentation, the Trainer's loop with clipping, finite checks, metrics,
-logging), the pure step again. The pure step is forward + loss + backward + clip + AdamW on one resident,
-already-augmented batch of the same model, optimizer and precision. The Trainer's rate is the median of its
+logging), the pure step again. The pure step is the Trainer's own `train_step` (forward + loss + backward +
+clip + AdamW) on one resident, already-augmented batch of the same model, optimizer and precision. The bf16
+matmul peak is measured before and after, in the same process. The Trainer's rate is the median of its
 logged windows (`metrics.jsonl`, every 10 steps; evaluation excluded); the first window (warm-up) is dropped.
 Figures are printed, never asserted.
 """
@@ -26,31 +27,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cifar10 import TARBALL, extract  # noqa: E402
 
 
-def pure_step_rate(cfg, model_cfg, batch, steps: int) -> float:
-    """Median images/s of the model step alone on one resident batch."""
+def pure_step_rate(cfg, model_cfg, train_set, batch, steps: int, out: Path) -> float:
+    """Median images/s of the Trainer's own optimizer step (`Trainer.train_step`: forward, loss, backward,
+    clipping, finite check, AdamW) on one resident, already-augmented batch: the loop without its data,
+    logging and evaluation."""
     from vitkit.bench import time_call
-    from vitkit.engine.optim import build_optimizer
+    from vitkit.engine.trainer import Trainer
     from vitkit.models import build_model
     from vitkit.objectives import ClassificationObjective
 
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).train()
-    o = cfg.optim
-    opt = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.layer_decay)
-    objective = ClassificationObjective()
-
-    def step() -> None:
-        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.amp):
-            loss = objective(model, batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad or float("inf"))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    trainer = Trainer(build_model(model_cfg), ClassificationObjective(), train_set, None, cfg, out)
     for _ in range(3):  # warm-up
-        step()
-    times = [time_call(step, torch.device("cpu")) for _ in range(steps)]
+        trainer.train_step(batch)
+    times = [time_call(lambda: trainer.train_step(batch), trainer.device) for _ in range(steps)]
     return len(batch[1]) / statistics.median(times)
+
+
+def bf16_peak_tflops(dim: int) -> float:
+    """The best of five square bf16 matmuls (the harness's size for width `dim`), in TFLOP/s."""
+    from vitkit.bench import matmul_step, peak_size, time_call
+
+    device = torch.device("cpu")
+    run, flops = matmul_step(peak_size(dim), torch.bfloat16, device)
+    run()
+    return flops / min(time_call(run, device) for _ in range(5)) / 1e12
 
 
 def main() -> None:
@@ -86,9 +87,12 @@ def main() -> None:
         raw = splits.train.images[index], splits.train.targets[index]
         batch = train_tf(raw, torch.Generator().manual_seed(0))
 
-        before = pure_step_rate(cfg, model_cfg, batch, args.steps)
+        dim = getattr(model_cfg, "dim", 256)
+        peak_before = bf16_peak_tflops(dim)
+        before = pure_step_rate(cfg, model_cfg, splits.train, batch, args.steps, Path(tmp) / "step")
         summary = run(cfg)
-        after = pure_step_rate(cfg, model_cfg, batch, args.steps)
+        after = pure_step_rate(cfg, model_cfg, splits.train, batch, args.steps, Path(tmp) / "step")
+        peak_after = bf16_peak_tflops(dim)
         entries = RunDir(cfg.out).read_metrics()
         windows = [e["img_per_s"] for e in entries if e["split"] == "train"][1:]
         if not windows:
@@ -99,11 +103,14 @@ def main() -> None:
                   "threads": torch.get_num_threads(),
                   "pure_step_img_s_before": round(before, 1), "pure_step_img_s_after": round(after, 1),
                   "train_img_s_median": round(train, 1), "train_windows": len(windows),
-                  "train_over_pure": round(train / pure, 3), "train_seconds": summary["train_seconds"]}
+                  "train_over_pure": round(train / pure, 3), "train_seconds": summary["train_seconds"],
+                  "bf16_peak_tflops_before": round(peak_before, 3),
+                  "bf16_peak_tflops_after": round(peak_after, 3)}
         print(json.dumps(result))
         print(f"{cfg.model}, batch {cfg.batch_size}, {torch.get_num_threads()} threads: pure step "
               f"{before:.0f} → {after:.0f} img/s; vitkit train {train:.0f} img/s (median of {len(windows)} "
-              f"windows) = {train / pure:.1%} of the pure step (target ≥ 90%)")
+              f"windows) = {train / pure:.1%} of the pure step (target ≥ 90%); bf16 matmul peak "
+              f"{peak_before:.2f} → {peak_after:.2f} TFLOP/s")
 
 
 if __name__ == "__main__":

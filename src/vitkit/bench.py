@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.mae import MAEConfig
+from .models.mpp import MPPConfig
 from .models.registry import build_model, get_model_config
 from .models.summary import forward_flops
 from .models.vit import ViTConfig
@@ -217,7 +218,7 @@ def _classify_hf(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
 
 
 def _mae(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
-    return model(images).loss
+    return model(images).loss  # an MAE's or an MPP model's self-supervised loss
 
 
 def _mae_hf(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
@@ -231,8 +232,8 @@ def build_candidates(cfg: BenchConfig, batch: int) -> list[Candidate]:
         raise ValueError("precision 'bf16-weights' is for inference; train with 'bf16' (autocast) or 'fp32'")
     model_cfg = get_model_config(cfg.model, **cfg.overrides)
     is_vit = isinstance(model_cfg, ViTConfig)
-    if not is_vit and not isinstance(model_cfg, MAEConfig):
-        raise ValueError(f"{cfg.model}: the benchmark handles ViT classifiers and MAEs")
+    if not is_vit and not isinstance(model_cfg, (MAEConfig, MPPConfig)):
+        raise ValueError(f"{cfg.model}: the benchmark handles ViT classifiers, MAEs and MPP models")
     enc = model_cfg if is_vit else model_cfg.encoder
     label = cfg.label or cfg.model + "".join(f",{k}={v}" for k, v in cfg.overrides.items())
     flops = forward_flops(model_cfg) * (3 if cfg.mode == "train" else 1)

@@ -49,20 +49,32 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
 
 
 def mae_forward_flops(cfg: MAEConfig) -> float:
-    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], decoder on all tokens, pixel
-    head."""
+    """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], then `mae_decoder_flops`."""
+    enc = cfg.encoder
+    return vit_forward_flops(enc, tokens=_mae_visible(cfg) + int(enc.class_token)) + mae_decoder_flops(cfg)
+
+
+def mae_decoder_flops(cfg: MAEConfig) -> float:
+    """Forward FLOPs per image of an MAE's decoder: embedding the visible tokens, blocks on all N + [CLS]
+    tokens, and the pixel prediction."""
     enc = cfg.encoder
     n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
     prefix = int(enc.class_token)
-    keep = int(n * (1 - cfg.mask_ratio))
     dec = dataclasses.replace(enc, dim=cfg.decoder_dim, depth=cfg.decoder_depth,
                               num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0)
     # decoder blocks on all N + P tokens: the block term of vit_forward_flops (its depth-0 value is the rest)
     blocks = vit_forward_flops(dec, tokens=n + prefix) - vit_forward_flops(dataclasses.replace(dec, depth=0),
                                                                            tokens=n + prefix)
-    embed = 2 * (keep + prefix) * enc.dim * cfg.decoder_dim
+    embed = 2 * (_mae_visible(cfg) + prefix) * enc.dim * cfg.decoder_dim
     pred = 2 * (n + prefix) * cfg.decoder_dim * enc.patch_size**2 * enc.in_chans
-    return vit_forward_flops(enc, tokens=keep + prefix) + blocks + embed + pred
+    return blocks + embed + pred
+
+
+def _mae_visible(cfg: MAEConfig) -> int:
+    """Patches the MAE encoder sees at the config's mask ratio."""
+    enc = cfg.encoder
+    n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
+    return int(n * (1 - cfg.mask_ratio))
 
 
 def counted_forward_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
