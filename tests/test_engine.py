@@ -159,7 +159,8 @@ def test_failing_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt, "write_safetensors", disk_full)  # the training-state write fails after the model's
+    # the training-state write fails after the model's
+    monkeypatch.setattr(ckpt, "write_safetensors", disk_full)
     with pytest.raises(OSError, match="No space left"):
         ckpt.save_checkpoint(target, second, {"x": torch.zeros(3)}, {"step": 2})
     found = ckpt.find_checkpoint(target)
