@@ -1,6 +1,6 @@
 """`vitkit depth` and `vitkit segment`: dense predictions of a trained (or converted) DPT on image files.
 
-Training is `vitkit train --task depth|segment` (cli/train.py calls `vitkit.engine.dense.train_dense`).
+Training is `vitkit train --task depth|segment`: `vitkit.tasks.run` with the task in `vitkit.tasks.dense`.
 """
 
 from __future__ import annotations
