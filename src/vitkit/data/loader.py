@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from ..errors import UsageError
 from .folder import SkippedSample, collate_samples
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class ImageLoader:
         self.skipped: dict[str, str] = {s.path: s.reason for s in getattr(dataset, "skipped", ())}
         self._epoch = 0
         if len(self) == 0:
-            raise ValueError(f"{len(dataset)} samples make no batch of {batch_size} x {world_size} processes "
-                             f"with drop_last={drop_last}")
+            raise UsageError(f"{len(dataset)} samples make no batch of {batch_size} x {world_size} "
+                             f"processes with drop_last={drop_last}; lower --batch-size or give more images")
 
     def __len__(self) -> int:
         """Batches per epoch on each process."""
