@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 TRAIN_EPILOG = """\
 precedence: defaults < --config FILE.yaml < the options above < --set key=value.
@@ -85,7 +86,7 @@ def report_run(cfg) -> int:
     if not is_main_process():
         return 0  # rank 0 reports
     print(f"{summary['task']}: {summary['epochs']} epochs, {summary['steps']} steps in "
-          f"{summary['train_seconds']:.0f}s; run: {cfg.out}")
+          f"{summary['train_seconds']:.0f}s; run: {os.path.abspath(cfg.out)}")
     val, last = summary.get("val") or {}, f"last ({summary['last']['checkpoint']}, epoch {summary['epochs']})"
     if "acc1" in val:
         print(f"{last}: held-out accuracy {val['acc1']:.2%} (top-5 {val['acc5']:.2%}) "
@@ -98,7 +99,7 @@ def report_run(cfg) -> int:
     best = summary.get("best")
     if best:
         print(f"best ({best['checkpoint']}, epoch {best['epoch']}): {best['metric']} {best['value']:.4f}; "
-              "eval, predict and the report use this one")
+              "commands given the run directory load this one")
     for export in ("encoder", "classifier"):
         if export in summary:
             print(f"{export}: {summary[export]}")

@@ -23,6 +23,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively on `device` (CUDA, or a CPU with AVX-512 BF16 / AMX); elsewhere
+    torch emulates them, at a small fraction of the fp32 speed."""
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: do not warn
+
+
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     """Turn on `torch.use_deterministic_algorithms` for the block (if `enabled`), restoring it after."""

@@ -35,7 +35,7 @@ from .ema import ModelEMA
 from .logs import MetricsLog, Progress
 from .metrics import MeanMetrics
 from .optim import build_optimizer
-from .runtime import StopFlag, deterministic_algorithms, seed_everything
+from .runtime import StopFlag, deterministic_algorithms, native_bf16, seed_everything
 from .schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class Trainer:
         self.sign = 1.0 if select_mode == "max" else -1.0  # best = the largest sign × metric
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.device = resolve_device(cfg.device, _local_rank())
+        if cfg.amp and not native_bf16(self.device):
+            log.warning("this CPU has no native bf16 (%s): bf16 autocast runs far slower than fp32 here; "
+                        "pass --no-amp (amp=false)", torch.backends.cpu.get_cpu_capability())
         self.dist = init_distributed(self.device)
         self.train_data = as_loader(train_data, cfg, self.dist, train=True)
         self.val_data = as_loader(val_data, cfg, self.dist, train=False) if val_data is not None else None

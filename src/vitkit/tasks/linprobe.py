@@ -20,8 +20,7 @@ from ..errors import UsageError
 from ..models.probe import LinearProbe, LinearProbeConfig
 from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
-from ..rundir import RunDir
-from ..weights import save_pretrained
+from ..weights import load_pretrained, save_pretrained
 from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, set_cpu_threads
 from .finetune import resolve_encoder
 
@@ -85,8 +84,11 @@ def build(cfg: TrainConfig) -> TaskParts:
 
 
 def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
-    """Held-out accuracy of the probe on images (not cached features), and RUN/classifier (the final
-    weights)."""
-    path = save_pretrained(trainer.export_model().to_classifier(),
-                           RunDir(trainer.out_dir).export("classifier"))
-    return {**parts.info, **held_out_summary(parts, trainer), "classifier": str(path)}
+    """Held-out accuracy of the probe's last weights on images (not cached features), and RUN/classifier: the
+    best checkpoint's probe (else the last) folded into a plain ViT classifier, which a run directory given
+    as ``--checkpoint`` resolves to."""
+    best = trainer.run.checkpoint("best")
+    probe = load_pretrained(best) if trainer.best is not None else trainer.export_model()
+    path = save_pretrained(probe.to_classifier(), trainer.run.export("classifier"))
+    return {**parts.info, **held_out_summary(parts, trainer), "classifier": str(path),
+            "classifier_from": str(best if trainer.best is not None else trainer.run.checkpoint("last"))}
