@@ -169,3 +169,22 @@ def test_interrupted_runs_save_and_exit_with_the_signal(tmp_path, command, sig, 
     assert proc.returncode == code, output
     assert "Traceback" not in output and "checkpoint saved" in output
     assert (tmp_path / "run" / "checkpoints" / "last" / "train_state.json").is_file()
+
+
+def test_a_run_with_nothing_held_out_or_logged_still_finishes(tmp_path, capsys):
+    """No val split and fewer steps than log_every: no curves to draw, which must not fail the run."""
+    _folder(tmp_path / "data", {"a": 10, "b": 10})
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "2",
+                 "--batch-size", "8", "--set", "data.val_fraction=0", "--set", "model_args.depth=1",
+                 "--set", "amp=false"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["best"] is None and not summary["val"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_run_refused_before_writing_leaves_no_folder(tmp_path, capsys):
+    _folder(tmp_path / "data", {"a": 3, "b": 3})
+    fails(capsys, ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                   "--batch-size", "64", "--set", "data.val_fraction=0"], 2, "lower --batch-size")
+    assert not (tmp_path / "run").exists()

@@ -157,6 +157,7 @@ class RunDir:
         """
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--out {self.root} is a file; give a folder for the run")
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / self.LOCK
         for _ in range(3):
@@ -182,6 +183,8 @@ class RunDir:
             yield self
         finally:
             path.unlink(missing_ok=True)
+            if created and not any(self.root.iterdir()):
+                self.root.rmdir()  # a run refused before writing anything leaves no empty folder behind
 
     def clean_stale(self) -> list[Path]:
         """Remove ``.NAME.tmp-*`` folders that a process killed during a save left behind; return them."""

@@ -14,6 +14,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+import torch
+
 from ..config import replace_config
 from ..engine.distributed import resolve_device
 from ..engine.runtime import seed_everything
@@ -92,21 +94,28 @@ def is_main_process() -> bool:
 
 
 def write_figures(run_dir: RunDir, summary: dict[str, Any]) -> None:
-    """RUN/figures/curves.png, confusion.png and RUN/report.html, when matplotlib is installed; a figure that
-    fails is logged, never fatal (the run's results are already on disk)."""
+    """RUN/figures/curves.png, confusion.png and RUN/report.html, when matplotlib is installed. Each one is
+    tried on its own; one that fails is logged, never fatal: the run's results are already on disk."""
     try:
         from ..viz.curves import plot_confusion, plot_curves
         from ..viz.report import write_report
     except ImportError as e:
         log.warning("figures skipped (%s); install matplotlib: pip install 'vitkit[plot]'", e)
         return
-    try:
-        import torch
+    val = summary.get("val") or {}
 
-        plot_curves(run_dir.root)
-        if "confusion" in (summary.get("val") or {}):
-            plot_confusion(torch.tensor(summary["val"]["confusion"]), summary["val"]["labels"],
-                           run_dir.figure("confusion.png"))
-        write_report(run_dir.root)
-    except ImportError as e:  # matplotlib imported lazily inside the plotting functions
-        log.warning("figures skipped (%s); install matplotlib: pip install 'vitkit[plot]'", e)
+    def confusion() -> None:
+        plot_confusion(torch.tensor(val["confusion"]), val["labels"], run_dir.figure("confusion.png"))
+
+    steps = [("curves", lambda: plot_curves(run_dir.root), run_dir.metrics.is_file()),
+             ("confusion matrix", confusion, "confusion" in val),
+             ("report", lambda: write_report(run_dir.root), True)]
+    for name, draw, wanted in steps:
+        if not wanted:
+            continue
+        try:
+            draw()
+        except ImportError as e:  # matplotlib is imported inside the plotting functions
+            log.warning("%s skipped (%s); install matplotlib: pip install 'vitkit[plot]'", name, e)
+        except Exception as e:  # a figure must not fail a finished run
+            log.warning("%s not written: %s: %s", name, type(e).__name__, e)
