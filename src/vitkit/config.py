@@ -33,6 +33,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     """Build dataclass `cls` from a (possibly partial) mapping, defaults filling the rest."""
     return replace_config(_default_instance(cls), data)

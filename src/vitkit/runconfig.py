@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import config_from_dict, config_to_dict, replace_config
+from .config import config_from_dict, config_to_dict, flatten_config, replace_config
 from .data import DataConfig
 from .data.transforms import AugmentConfig
-from .errors import UsageError
+from .errors import UsageError, require
 
 
 def default_augment() -> AugmentConfig:
@@ -227,3 +227,42 @@ def save_train_config(cfg: TrainConfig, path: str | Path) -> None:
 
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return config_from_dict(TrainConfig, _migrate(data))
+
+
+def check_loop_config(cfg: TrainConfig) -> None:
+    """Refuse loop settings the Trainer cannot honour, with the field name and what to give."""
+    o = cfg.optim
+    for name, value, low in (("epochs", cfg.epochs, 1), ("batch_size", cfg.batch_size, 1),
+                             ("eval_every", cfg.eval_every, 1), ("log_every", cfg.log_every, 1),
+                             ("ckpt_every", cfg.ckpt_every, 0), ("max_nonfinite", cfg.max_nonfinite, 1),
+                             ("optim.accum_steps", o.accum_steps, 1)):
+        require(value >= low, f"{name} must be >= {low}, got {value}")
+    require(cfg.batch_size % o.accum_steps == 0,
+            f"batch_size {cfg.batch_size} must be divisible by optim.accum_steps {o.accum_steps}")
+    require(o.lr > 0 and o.min_lr >= 0, f"optim.lr must be > 0 and optim.min_lr >= 0, got {o.lr}, {o.min_lr}")
+    require(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    require(o.clip_grad is None or o.clip_grad > 0, f"optim.clip_grad must be > 0 or null, got {o.clip_grad}")
+    require(o.ema_decay is None or 0 < o.ema_decay < 1,
+            f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
+    require(cfg.best_weights == "raw" or o.ema_decay is not None,
+            "best_weights=ema needs an EMA: set optim.ema_decay (e.g. 0.999)")
+
+
+def check_resumable(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume when a setting that decides what the run computes (batch size, data, task, optimizer,
+    ...) differs from the checkpoint's; settings in `RESUMABLE_CHANGES` may change.
+
+    Raises:
+        UsageError: listing each differing field as ``field: checkpoint → now``.
+    """
+    if not saved:
+        return
+    saved_flat = flatten_config(config_to_dict(train_config_from_dict(saved)))  # older files: today's fields
+    current_flat = flatten_config(current)
+    diff = [f"{k}: {saved_flat.get(k, '<missing>')!r} → {current_flat.get(k, '<missing>')!r}"
+            for k in sorted(set(saved_flat) | set(current_flat))
+            if not k.startswith(RESUMABLE_CHANGES) and saved_flat.get(k, "<missing>") != current_flat.get(k,
+                                                                                              "<missing>")]
+    if diff:
+        raise UsageError(f"refusing to resume {checkpoint}: the run was started with other settings "
+                         f"({'; '.join(diff)}); restore them, or use another --out for a new run")

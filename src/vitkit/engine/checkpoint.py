@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..checkpoint_files import write_safetensors
+from ..config import flatten_config
 
 log = logging.getLogger(__name__)
 
@@ -218,25 +219,14 @@ def check_same_model(directory: str | Path, model: nn.Module) -> None:
     """
     from ..models.registry import config_to_json_dict
 
-    saved = flatten(json.loads((Path(directory) / "config.json").read_text()))
-    current = flatten(json.loads(json.dumps(config_to_json_dict(model.config))))
+    saved = flatten_config(json.loads((Path(directory) / "config.json").read_text()))
+    current = flatten_config(json.loads(json.dumps(config_to_json_dict(model.config))))
     diff = [f"  {k}: {saved.get(k, '<missing>')!r} → {current[k]!r}" for k in sorted(current)
             if saved.get(k, "<missing>") != current[k]]
     if diff:
         raise ValueError(f"refusing to resume from {directory}: the model config differs from the "
                          "checkpoint's\n" + "\n".join(diff)
                          + "\nuse another --out directory, or restore the model settings")
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def pack_training_state(optimizer: torch.optim.Optimizer, ema: Any = None

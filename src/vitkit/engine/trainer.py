@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import config_to_dict
 from ..errors import RunFailure, UsageError, require
 from ..objectives import Objective
-from ..runconfig import RESUMABLE_CHANGES, TrainConfig, train_config_from_dict
+from ..runconfig import TrainConfig, check_loop_config, check_resumable
 from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .batches import batch_size_of, split_batch, to_device
@@ -277,7 +277,7 @@ class Trainer:
             return False
         ckpt.check_same_model(found, self.model)
         model_state, meta, tensors = ckpt.load_checkpoint_state(found)
-        check_same_settings(found, meta.get("config", {}), config_to_dict(self.cfg))
+        check_resumable(found, meta.get("config", {}), config_to_dict(self.cfg))
         self.model.load_state_dict(model_state)
         ckpt.unpack_training_state(tensors, meta, self.optimizer, self.ema, restore_rng=self.dist.is_main)
         if not self.dist.is_main:  # only rank 0's generators are saved; the others reseed, tied to the step
@@ -325,45 +325,6 @@ def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
         raise UsageError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
     return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
                        num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size)
-
-
-def check_loop_config(cfg: TrainConfig) -> None:
-    """Refuse loop settings the Trainer cannot honour, with the field name and what to give."""
-    o = cfg.optim
-    for name, value, low in (("epochs", cfg.epochs, 1), ("batch_size", cfg.batch_size, 1),
-                             ("eval_every", cfg.eval_every, 1), ("log_every", cfg.log_every, 1),
-                             ("ckpt_every", cfg.ckpt_every, 0), ("max_nonfinite", cfg.max_nonfinite, 1),
-                             ("optim.accum_steps", o.accum_steps, 1)):
-        require(value >= low, f"{name} must be >= {low}, got {value}")
-    require(cfg.batch_size % o.accum_steps == 0,
-            f"batch_size {cfg.batch_size} must be divisible by optim.accum_steps {o.accum_steps}")
-    require(o.lr > 0 and o.min_lr >= 0, f"optim.lr must be > 0 and optim.min_lr >= 0, got {o.lr}, {o.min_lr}")
-    require(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
-    require(o.clip_grad is None or o.clip_grad > 0, f"optim.clip_grad must be > 0 or null, got {o.clip_grad}")
-    require(o.ema_decay is None or 0 < o.ema_decay < 1,
-            f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
-    require(cfg.best_weights == "raw" or o.ema_decay is not None,
-            "best_weights=ema needs an EMA: set optim.ema_decay (e.g. 0.999)")
-
-
-def check_same_settings(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Refuse to resume when a setting that decides what the run computes (batch size, data, task, optimizer,
-    ...) differs from the checkpoint's; settings in `RESUMABLE_CHANGES` may change.
-
-    Raises:
-        UsageError: listing each differing field as ``field: checkpoint → now``.
-    """
-    if not saved:
-        return
-    saved_flat = ckpt.flatten(config_to_dict(train_config_from_dict(saved)))  # older files: today's fields
-    current_flat = ckpt.flatten(current)
-    diff = [f"{k}: {saved_flat.get(k, '<missing>')!r} → {current_flat.get(k, '<missing>')!r}"
-            for k in sorted(set(saved_flat) | set(current_flat))
-            if not k.startswith(RESUMABLE_CHANGES) and saved_flat.get(k, "<missing>") != current_flat.get(k,
-                                                                                              "<missing>")]
-    if diff:
-        raise UsageError(f"refusing to resume {checkpoint}: the run was started with other settings "
-                         f"({'; '.join(diff)}); restore them, or use another --out for a new run")
 
 
 def _local_rank() -> int:

@@ -19,9 +19,9 @@ import torch
 from ..config import replace_config
 from ..engine.distributed import resolve_device
 from ..engine.runtime import seed_everything
-from ..engine.trainer import Trainer, check_loop_config
+from ..engine.trainer import Trainer
 from ..errors import UsageError
-from ..runconfig import TrainConfig
+from ..runconfig import TrainConfig, check_loop_config
 from ..rundir import RunDir
 from . import classify, dense, finetune, linprobe, pretrain
 from .base import TaskParts
