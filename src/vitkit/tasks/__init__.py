@@ -60,11 +60,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                           select=parts.select, select_mode=parts.select_mode)
         val = trainer.fit()
         if not val and trainer.val_data is not None and not trainer.interrupted:
-            val = trainer.evaluate()  # a finished run re-run: nothing trained, its figures are still current
+            val = trainer.evaluate()  # a finished run re-run (every rank: evaluation is collective)
         summary = run_summary(parts, trainer, val)
         if trainer.interrupted or not trainer.dist.is_main:
             return summary
-        summary.update(task.summarise(parts, trainer))
+        summary.update(task.summarise(parts, trainer, val))  # rank 0 alone: nothing collective from here
         run_dir.write_summary(summary)
         if parts.cfg.report:
             write_figures(run_dir, summary)

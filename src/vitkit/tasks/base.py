@@ -5,7 +5,9 @@ A task module (classify, dense, pretrain, finetune, linprobe) has two functions:
 * ``build(cfg) -> TaskParts``: the model, objective, data and transforms the run config asks for, and the
   *resolved* config (what will actually run: model, channels, storage size, absolute data path, mask ratio,
   ...), which the Trainer saves as RUN/config.yaml.
-* ``summarise(parts, trainer) -> dict``: the held-out figures after training, and any exported model.
+* ``summarise(parts, trainer, val) -> dict``: the held-out figures after training (`val`: the Trainer's
+  last evaluation), and any exported model. It runs on rank 0 alone, so it must not call anything
+  collective (such as `Trainer.evaluate`).
 """
 
 from __future__ import annotations

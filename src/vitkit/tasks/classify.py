@@ -29,7 +29,7 @@ def build(cfg: TrainConfig) -> TaskParts:
                      train_tf, eval_tf, "acc1", list(splits.classes))
 
 
-def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
+def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     """Held-out accuracy of the last weights, with flip test-time augmentation when the run trained on
     mirror images."""
     return held_out_summary(parts, trainer, flip_tta=parts.cfg.augment.hflip > 0)

@@ -121,10 +121,10 @@ def build(cfg: TrainConfig) -> TaskParts:
                      "miou" if task.kind == "segment" else "delta1", classes)
 
 
-def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
+def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     """Held-out metrics of the last weights (segmentation: also the exact dataset mIoU / pixel accuracy), and
     RUN/figures/dense_examples.png."""
-    val = trainer.evaluate()
+    val = dict(val)
     if parts.cfg.task.kind == "segment":
         val.update(evaluate_dense_segmentation(parts, trainer.device, parts.cfg.batch_size))
     save_examples(parts, trainer.device, RunDir(trainer.out_dir).figure("dense_examples.png"))

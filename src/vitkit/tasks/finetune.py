@@ -91,5 +91,5 @@ def build(cfg: TrainConfig) -> TaskParts:
                      list(splits.classes), {"from": task.init, "pool": task.pool, "train_images": len(train)})
 
 
-def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
+def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     return {**parts.info, **held_out_summary(parts, trainer)}

@@ -83,7 +83,7 @@ def build(cfg: TrainConfig) -> TaskParts:
                      None, None, "acc1", list(splits.classes), info, val_images=(splits.val, eval_tf))
 
 
-def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
+def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     """Held-out accuracy of the probe's last weights on images (not cached features), and RUN/classifier: the
     best checkpoint's probe (else the last) folded into a plain ViT classifier, which a run directory given
     as ``--checkpoint`` resolves to."""

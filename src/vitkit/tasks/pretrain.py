@@ -70,7 +70,7 @@ def build(cfg: TrainConfig) -> TaskParts:
                      eval_transform_for(pre), "loss", list(splits.classes), select_mode="min")
 
 
-def summarise(parts: TaskParts, trainer: Trainer) -> dict[str, Any]:
+def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     """The held-out loss, and the encoder exported to RUN/encoder."""
     path = save_pretrained(trainer.export_model().export_encoder(), RunDir(trainer.out_dir).export("encoder"))
     return {"method": parts.cfg.task.method, "encoder": str(path)}
