@@ -111,15 +111,15 @@ def held_out_summary(parts: TaskParts, trainer: Trainer, flip_tta: bool = False)
     dataset, transform = parts.val_images or (parts.val, parts.eval_transform)
     if dataset is None:
         return {}
-    cfg = parts.cfg
-    out: dict[str, Any] = {}
-    for key, model in (("val", trainer.model), ("val_flip_tta", FlipTTA(trainer.model))):
-        logits, targets = predict_logits(model, dataset, transform, trainer.device, cfg.amp, cfg.batch_size)
-        out[key] = classification_summary(logits, targets, list(parts.classes))
-        if not flip_tta:
-            break
+    def scores(model: nn.Module) -> dict[str, Any]:
+        logits, targets = predict_logits(model, dataset, transform, trainer.device, parts.cfg.amp,
+                                         parts.cfg.batch_size)
+        return classification_summary(logits, targets, list(parts.classes))
+
+    out: dict[str, Any] = {"val": scores(trainer.model)}
     if flip_tta:
-        out["val_flip_tta"] = {k: out["val_flip_tta"][k] for k in ("acc1", "acc5")}
+        tta = scores(FlipTTA(trainer.model))
+        out["val_flip_tta"] = {"acc1": tta["acc1"], "acc5": tta["acc5"]}
     return out
 
 
