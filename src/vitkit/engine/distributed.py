@@ -54,13 +54,18 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def process_rank() -> int:
+    """This process's rank as `torchrun` sets it (0 outside torchrun), readable before the group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1), else do
     nothing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(process_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

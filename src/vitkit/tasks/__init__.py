@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..config import replace_config
-from ..engine.distributed import resolve_device
+from ..engine.distributed import process_rank, resolve_device
 from ..engine.runtime import seed_everything
 from ..engine.trainer import Trainer
 from ..errors import UsageError
@@ -90,7 +90,7 @@ def run_summary(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> di
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def write_figures(run_dir: RunDir, summary: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from ..models.dpt import DPT, dpt_from_encoder
 from ..objectives.depth import DepthObjective
 from ..objectives.segmentation import SegmentationObjective, evaluate_segmentation
 from ..runconfig import TrainConfig
-from ..rundir import RunDir, resolve_model_path
+from ..rundir import resolve_model_path
 from ..viz.colormap import image_grid, save_png, upscale
 from ..weights import load_pretrained
 from .base import TaskParts, replace_task, set_cpu_threads
@@ -127,7 +127,7 @@ def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict
     val = dict(val)
     if parts.cfg.task.kind == "segment":
         val.update(evaluate_dense_segmentation(parts, trainer.device, parts.cfg.batch_size))
-    save_examples(parts, trainer.device, RunDir(trainer.out_dir).figure("dense_examples.png"))
+    save_examples(parts, trainer.device, trainer.run.figure("dense_examples.png"))
     return {"val": val}
 
 

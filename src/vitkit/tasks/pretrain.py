@@ -23,7 +23,6 @@ from ..models.mpp import MPPConfig
 from ..objectives.mae import MAEObjective
 from ..objectives.mpp import MPPObjective
 from ..runconfig import TrainConfig, default_augment
-from ..rundir import RunDir
 from ..weights import save_pretrained
 from .base import TaskParts, replace_task, set_cpu_threads
 
@@ -72,5 +71,5 @@ def build(cfg: TrainConfig) -> TaskParts:
 
 def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     """The held-out loss, and the encoder exported to RUN/encoder."""
-    path = save_pretrained(trainer.export_model().export_encoder(), RunDir(trainer.out_dir).export("encoder"))
+    path = save_pretrained(trainer.export_model().export_encoder(), trainer.run.export("encoder"))
     return {"method": parts.cfg.task.method, "encoder": str(path)}
