@@ -365,8 +365,8 @@ def predict_images(checkpoint: str | Path | Classifier, images: Sequence[str | P
     require(top_k >= 1, f"top-k must be ≥ 1 (got {top_k})")
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
     pipe = ClassificationPipeline(classifier.model, device=next(classifier.model.parameters()).device,
-                                  path=classifier.path, batch_size=1, top_k=top_k)
-    pipe.label_names = classifier.label_names
+                                  path=classifier.path, batch_size=1, top_k=top_k,
+                                  label_names=classifier.label_names)
 
     def predict(path: Path) -> dict[str, Any]:
         return {"image": str(path), "top": [{"label": t["label"], "index": t["index"], "prob": t["score"]}
