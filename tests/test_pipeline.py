@@ -222,3 +222,16 @@ def test_eval_squashes_as_predict_does(hf_dir, tmp_path):
     for path, target in files:
         confusion[target, pipe(path)[0]["index"]] += 1
     assert result["num_samples"] == 4 and result["confusion"] == confusion.tolist()
+
+
+def test_a_one_channel_model_reads_colour_images(rgb):
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(image_size=(16, 16), patch_size=4, num_classes=3, dim=16, depth=1,
+                                        num_heads=2, in_chans=1, preprocess=PreprocessConfig(mean=(0.5,),
+                                                                                             std=(0.5,))))
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    pre = vitkit.transforms_for(model)
+    assert pre(rgb).shape == (1, 16, 16)
+    torch.testing.assert_close(pre(rgb), pre(grey))  # Pillow's RGB → L, whatever the input kind
+    result = vitkit.pipeline("attention", model, device="cpu")(rgb)
+    assert result["overlay"].shape == (*rgb.shape[:2], 3)

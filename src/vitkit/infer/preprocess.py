@@ -175,7 +175,7 @@ class Preprocess:
         img = resize_image(to_pil(image, self.channels), size, 1.0, resample or Image.Resampling.BICUBIC)
         array = np.asarray(img, dtype=np.uint8)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) → (C, H, W)
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.array(array))  # a writable copy (Pillow's arrays are read-only)
 
     def batch(self, images: Sequence[Any]) -> Tensor:
         """Images → uint8 (B, C, h, w) at `storage_size`."""
@@ -226,7 +226,7 @@ class Preprocess:
             Image.Resampling.BICUBIC
         resized = np.asarray(img if img.size == (w, h) else img.resize((w, h), resample), dtype=np.uint8)
         resized = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)  # (h, w, C) → (C, h, w)
-        x = normalize(torch.from_numpy(np.ascontiguousarray(resized)), self.config.mean, self.config.std)
+        x = normalize(torch.from_numpy(np.array(resized)), self.config.mean, self.config.std)
         return np.asarray(img.convert("RGB"), dtype=np.uint8), x
 
     def to_dict(self) -> dict[str, Any]:
