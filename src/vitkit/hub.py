@@ -102,12 +102,12 @@ def _import_hub() -> ModuleType:
 
 
 def _snapshot(hub: ModuleType, name: str, repo_id: str, revision: str | None, patterns: list[str]) -> Path:
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors
 
     try:
         return Path(hub.snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except errors.LocalEntryNotFoundError:  # offline (or no connection) and not in the cache
-        cache = hub.constants.HF_HUB_CACHE
+        cache = constants.HF_HUB_CACHE
         raise UsageError(f"{name}: not found in the Hugging Face cache at {cache} and the Hub cannot be "
                          "reached; connect to the network (unset HF_HUB_OFFLINE) or put the repo's files "
                          "there, or pass a local path") from None
