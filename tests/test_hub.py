@@ -152,6 +152,16 @@ def test_create_model_pretrained_by_hub_name_table_and_path(cache, tmp_path, mon
         vitkit.create_model("vit_tiny_patch4_32", pretrained=True)
 
 
+def test_a_run_records_a_hub_name_pinned_to_its_commit(cache, tmp_path):
+    from vitkit.rundir import model_reference
+
+    timm_repo(tmp_path / "src")
+    put_in_cache(cache, "timm/vit_micro_patch4_16.test", tmp_path / "src")
+    name = "hf-hub:timm/vit_micro_patch4_16.test"
+    assert model_reference(name) == f"{name}@{COMMIT}"
+    assert model_reference(tmp_path / "src") == str((tmp_path / "src").resolve())
+
+
 def test_create_model_refuses_a_directory_of_another_architecture(tmp_path):
     vitkit.save_pretrained(vitkit.create_model("vit_micro_patch4_16"), tmp_path / "micro")
     with pytest.raises(UsageError, match="does not hold a vit_tiny_patch4_32"):

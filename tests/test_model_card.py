@@ -55,10 +55,12 @@ def test_hf_export_card_is_for_transformers(tmp_path):
 
 def test_run_facts_become_dataset_metrics_and_recipe(tmp_path):
     card = ModelCard(license="mit", dataset="builtin:digits", metrics={"acc1": 0.975, "loss": 0.1},
-                     metrics_note="held-out, epoch 3", recipe={"epochs": 3, "optim.lr": 0.001})
+                     metrics_note="held-out, epoch 3", recipe={"epochs": 3, "optim.lr": 0.001},
+                     base_model="hf-hub:org/encoder@" + "0" * 40)
     vitkit.save_pretrained(vitkit.create_model("vit_micro_patch4_16"), tmp_path / "m", card=card)
     meta, body = read_card(tmp_path / "m")
     assert meta["license"] == "mit" and meta["datasets"] == ["builtin:digits"]
+    assert meta["base_model"] == "org/encoder"
     result = meta["model-index"][0]["results"][0]
     assert result["task"]["type"] == "image-classification"
     assert {m["type"]: m["value"] for m in result["metrics"]} == {"acc1": 0.975, "loss": 0.1}

@@ -64,6 +64,12 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def pinned_name(name: str, folder: Path) -> str:
+    """``hf-hub:ORG/NAME@<commit>`` for hub name `name` whose files `download` put in snapshot `folder`."""
+    repo_id, _ = parse_hub_name(name)
+    return f"{PREFIX}{repo_id}@{folder.name}"  # the cache names each snapshot folder by its commit
+
+
 def pretrained_name(preset: str) -> str:
     """The Hub name of `preset`'s weights (`PRETRAINED`); UsageError for a preset without one."""
     if preset not in PRETRAINED:

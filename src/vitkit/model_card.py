@@ -59,7 +59,7 @@ def write_model_card(directory: str | Path, config: Any, params: int, card: Mode
     if card.dataset:
         meta["datasets"] = [card.dataset]
     if card.base_model and card.base_model.startswith("hf-hub:"):
-        meta["base_model"] = card.base_model[len("hf-hub:"):]
+        meta["base_model"] = card.base_model[len("hf-hub:"):].partition("@")[0]  # a repo id, no revision
     if card.metrics:
         meta["model-index"] = [_model_index(path.parent.name, kind, card)]
     if card.recipe:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunFailure, UsageError
-from .hub import download, is_hub_name
+from .hub import download, is_hub_name, pinned_name
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,14 @@ def resolve_model_path(value: str | Path, prefer: tuple[str, ...] = ("best", "la
                          "a checkpoint folder")
     raise UsageError(f"{value} is a folder but neither a run nor a model directory (no {MODEL_CONFIG}); "
                      f"expected {ACCEPTED}")
+
+
+def model_reference(value: str | Path) -> str:
+    """What a resolved run config records for a ``--from`` / ``init`` value: the model path
+    `resolve_model_path` finds, made absolute; for a hub name, that name pinned to the commit it resolved to
+    (``hf-hub:ORG/NAME@<commit>``), so the run reads the same weights again."""
+    path = resolve_model_path(value).resolve()
+    return pinned_name(str(value), path) if is_hub_name(value) else str(path)
 
 
 def run_of(model_path: str | Path) -> RunDir | None:
