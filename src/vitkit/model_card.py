@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .models.registry import model_type_of
+from .rundir import run_of
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,12 @@ def write_model_card(directory: str | Path, config: Any, params: int, card: Mode
         meta["datasets"] = [card.dataset]
     if card.base_model and card.base_model.startswith("hf-hub:"):
         meta["base_model"] = card.base_model[len("hf-hub:"):].partition("@")[0]  # a repo id, no revision
+    name = _model_name(path.parent)
     if card.metrics:
-        meta["model-index"] = [_model_index(path.parent.name, kind, card)]
+        meta["model-index"] = [_model_index(name, kind, card)]
     if card.recipe:
         meta["vitkit_recipe"] = card.recipe
-    body = [MARKER, f"# {path.parent.resolve().name}", "", *_description(config, params, kind), "",
+    body = [MARKER, f"# {name}", "", *_description(config, params, kind), "",
             *_usage(config, kind, format), *_training(card)]
     path.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
                     + "\n".join(body).rstrip() + "\n")
@@ -84,6 +86,12 @@ def model_kind(config: Any) -> tuple[str, list[str]]:
     if getattr(config, "num_classes", 0):
         return "image-classification", ["image-classification"]
     return "image-feature-extraction", ["feature-extraction"]
+
+
+def _model_name(folder: Path) -> str:
+    """A folder's name, with its run's for a run's checkpoint or export (``digits/checkpoints/best``)."""
+    run = run_of(folder)
+    return f"{run.root.name}/{folder.resolve().relative_to(run.root)}" if run else folder.resolve().name
 
 
 def _model_index(name: str, kind: str, card: ModelCard) -> dict[str, Any]:
