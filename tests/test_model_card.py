@@ -84,3 +84,15 @@ def test_a_readme_vitkit_did_not_write_is_kept(tmp_path):
     vitkit.save_pretrained(vitkit.create_model("vit_micro_patch4_16"), tmp_path)
     vitkit.save_pretrained(vitkit.create_model("vit_micro_patch4_16", num_classes=0), tmp_path)
     assert read_card(tmp_path)[0]["pipeline_tag"] == "image-feature-extraction"  # its own card: rewritten
+
+
+def test_a_runs_models_are_named_by_run_even_while_a_checkpoint_is_written(tmp_path):
+    from vitkit.rundir import RunDir
+
+    run = RunDir(tmp_path / "digits")
+    run.root.mkdir()
+    run.config.write_text("epochs: 1\n")
+    for folder in (run.checkpoints / ".last.tmp-x1y2", run.export("classifier")):
+        vitkit.save_pretrained(vitkit.create_model("vit_micro_patch4_16"), folder)
+    assert "# digits/checkpoints/last\n" in read_card(run.checkpoints / ".last.tmp-x1y2")[1]
+    assert "# digits/classifier\n" in read_card(run.export("classifier"))[1]

@@ -9,6 +9,7 @@ README.md that vitkit did not write (no `MARKER` line) is left alone.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,13 @@ def model_kind(config: Any) -> tuple[str, list[str]]:
 
 
 def _model_name(folder: Path) -> str:
-    """A folder's name, with its run's for a run's checkpoint or export (``digits/checkpoints/best``)."""
+    """A folder's name, with its run's for a run's checkpoint or export (``digits/checkpoints/best``); a
+    checkpoint being written in its temporary sibling (``.last.tmp-XXXX``) by the name it will have."""
+    folder = folder.resolve()
+    final = re.fullmatch(r"\.(.+)\.tmp-.*", folder.name)
+    name = final.group(1) if final else folder.name
     run = run_of(folder)
-    return f"{run.root.name}/{folder.resolve().relative_to(run.root)}" if run else folder.resolve().name
+    return f"{run.root.name}/{folder.parent.relative_to(run.root) / name}" if run else name
 
 
 def _model_index(name: str, kind: str, card: ModelCard) -> dict[str, Any]:

@@ -157,9 +157,10 @@ def create_model(name: str, pretrained: bool | str | Path = False, **overrides: 
     source = pretrained_name(name) if pretrained is True else pretrained
     num_classes = overrides.pop("num_classes", None)
     path = resolve_model_path(source)
-    if path.is_file() or is_timm_config(_read_config_json(path)):  # the preset says what the file does not
+    if path.is_file():  # a bare state dict: read into the preset, which says what the file does not
         return load_pretrained(path, num_classes=num_classes, model=name, **overrides)
-    model = load_pretrained(path, num_classes=num_classes, **overrides)
+    preset = {"model": name} if is_timm_config(_read_config_json(path)) else {}  # heads from the preset
+    model = load_pretrained(path, num_classes=num_classes, **preset, **overrides)
     wanted = registry.get_model_config(name, **overrides, **(
         {} if num_classes is None else {"num_classes": num_classes}))
     _check_architecture(model.config, wanted, f"{source} does not hold a {name}")
