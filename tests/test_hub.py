@@ -119,6 +119,28 @@ def test_timm_repo_loads_through_its_architectures_preset(cache, tmp_path):
         assert torch.equal(model(images), source(images))
 
 
+def test_a_repo_with_pickled_weights_only_loads_them(cache, tmp_path):
+    from safetensors.torch import load_file
+
+    source = timm_repo(tmp_path / "src")
+    weights = tmp_path / "src" / "model.safetensors"
+    torch.save(load_file(str(weights)), tmp_path / "src" / "pytorch_model.bin")
+    weights.unlink()
+    put_in_cache(cache, "org/bin-only", tmp_path / "src")
+    model = vitkit.load_pretrained("hf-hub:org/bin-only")
+    images = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(images), source(images))
+
+
+def test_a_repo_without_weights_says_so(cache, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    put_in_cache(cache, "org/no-weights", tmp_path / "src")
+    with pytest.raises(UsageError, match="has no config.json with model.safetensors or pytorch_model.bin"):
+        vitkit.load_pretrained("hf-hub:org/no-weights")
+
+
 def test_timm_architecture_without_a_preset_is_refused_unless_named(cache, tmp_path):
     source = timm_repo(tmp_path / "src", arch="vit_pico_patch4_16")
     with pytest.raises(UsageError, match="model=NAME"):
