@@ -69,8 +69,10 @@ def write_model_card(directory: str | Path, config: Any, params: int, card: Mode
         meta["vitkit_recipe"] = card.recipe
     body = [MARKER, f"# {name}", "", *_description(config, params, kind), "",
             *_usage(config, kind, format), *_training(card)]
-    path.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
-                    + "\n".join(body).rstrip() + "\n")
+    text = ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+            + "\n".join(body).rstrip() + "\n")
+    if not path.is_file() or path.read_text(errors="replace") != text:  # a re-run changes no file
+        path.write_text(text)
     return path
 
 
@@ -146,7 +148,7 @@ def _usage(config: Any, kind: str, format: str) -> list[str]:
     size = getattr(encoder, "image_size", (224, 224))
     shape = ", ".join(map(str, (getattr(encoder, "in_chans", 3), *size)))
     output = _OUTPUT.get(kind, "MAE / MPP outputs (loss, pred, ...)" if hasattr(config, "encoder")
-                         else "pooled features (1, width)")
+                         else "pooled features (1, width)" if hasattr(config, "dim") else "features")
     python = ["import torch, vitkit", "",
               'model = vitkit.load_pretrained("DIR")   # DIR: this folder, or "hf-hub:ORG/NAME" on the Hub',
               f"images = torch.rand(1, {shape})      # pixels in [0, 1], normalised by the mean / std above",
