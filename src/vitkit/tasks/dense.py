@@ -27,7 +27,7 @@ from ..models.dpt import DPT, dpt_from_encoder
 from ..objectives.depth import DepthObjective
 from ..objectives.segmentation import SegmentationObjective, evaluate_segmentation
 from ..runconfig import TrainConfig
-from ..rundir import resolve_model_path
+from ..rundir import model_reference
 from ..viz.colormap import image_grid, save_png, upscale
 from ..weights import load_pretrained
 from .base import TaskParts, replace_task, set_cpu_threads
@@ -40,8 +40,8 @@ def resolve_model(cfg: TrainConfig) -> TrainConfig:
     ``task.init_encoder`` as an absolute path; a model that is not a DPT is refused."""
     task = cfg.task
     if task.init_encoder:
-        path = resolve_model_path(task.init_encoder).resolve()
-        return replace_config(replace_task(cfg, init_encoder=str(path)), {"model": None})
+        init = model_reference(task.init_encoder)
+        return replace_config(replace_task(cfg, init_encoder=init), {"model": None})
     if cfg.model in (None, TrainConfig().model):
         return replace_config(cfg, {"model": DEFAULT_MODELS[task.kind]})
     if not hasattr(get_model_config(cfg.model), "encoder") or not cfg.model.startswith("dpt"):
