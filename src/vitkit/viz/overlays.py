@@ -23,15 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.decode import decode_image
-from ..errors import UsageError, require
-from ..infer.images import (
-    ENCODER_KINDS,
-    FileOutputs,
-    describe_model,
-    load_model_for,
-    map_images,
-    write_each_image,
-)
+from ..errors import require
+from ..infer.images import ENCODER_KINDS, FileOutputs, load_model_for, map_images, write_each_image
+from ..infer.preprocess import vision_encoder
 from ..models.vit import VisionTransformer
 from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
 from .colormap import add_caption, image_grid, overlay, save_png, to_rgb_uint8, upscale
@@ -48,20 +42,6 @@ class AttentionMaps:
     maps: Tensor
     titles: list[str]
     predictions: list[tuple[int, float]] | None
-
-
-def vision_encoder(model: nn.Module) -> VisionTransformer:
-    """The ViT that sees the image: the model itself, or its public `encoder` (MAE, MPP, DPT, linear probe).
-
-    Raises:
-        UsageError: the model has none (the message says what it is).
-    """
-    if isinstance(model, VisionTransformer):
-        return model
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, VisionTransformer):
-        return encoder
-    raise UsageError(f"the model is {describe_model(model)[0]}, without a ViT encoder to show")
 
 
 def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
