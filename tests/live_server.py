@@ -36,12 +36,15 @@ def live_server(app: Any, timeout: float = 20.0) -> Iterator[str]:
         sock.close()
 
 
-def raw_request(url: str, request: bytes, timeout: float = 10.0) -> bytes:
-    """Send bytes as they are (no client-side path normalisation) and return the whole response."""
+def raw_request(url: str, request: bytes, timeout: float = 10.0, wait_for_close: bool = True) -> bytes:
+    """Send bytes as they are (no client-side path normalisation) and return the response: all of it until
+    the server closes, or (`wait_for_close` False) what the first read brings."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as conn:
         conn.sendall(request)
         chunks = []
         while chunk := conn.recv(65536):
             chunks.append(chunk)
+            if not wait_for_close:
+                break
     return b"".join(chunks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import sys
 
@@ -31,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=25_000_000,
                    help="largest image, in pixels, decoded (default: 25000000, e.g. 5000×5000)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto, cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="model dtype (default: the pipeline's choice for the device)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="run the model under this autocast dtype (default: float32; float16 on CUDA only)")
     p.set_defaults(func=run_serve)
 
 
@@ -48,10 +49,11 @@ def is_loopback(host: str) -> bool:
 def run_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
         import uvicorn
     except ImportError:
         raise UsageError(EXTRA) from None
+    if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
+        raise UsageError(EXTRA)
     from ..serve import ServeConfig, create_app, load_service
 
     config = ServeConfig(args.max_batch, args.batch_window_ms, args.queue_size, args.max_upload_mb,

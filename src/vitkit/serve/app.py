@@ -51,11 +51,12 @@ class ServeConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.batch_window_ms < 0 or self.queue_size < 0:
-            raise ValueError(f"--max-batch must be ≥ 1, --batch-window-ms ≥ 0 and --queue-size ≥ 0 (got "
+        if self.max_batch < 1 or self.batch_window_ms < 0 or self.queue_size < 1:
+            raise ValueError(f"--max-batch and --queue-size must be ≥ 1 and --batch-window-ms ≥ 0 (got "
                              f"{self.max_batch}, {self.batch_window_ms:g}, {self.queue_size})")
         if self.max_upload_mb <= 0 or self.max_pixels < 1:
-            raise ValueError(f"--max-upload-mb must be > 0 (got {self.max_upload_mb:g})")
+            raise ValueError(f"--max-upload-mb and --max-pixels must be > 0 (got {self.max_upload_mb:g}, "
+                             f"{self.max_pixels})")
 
 
 def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:

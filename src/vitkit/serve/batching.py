@@ -61,8 +61,8 @@ class MicroBatcher:
     """
 
     def __init__(self, max_batch: int = 8, window_s: float = 0.005, queue_size: int = 64) -> None:
-        if max_batch < 1 or window_s < 0 or queue_size < 0:
-            raise ValueError(f"need max_batch ≥ 1, window ≥ 0, queue_size ≥ 0 (got {max_batch}, {window_s}, "
+        if max_batch < 1 or window_s < 0 or queue_size < 1:
+            raise ValueError(f"need max_batch ≥ 1, window ≥ 0, queue_size ≥ 1 (got {max_batch}, {window_s}, "
                              f"{queue_size})")
         self.max_batch, self.window_s, self.queue_size = max_batch, window_s, queue_size
         self.stats = BatchStats()

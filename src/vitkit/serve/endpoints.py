@@ -84,7 +84,7 @@ class Endpoint:
 
 
 ENDPOINTS: dict[str, Endpoint] = {
-    "classify": Endpoint("classification", ClassifyOptions, classify_json, "top-k labels with scores"),
+    "classify": Endpoint("image-classification", ClassifyOptions, classify_json, "top-k labels with scores"),
     "attention": Endpoint("attention", AttentionOptions, attention_json, "an attention map over the image"),
     "depth": Endpoint("depth-estimation", NoOptions, depth_json, "a depth map with its colour bar"),
     "segment": Endpoint("image-segmentation", NoOptions, segment_json, "per-pixel classes and a legend"),

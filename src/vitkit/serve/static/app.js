@@ -51,9 +51,9 @@ function showImage(id, b64) {
 
 function renderModel(info) {
   const size = Array.isArray(info.image_size) ? info.image_size.join("×") : info.image_size;
-  fact("model", info.name || info.kind || "?");
-  fact("kind", info.kind || info.task || "?");
-  fact("params", fmtParams(info.params));
+  fact("model", info.what || info.name || "?");
+  fact("checkpoint", info.checkpoint ? info.checkpoint.split("/").slice(-3).join("/") : "(in memory)");
+  fact("params", fmtParams(info.parameters));
   fact("input", size ? size + " px" : "?");
   fact("device", info.device || "?");
   fact("dtype", info.dtype || "?");
