@@ -1,10 +1,10 @@
 """Load-test `vitkit serve` on loopback: throughput, latency, refusals, memory, and what micro-batching buys.
 
-    python benchmarks/serve_load.py                                    # vit_small_patch16_224, 16 clients, 400
+    python benchmarks/serve_load.py            # vit_small_patch16_224, 16 clients, 400 requests
     python benchmarks/serve_load.py --model vit_tiny_patch4_32 --requests 40 --clients 4   # a smoke run
     python benchmarks/serve_load.py --checkpoint runs/cifar --max-batch 16
 
-Starts `vitkit serve` as a subprocess on 127.0.0.1 (a random randomly initialised classifier unless
+Starts `vitkit serve` as a subprocess on 127.0.0.1 (a randomly initialised classifier unless
 --checkpoint), sends --requests POST /v1/classify requests from --clients concurrent clients (bounded in count
 and by --max-seconds), and prints throughput, p50/p99 latency, 503s, the mean batch the server ran, and the
 server's RSS before and after. It then does the same with --max-batch 1 (one image per model call) and
@@ -128,7 +128,8 @@ def show(r: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a classifier (default: a random --model)")
-    parser.add_argument("--model", default="vit_small_patch16_224", help="registered model when no checkpoint")
+    parser.add_argument("--model", default="vit_small_patch16_224",
+                        help="registered model used when no --checkpoint")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--max-batch", type=int, default=8)

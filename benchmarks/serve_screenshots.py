@@ -35,7 +35,7 @@ def build(kind: str) -> torch.nn.Module:
         model = VisionTransformer(ViTConfig(image_size=(64, 64), patch_size=8, num_classes=len(LABELS),
                                             dim=96, depth=4, num_heads=3,
                                             preprocess=PreprocessConfig(label_names=LABELS)))
-        torch.nn.init.normal_(model.head.weight, std=0.3)  # zero-initialised, it would score all classes alike
+        torch.nn.init.normal_(model.head.weight, std=0.3)  # a zero head would score all classes alike
         return model
     return vitkit.create_model({"mae": "mae_vit_tiny_patch4_32", "depth": "dpt_tiny_depth",
                                 "segment": "dpt_tiny_segment"}[kind])
