@@ -86,7 +86,7 @@ class Pipeline:
         opts = self._options({**self.options, **options})
         results: list[Any] = []
         for start in range(0, len(images), self.batch_size):
-            results += self._run(images[start:start + self.batch_size], opts)
+            results += self._run(images[start:start + self.batch_size], opts, start)
         return results[0] if single else results
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -95,8 +95,8 @@ class Pipeline:
                 f"{', '.join(f'{k}={v!r}' for k, v in self.defaults.items()) or 'none'}")
         return {**self.defaults, **options}
 
-    def _run(self, images: Sequence[Any], options: dict[str, Any]) -> list[Any]:
-        """Results for one batch of at most `batch_size` images."""
+    def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
+        """Results for one batch of at most `batch_size` images, the first being image `first` of the call."""
         raise NotImplementedError
 
     @contextmanager
@@ -158,7 +158,7 @@ class ClassificationPipeline(Pipeline):
     def labels(self) -> list[str]:
         return list(self.label_names)
 
-    def _run(self, images: Sequence[Any], options: dict[str, Any]) -> list[Any]:
+    def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
         top_k = options["top_k"]
         require(isinstance(top_k, int) and top_k >= 1, f"top_k must be an integer ≥ 1 (got {top_k!r})")
         with self.running():

@@ -127,9 +127,14 @@ def storage_size(pre: PreprocessConfig, image_size: Sequence[int]) -> int | tupl
 
 
 def model_input(images: Tensor, pre: PreprocessConfig, image_size: Sequence[int]) -> Tensor:
-    """uint8 images (B, C, h, w) → the model's input (B, C, H, W): "crop" scales them, keeping the aspect
-    ratio, to cover (H, W) / crop_pct and centre-crops (H, W); "squash" resizes to (H, W); both normalise.
-    Nothing is resampled for images at `storage_size`."""
+    """uint8 images (B, C, h, w) → the model's input (B, C, H, W): `fit_to_model`, then normalised."""
+    return normalize(fit_to_model(images, pre, image_size), pre.mean, pre.std)
+
+
+def fit_to_model(images: Tensor, pre: PreprocessConfig, image_size: Sequence[int]) -> Tensor:
+    """Images (B, C, h, w) → (B, C, H, W), same dtype: "crop" scales them, keeping the aspect ratio, to cover
+    (H, W) / crop_pct and centre-crops (H, W); "squash" resizes to (H, W). Nothing is resampled for images at
+    `storage_size`."""
     h, w = image_size
     if pre.resize == "squash":
         size = (h, w)
@@ -138,7 +143,7 @@ def model_input(images: Tensor, pre: PreprocessConfig, image_size: Sequence[int]
         size = (max(h, round(images.shape[-2] * scale)), max(w, round(images.shape[-1] * scale)))
     images = resize_images(images, size, pre.interpolation)  # returns `images` when already that size
     top, left = (size[0] - h) // 2, (size[1] - w) // 2
-    return normalize(images[..., top:top + h, left:left + w], pre.mean, pre.std)  # (B, C, H, W)
+    return images[..., top:top + h, left:left + w]
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,24 @@ class Preprocess:
         """Images → uint8 (B, C, h, w) at `storage_size`."""
         return torch.stack([self.load(image) for image in images])
 
+    def pixels(self, images: Sequence[Any]) -> Tensor:
+        """Images → uint8 (B, C, H, W): what the model sees, before normalisation."""
+        return fit_to_model(self.batch(images), self.config, self.image_size)
+
+    def region(self, image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
+        """(top, left, height, width) of the part of an image of size `image_hw` that the model sees, in that
+        image's pixels: all of it for "squash", the centre crop for "crop"."""
+        if self.config.resize == "squash":
+            return 0.0, 0.0, float(image_hw[0]), float(image_hw[1])
+        side = self.storage_size  # `resize_image`: shorter side → side, centre square
+        s = side / min(image_hw)
+        top, left = ((max(side, round(n * s)) - side) // 2 for n in image_hw)
+        h, w = self.image_size  # `fit_to_model` on the square
+        scale = max(h, w) / self.config.crop_pct / side
+        covered = max(h, round(side * scale)), max(w, round(side * scale))
+        top2, left2 = (covered[0] - h) // 2, (covered[1] - w) // 2
+        return (top + top2 / scale) / s, (left + left2 / scale) / s, h / scale / s, w / scale / s
+
     def __call__(self, inputs: Any) -> Tensor:
         """One image → float (C, H, W); a list or 4-D batch → float (B, C, H, W), normalised."""
         images, single = split_inputs(inputs)
@@ -179,6 +202,28 @@ class Preprocess:
             raise UsageError(f"no images given; give {INPUTS}")
         out = model_input(self.batch(images), self.config, self.image_size)
         return out[0] if single else out
+
+    def dense_size(self, image_hw: tuple[int, int], patch: int, max_side: int) -> tuple[int, int]:
+        """The input size (h, w) a dense model (DPT) reads an image of size `image_hw` at. Dense heads predict
+        every pixel, so nothing is cropped: "squash" → the model's (H, W); "crop" → the aspect ratio kept,
+        sides multiples of the patch, the longer side at most `max_side`."""
+        if self.config.resize == "squash":
+            return self.image_size
+        scale = min(1.0, max_side / max(image_hw))
+        h, w = (max(patch, round(side * scale / patch) * patch) for side in image_hw)
+        return h, w
+
+    def load_dense(self, image: Any, patch: int, max_side: int) -> tuple[np.ndarray, Tensor]:
+        """One image → (the image as RGB uint8 (H, W, 3) at its own size, for display; the normalised model
+        input (C, h, w) at `dense_size`)."""
+        img = to_pil(image, self.channels)
+        h, w = self.dense_size((img.height, img.width), patch, max_side)
+        resample = RESAMPLE[self.config.interpolation] if self.config.resize == "squash" else \
+            Image.Resampling.BICUBIC
+        resized = np.asarray(img if img.size == (w, h) else img.resize((w, h), resample), dtype=np.uint8)
+        resized = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)  # (h, w, C) → (C, h, w)
+        x = normalize(torch.from_numpy(np.ascontiguousarray(resized)), self.config.mean, self.config.std)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8), x
 
     def to_dict(self) -> dict[str, Any]:
         """The preprocessing as plain data (JSON-serialisable), without the label names."""
