@@ -107,6 +107,7 @@ def test_bad_options_are_422(service, fields, says):
 
 @pytest.mark.parametrize(("fields", "says"), [
     ({"method": "heads"}, "method"), ({"method": "cls", "layer": 2}, "layer: 2 is out of range"),
+    ({"head": 0}, "give them with method=cls"),
     ({"method": "cls", "layer": -3}, "out of range"),
     ({"method": "cls", "head": 2}, "head: 2 is out of range"),
 ])
@@ -307,3 +308,92 @@ def test_cli_serve_warns_off_loopback(classifier, monkeypatch, capsys):
     assert main(["serve", "--checkpoint", str(classifier), "--device", "cpu", "--host", "0.0.0.0"]) == 0
     assert ran["host"] == "0.0.0.0" and "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(classifier), "--max-batch", "0"]) == 2
+
+
+# ---- every endpoint against its pipeline -------------------------------------------------------------------
+def decode_png(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random MAE and DPT (depth, segmentation) checkpoints."""
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    for kind, name in {"mae": "mae_vit_tiny_patch4_32", "depth": "dpt_tiny_depth",
+                       "segment": "dpt_tiny_segment"}.items():
+        torch.manual_seed(0)
+        paths[kind] = vitkit.save_pretrained(vitkit.create_model(name), root / kind)
+    return paths
+
+
+def test_attention_equals_the_offline_pipeline(service, classifier):
+    image = png_bytes(30, 40)
+    pipe = vitkit.pipeline("attention", classifier, device="cpu")
+    with TestClient(create_app(service)) as client:
+        rollout = upload(client, "attention", image).json()
+        head = upload(client, "attention", image, method="cls", layer=0, head=1).json()
+    pil = Image.open(io.BytesIO(image))
+    for got, options in ((rollout, {}), (head, {"method": "cls", "layer": 0, "head": 1})):
+        want = pipe(pil, **options)
+        np.testing.assert_array_equal(decode_png(got["overlay"]), want["overlay"])
+        np.testing.assert_allclose(decode_png(got["map"]) / 255, want["map"], atol=0.5 / 255 + 1e-6)
+        assert got["grid"] == want["grid"] and got["titles"] == want["titles"]
+        assert got["prediction"]["index"] == want["prediction"]["index"]
+    assert "head 1" in head["titles"][0]
+
+
+def test_reconstruct_equals_the_pipeline_even_when_batched(checkpoints):
+    pipe = vitkit.pipeline("mae-reconstruction", checkpoints["mae"], device="cpu")
+    service = load_service(checkpoints["mae"], device="cpu")
+    assert list(service.pipelines) == ["reconstruct", "attention"]
+    images = [png_bytes(32, 32, seed=i) for i in range(3)]
+    app = create_app(service, ServeConfig(batch_window_ms=300))
+    with TestClient(app) as client:
+        replies = [None] * 3
+
+        def ask(i: int) -> None:
+            replies[i] = upload(client, "reconstruct", images[i], mask_ratio=0.5, seed=7).json()
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        classify = upload(client, "classify", images[0])
+    assert classify.status_code == 404 and "reconstruct, attention" in classify.json()["error"]
+    assert max(r["batch_size"] for r in replies) > 1  # gathered, though each image got its own call
+    for image, got in zip(images, replies, strict=True):
+        want = pipe(Image.open(io.BytesIO(image)), mask_ratio=0.5, seed=7)  # every request: seed 7
+        for key in ("original", "masked", "reconstruction", "reconstruction_visible"):
+            np.testing.assert_array_equal(decode_png(got[key]), want[key])
+        assert got["loss"] == pytest.approx(want["loss"], abs=1e-6)
+
+
+def test_depth_equals_the_pipeline_within_its_16_bit_encoding(checkpoints):
+    image = png_bytes(40, 56)
+    pipe = vitkit.pipeline("depth-estimation", checkpoints["depth"], device="cpu")
+    want = pipe(Image.open(io.BytesIO(image)))
+    with TestClient(create_app(load_service(checkpoints["depth"], device="cpu"))) as client:
+        got = upload(client, "depth", image).json()
+    raw = got["depth"]
+    lo, hi = raw["min"], raw["max"]
+    depth = lo + decode_png(raw["png"]).astype(np.float64) / 65535 * (hi - lo)
+    assert raw["shape"] == [40, 56] and got["kind"] == want["kind"]
+    assert lo == pytest.approx(float(want["depth"].min())) and hi == pytest.approx(float(want["depth"].max()))
+    np.testing.assert_allclose(depth, want["depth"], atol=(hi - lo) / 65535)
+    assert decode_png(got["image"]).shape == (40, 56, 3)
+    assert len(got["legend"]["colors"]) == 11 and got["legend"]["min"] == lo
+
+
+def test_segment_equals_the_pipeline(checkpoints):
+    image = png_bytes(40, 56)
+    want = vitkit.pipeline("image-segmentation", checkpoints["segment"], device="cpu")(
+        Image.open(io.BytesIO(image)))
+    with TestClient(create_app(load_service(checkpoints["segment"], device="cpu"))) as client:
+        got = upload(client, "segment", image).json()
+    np.testing.assert_array_equal(decode_png(got["mask"]), want["labels"])
+    np.testing.assert_array_equal(decode_png(got["overlay"]), want["overlay"])
+    assert [c["name"] for c in got["classes"]] == want["present"]
+    assert sum(c["fraction"] for c in got["classes"]) == pytest.approx(1.0, abs=1e-4)
+    assert all(c["color"].startswith("#") and len(c["color"]) == 7 for c in got["classes"])

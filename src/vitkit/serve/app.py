@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from ..errors import UsageError
 from .batching import MicroBatcher, QueueFull
 from .endpoints import ENDPOINTS, AttentionOptions, Options
 from .guard import GuardMiddleware
@@ -94,10 +95,16 @@ def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:
         spec = ENDPOINTS[endpoint]
         data, fields = await read_request(request)
         options = check_options(spec.options, fields, service)
-        image = await asyncio.to_thread(decode_upload, data, config.max_pixels)
         pipe = service.pipelines[endpoint]
+        preprocess = getattr(pipe, "preprocess", None)
+        load = preprocess.load if spec.decode == "storage" and preprocess is not None else None
+        image = await asyncio.to_thread(decode_upload, data, config.max_pixels, load)
         key = (endpoint, tuple(sorted(options.model_dump().items())))
-        result, batch = await request.app.state.batcher.submit(key, partial(_run, pipe, options), image)
+        run = partial(_run, pipe, options, spec.call_per_image)
+        try:
+            result, batch = await request.app.state.batcher.submit(key, run, image)
+        except UsageError as e:  # the pipeline refused the options (the same for the whole batch)
+            raise BadInput(str(e)) from None
         payload = await asyncio.to_thread(spec.to_json, result)
         return {**payload, "options": options.model_dump(), "batch_size": batch,
                 "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
@@ -105,9 +112,12 @@ def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:
     return app
 
 
-def _run(pipe: Callable[..., Any], options: Options, images: list[Any]) -> list[Any]:
-    """One pipeline call on a batch of images (on the batcher's worker thread)."""
-    return pipe(images, **options.model_dump(exclude_none=True))
+def _run(pipe: Callable[..., Any], options: Options, per_image: bool, images: list[Any]) -> list[Any]:
+    """One pipeline call on a batch of images, or one per image (on the batcher's worker thread)."""
+    kwargs = options.model_dump(exclude_none=True)
+    if per_image:
+        return [pipe([image], **kwargs)[0] for image in images]
+    return pipe(images, **kwargs)
 
 
 def check_options(kind: type[Options], fields: dict[str, Any], service: Service) -> Options:
@@ -120,6 +130,9 @@ def check_options(kind: type[Options], fields: dict[str, Any], service: Service)
         options = kind.model_validate(fields)
     except ValidationError as e:
         raise BadInput("; ".join(_describe_error(err) for err in e.errors())) from None
+    if isinstance(options, AttentionOptions) and options.method == "rollout" and (
+            options.head is not None or options.layer != -1):
+        raise BadInput("layer and head pick one layer's attention: give them with method=cls")
     if isinstance(options, AttentionOptions) and service.encoder_shape:
         depth, heads = service.encoder_shape
         if not -depth <= options.layer < depth:

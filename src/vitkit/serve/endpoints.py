@@ -29,7 +29,7 @@ class ClassifyOptions(Options):
     top_k: int = Field(5, ge=1, le=1000, description="labels to return, best first")
 
 
-class AttentionOptions(Options):
+class AttentionOptions(Options):  # method=cls takes layer and head; rollout uses every layer and head
     method: Literal["rollout", "cls"] = Field("rollout", description="rollout through all layers, or one "
                                               "layer's [CLS] attention")
     layer: int = Field(-1, description="the block for method=cls (negative counts from the end)")
@@ -49,8 +49,10 @@ def classify_json(result: list[dict[str, Any]]) -> dict[str, Any]:
 def attention_json(result: dict[str, Any]) -> dict[str, Any]:
     values = np.clip(np.nan_to_num(np.asarray(result["map"], dtype=np.float64)), 0.0, 1.0)
     gray = Image.fromarray(np.round(values * 255).astype(np.uint8))  # (H, W) "L"
+    top1 = result.get("prediction")
     return {"overlay": png_base64(result["overlay"]), "map": png_base64(gray),
-            "grid": [int(g) for g in result["grid"]]}
+            "grid": [int(g) for g in result["grid"]], "titles": [str(t) for t in result.get("titles", [])],
+            "prediction": None if top1 is None else classify_json([top1])["predictions"][0]}
 
 
 def segment_json(result: dict[str, Any]) -> dict[str, Any]:
@@ -81,15 +83,22 @@ class Endpoint:
     options: type[Options]
     to_json: Callable[[Any], dict[str, Any]]
     summary: str
+    # The pipeline's input: "storage" = `Preprocess.load` of the upload, decoded (and shrunk) on the request's
+    # thread exactly as the pipeline decodes a file; "image" = the whole image (results at its own size).
+    decode: str = "image"
+    # The MAE masks image i of one call with seed + i, so each request gets a call of its own (same mask as
+    # `pipe(image, seed=...)`).
+    call_per_image: bool = False
 
 
 ENDPOINTS: dict[str, Endpoint] = {
-    "classify": Endpoint("image-classification", ClassifyOptions, classify_json, "top-k labels with scores"),
+    "classify": Endpoint("image-classification", ClassifyOptions, classify_json, "top-k labels with scores",
+                         decode="storage"),
     "attention": Endpoint("attention", AttentionOptions, attention_json, "an attention map over the image"),
     "depth": Endpoint("depth-estimation", NoOptions, depth_json, "a depth map with its colour bar"),
     "segment": Endpoint("image-segmentation", NoOptions, segment_json, "per-pixel classes and a legend"),
     "reconstruct": Endpoint("mae-reconstruction", ReconstructOptions, reconstruct_json,
-                            "MAE: the image, masked, reconstructed"),
+                            "MAE: the image, masked, reconstructed", call_per_image=True),
 }
 
 # The endpoints each kind of checkpoint (`vitkit.infer.images.KINDS`) answers; attention wherever a ViT

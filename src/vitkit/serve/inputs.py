@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -82,8 +83,10 @@ async def _read_form(request: Any) -> tuple[bytes, dict[str, Any]]:
     return data, fields
 
 
-def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Encoded image bytes → an RGB Pillow image, refusing more than `max_pixels` before decoding them.
+def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  load: Callable[[bytes], Any] | None = None) -> Any:
+    """Encoded image bytes → ``load(data)`` (default: an RGB Pillow image at full size), refusing more than
+    `max_pixels` from the header, before anything is decoded.
 
     Raises:
         BadInput: empty, not an image, truncated, or too many pixels.
@@ -93,13 +96,13 @@ def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     try:
         with Image.open(io.BytesIO(data)) as header:  # reads the header only
             w, h = header.size
-    except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise BadInput("the image cannot be decoded: not an image format the server reads") from None
     except Image.DecompressionBombError:
         raise BadInput("the image has too many pixels (a possible decompression bomb)") from None
+    except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise BadInput("the image cannot be decoded: not an image format the server reads") from None
     if w * h > max_pixels:
         raise BadInput(f"the image is {w}×{h} = {w * h} pixels, more than the server's limit of {max_pixels}")
     try:
-        return open_image(data, channels=3, name="the image")
+        return load(data) if load is not None else open_image(data, channels=3, name="the image")
     except UnreadableImage as e:
         raise BadInput(f"the image cannot be decoded: {e.reason}") from None
