@@ -154,12 +154,19 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0) -> None:
+        """Poll until `expression` is truthy (one that throws, e.g. before the page has a body, is false)."""
         deadline = time.monotonic() + timeout
-        while not self.evaluate(f"Boolean({expression})"):
+        while not self._holds(expression):
             if time.monotonic() > deadline:
                 raise DevToolsError(f"timed out after {timeout} s waiting for {expression}; "
                                     f"errors: {self.errors}")
             time.sleep(0.05)
+
+    def _holds(self, expression: str) -> bool:
+        try:
+            return bool(self.evaluate(f"Boolean({expression})"))
+        except DevToolsError:
+            return False
 
     def set_files(self, selector: str, paths: list[Path]) -> None:
         """Put files into an ``<input type=file>`` as a user picking them would (it fires change)."""
