@@ -84,6 +84,7 @@ def test_model_and_health(service):
     assert info["endpoints"] == ["classify", "attention"] == health["endpoints"]
     assert info["encoder"] == {"depth": 2, "num_heads": 2} and info["parameters"] > 0
     assert info["preprocessing"]["image_size"] == [16, 16]
+    assert info["config"]["depth"] == 2 and info["config"]["patch_size"] == 4
 
 
 def test_an_endpoint_the_model_lacks_is_a_404_naming_what_it_answers(service):
@@ -347,6 +348,7 @@ def test_reconstruct_equals_the_pipeline_even_when_batched(checkpoints):
     pipe = vitkit.pipeline("mae-reconstruction", checkpoints["mae"], device="cpu")
     service = load_service(checkpoints["mae"], device="cpu")
     assert list(service.pipelines) == ["reconstruct", "attention"]
+    assert TestClient(create_app(service)).get("/v1/model").json()["config"]["mask_ratio"] == 0.75
     images = [png_bytes(32, 32, seed=i) for i in range(3)]
     app = create_app(service, ServeConfig(batch_window_ms=300))
     with TestClient(app) as client:

@@ -66,3 +66,46 @@ def test_the_page_shows_top_k_bars_and_an_attention_overlay(tmp_path):
     assert not hidden and complete and width > 0
     assert errors == []
     assert any("planted" in e for e in planted)
+
+
+IDLE = "document.body.dataset.state === 'idle'"
+PANELS = ("[...document.querySelectorAll('#reconstruction img')].map(i => [i.alt, i.complete && "
+          "i.naturalWidth > 0, i.src.length])")
+
+
+@needs_chromium
+def test_the_page_shows_an_mae_reconstruction_and_a_depth_map_with_its_colour_bar(tmp_path):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
+    found = {}
+    with Browser(CHROMIUM, tmp_path / "profile") as browser:
+        for kind, name in (("mae", "mae_vit_tiny_patch4_32"), ("depth", "dpt_tiny_depth")):
+            torch.manual_seed(0)
+            vitkit.save_pretrained(vitkit.create_model(name), tmp_path / kind)
+            with live_server(create_app(load_service(tmp_path / kind, device="cpu"))) as url:
+                page = browser.open(url + "/")
+                page.wait_for("document.body.dataset.state === 'ready'")
+                page.set_files("#file", [image])
+                done = "attention reconstruct" if kind == "mae" else "depth"
+                page.wait_for(f"{IDLE} && document.body.dataset.done === '{done}'")
+                if kind == "mae":
+                    found["panels"] = page.evaluate(PANELS)
+                    found["loss"] = page.evaluate("document.getElementById('reconstruct-loss').textContent")
+                    masked = "document.querySelector('#reconstruction img[alt^=masked]').src"
+                    before = page.evaluate(masked)
+                    choose(page, "mask-ratio", "0.25")
+                    page.wait_for(f"{masked} !== '{before}'")
+                else:
+                    found["depth"] = page.evaluate(
+                        "[document.getElementById('depth-image').naturalWidth, "
+                        "document.getElementById('depth-legend').hidden, "
+                        "getComputedStyle(document.getElementById('depth-gradient')).backgroundImage, "
+                        "document.getElementById('depth-min').textContent, "
+                        "document.getElementById('depth-max').textContent]")
+                found[f"{kind} errors"] = page.errors
+    assert [alt for alt, _, _ in found["panels"]] == [
+        "original", "masked input", "reconstruction", "reconstruction + visible patches"]
+    assert all(ok for _, ok, _ in found["panels"]) and found["loss"].startswith("loss ")
+    width, hidden, gradient, low, high = found["depth"]
+    assert width == 48 and not hidden and gradient.startswith("linear-gradient") and float(low) <= float(high)
+    assert found["mae errors"] == [] and found["depth errors"] == []

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import config_to_dict
 from ..engine.distributed import resolve_device
 from ..errors import UsageError
 from ..infer.images import describe_model, load_model_for, model_kind
@@ -56,8 +57,8 @@ def service_of(pipelines: dict[str, Any]) -> Service:
     """A `Service` over pipelines that share one model: ``GET /v1/model`` shows the first one's
     `describe()` and the encoder's depth and heads."""
     first = next(iter(pipelines.values()))
-    info = first.describe()
     encoder = vision_encoder(first.model)
     depth, heads = len(encoder.blocks), encoder.config.num_heads
-    info = {**info, "encoder": {"depth": depth, "num_heads": heads}}
+    info = {**first.describe(), "config": config_to_dict(first.model.config),
+            "encoder": {"depth": depth, "num_heads": heads}}
     return Service(pipelines, info, (depth, heads), info.get("what", "this model"))
