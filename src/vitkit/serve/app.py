@@ -91,7 +91,7 @@ def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:
         start = time.perf_counter()
         if endpoint not in service.pipelines:
             known = "" if endpoint in ENDPOINTS else f"there is no endpoint /v1/{endpoint}; "
-            raise HTTPException(404, f"{known}{service.what} answers: {supported}")
+            raise HTTPException(404, f"{known}the model served is {service.what}; it answers: {supported}")
         spec = ENDPOINTS[endpoint]
         data, fields = await read_request(request)
         options = check_options(spec.options, fields, service)

@@ -27,7 +27,7 @@ class Service:
     pipelines: dict[str, Callable[..., Any]]
     info: dict[str, Any]
     encoder_shape: tuple[int, int] | None = None
-    what: str = "this model"
+    what: str = "a model"
 
 
 def load_service(checkpoint: str | Path, device: str = "auto", dtype: str | None = None) -> Service:
@@ -61,4 +61,4 @@ def service_of(pipelines: dict[str, Any]) -> Service:
     depth, heads = len(encoder.blocks), encoder.config.num_heads
     info = {**first.describe(), "config": config_to_dict(first.model.config),
             "encoder": {"depth": depth, "num_heads": heads}}
-    return Service(pipelines, info, (depth, heads), info.get("what", "this model"))
+    return Service(pipelines, info, (depth, heads), info.get("what", "a model"))
