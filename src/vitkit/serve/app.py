@@ -76,7 +76,6 @@ def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, max_body_bytes=round(config.max_upload_mb * 2**20))
     _add_error_handlers(app)
     _add_page_routes(app)
-    supported = ", ".join(service.pipelines) or "nothing"
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -88,28 +87,34 @@ def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:
 
     @app.post("/v1/{endpoint}")
     async def predict(endpoint: str, request: Request) -> dict[str, Any]:
-        start = time.perf_counter()
-        if endpoint not in service.pipelines:
-            known = "" if endpoint in ENDPOINTS else f"there is no endpoint /v1/{endpoint}; "
-            raise HTTPException(404, f"{known}the model served is {service.what}; it answers: {supported}")
-        spec = ENDPOINTS[endpoint]
-        data, fields = await read_request(request)
-        options = check_options(spec.options, fields, service)
-        pipe = service.pipelines[endpoint]
-        preprocess = getattr(pipe, "preprocess", None)
-        load = preprocess.load if spec.decode == "storage" and preprocess is not None else None
-        image = await asyncio.to_thread(decode_upload, data, config.max_pixels, load)
-        key = (endpoint, tuple(sorted(options.model_dump().items())))
-        run = partial(_run, pipe, options, spec.call_per_image)
-        try:
-            result, batch = await request.app.state.batcher.submit(key, run, image)
-        except UsageError as e:  # the pipeline refused the options (the same for the whole batch)
-            raise BadInput(str(e)) from None
-        payload = await asyncio.to_thread(spec.to_json, result)
-        return {**payload, "options": options.model_dump(), "batch_size": batch,
-                "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
+        return await answer(endpoint, request, service, config)
 
     return app
+
+
+async def answer(endpoint: str, request: Request, service: Service, config: ServeConfig) -> dict[str, Any]:
+    """``POST /v1/<endpoint>``: read and check the request, decode the image on a thread, wait for its place
+    in a batch, encode the result on a thread."""
+    start = time.perf_counter()
+    if endpoint not in service.pipelines:
+        known = "" if endpoint in ENDPOINTS else f"there is no endpoint /v1/{endpoint}; "
+        raise HTTPException(404, f"{known}the model served is {service.what}; it answers: "
+                                 f"{', '.join(service.pipelines)}")
+    spec, pipe = ENDPOINTS[endpoint], service.pipelines[endpoint]
+    data, fields = await read_request(request)
+    options = check_options(spec.options, fields, service)
+    preprocess = getattr(pipe, "preprocess", None)
+    load = preprocess.load if spec.decode == "storage" and preprocess is not None else None
+    image = await asyncio.to_thread(decode_upload, data, config.max_pixels, load)
+    key = (endpoint, tuple(sorted(options.model_dump().items())))
+    run = partial(_run, pipe, options, spec.call_per_image)
+    try:
+        result, batch = await request.app.state.batcher.submit(key, run, image)
+    except UsageError as e:  # the pipeline refused the options (the same for the whole batch)
+        raise BadInput(str(e)) from None
+    payload = await asyncio.to_thread(spec.to_json, result)
+    return {**payload, "options": options.model_dump(), "batch_size": batch,
+            "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
 
 def _run(pipe: Callable[..., Any], options: Options, per_image: bool, images: list[Any]) -> list[Any]:
