@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the DevTools client and live server
-from devtools import CHROMIUM, Browser  # noqa: E402
+from chromium_devtools import CHROMIUM, Browser  # noqa: E402
 from live_server import live_server  # noqa: E402
 
 import vitkit  # noqa: E402

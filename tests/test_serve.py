@@ -203,55 +203,69 @@ def test_a_full_queue_is_503_with_retry_after(service):
     assert replies["a"].status_code == replies["b"].status_code == 200
 
 
+class Gate:
+    """A pipeline wrapper that counts calls and holds the first one until released, so that the requests
+    sent meanwhile all wait in the queue: how they are then batched does not depend on timing."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.calls = pipe, []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, images, **options):
+        self.calls.append((len(images), options))
+        if len(self.calls) == 1:
+            self.entered.set()
+            self.release.wait(30)
+        return self.pipe(images, **options)
+
+
+def while_busy(client: TestClient, app, gate: Gate, requests: list[tuple[bytes, dict]]) -> list[dict]:
+    """Send the first request; once the model holds it, send the others; once they all wait, release the
+    model. Returns the JSON replies in order."""
+    replies = [None] * len(requests)
+
+    def ask(i: int) -> None:
+        image, fields = requests[i]
+        replies[i] = upload(client, "classify", image, **fields)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+    threads[0].start()
+    assert gate.entered.wait(30)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 30
+    while app.state.batcher.waiting < len(requests) - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.release.set()
+    for t in threads:
+        t.join(30)
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    return [r.json() for r in replies]
+
+
 def test_concurrent_requests_run_as_one_batch(classifier, service):
     pipe = vitkit.pipeline("image-classification", classifier, device="cpu")
-    sizes = []
-
-    def counting(images, **options):
-        sizes.append(len(images))
-        return pipe(images, **options)
-
+    gate = Gate(pipe)
     images = [png_bytes(seed=i) for i in range(8)]
-    expected = [pipe(Image.open(io.BytesIO(b)), top_k=2) for b in images]
-    app = create_app(Service({"classify": counting}, service.info),
-                     ServeConfig(max_batch=8, batch_window_ms=300))
+    app = create_app(Service({"classify": gate}, service.info), ServeConfig(max_batch=8))
     with TestClient(app) as client:
-        results = [None] * 8
-
-        def ask(i: int) -> None:
-            results[i] = upload(client, "classify", images[i], top_k=2).json()
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    assert sum(sizes) == 8 and len(sizes) <= 2, sizes  # 8 requests, one or two model calls
-    assert max(r["batch_size"] for r in results) == max(sizes)
-    for got, want in zip(results, expected, strict=True):
+        requests = [(png_bytes(), {"top_k": 1})] + [(b, {"top_k": 2}) for b in images]
+        replies = while_busy(client, app, gate, requests)
+    assert gate.calls == [(1, {"top_k": 1}), (8, {"top_k": 2})]  # 9 requests, 2 model calls
+    assert [r["batch_size"] for r in replies] == [1] + [8] * 8
+    for image, got in zip(images, replies[1:], strict=True):
+        want = pipe(Image.open(io.BytesIO(image)), top_k=2)  # one image alone
         np.testing.assert_allclose([p["score"] for p in got["predictions"]], [w["score"] for w in want],
                                    atol=1e-6)
         assert [p["index"] for p in got["predictions"]] == [w["index"] for w in want]
 
 
 def test_requests_with_different_options_are_not_batched_together(classifier, service):
-    pipe = vitkit.pipeline("image-classification", classifier, device="cpu")
-    calls = []
-
-    def counting(images, **options):
-        calls.append((len(images), options["top_k"]))
-        return pipe(images, **options)
-
-    app = create_app(Service({"classify": counting}, service.info),
-                     ServeConfig(max_batch=8, batch_window_ms=300))
+    gate = Gate(vitkit.pipeline("image-classification", classifier, device="cpu"))
+    app = create_app(Service({"classify": gate}, service.info), ServeConfig(max_batch=8))
     with TestClient(app) as client:
-        threads = [threading.Thread(target=upload, args=(client, "classify", png_bytes()),
-                                    kwargs={"top_k": k}) for k in (1, 2, 1, 2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    assert sorted(calls) == [(2, 1), (2, 2)]
+        while_busy(client, app, gate, [(png_bytes(), {"top_k": k}) for k in (3, 1, 2, 1, 2)])
+    assert sorted((n, o["top_k"]) for n, o in gate.calls[1:]) == [(2, 1), (2, 2)]
 
 
 def test_a_failure_inside_the_server_says_nothing_about_it(service):
@@ -350,7 +364,7 @@ def test_reconstruct_equals_the_pipeline_even_when_batched(checkpoints):
     assert list(service.pipelines) == ["reconstruct", "attention"]
     assert TestClient(create_app(service)).get("/v1/model").json()["config"]["mask_ratio"] == 0.75
     images = [png_bytes(32, 32, seed=i) for i in range(3)]
-    app = create_app(service, ServeConfig(batch_window_ms=300))
+    app = create_app(service, ServeConfig(batch_window_ms=1000))
     with TestClient(app) as client:
         replies = [None] * 3
 

@@ -6,17 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from chromium_devtools import CHROMIUM, Browser
+from live_server import live_server
 from PIL import Image
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-from devtools import CHROMIUM, Browser  # noqa: E402
-from live_server import live_server  # noqa: E402
-
-import vitkit  # noqa: E402
-from vitkit.config import PreprocessConfig  # noqa: E402
-from vitkit.models import VisionTransformer, ViTConfig  # noqa: E402
-from vitkit.serve import create_app, load_service  # noqa: E402
+import vitkit
+from vitkit.config import PreprocessConfig
+from vitkit.models import VisionTransformer, ViTConfig
+from vitkit.serve import create_app, load_service
 
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
