@@ -203,3 +203,35 @@ def test_squash_survives_a_round_trip_through_hf_export(hf_dir, tmp_path):
     vitkit.save_pretrained(model, tmp_path / "back", format="hf")
     again = vitkit.load_pretrained(tmp_path / "back").config.preprocess
     assert (again.resize, again.interpolation, again.mean) == ("squash", "bilinear", (0.5, 0.5, 0.5))
+
+
+def test_eval_squashes_as_predict_does(hf_dir, tmp_path):
+    """`vitkit eval` of a squash model decodes each file as the pipeline does (not at a square storage)."""
+    from vitkit.infer.images import evaluate_checkpoint
+
+    rng = np.random.default_rng(3)
+    files = []
+    for c, sizes in (("0", [(48, 64), (30, 50)]), ("1", [(64, 40), (33, 33)])):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            files.append((tmp_path / "data" / c / f"{i}.png", int(c)))
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(files[-1][0])
+    result = evaluate_checkpoint(hf_dir, str(tmp_path / "data"), device="cpu")
+    pipe = vitkit.pipeline("image-classification", hf_dir, device="cpu", top_k=1)
+    confusion = np.zeros((5, 5), int)
+    for path, target in files:
+        confusion[target, pipe(path)[0]["index"]] += 1
+    assert result["num_samples"] == 4 and result["confusion"] == confusion.tolist()
+
+
+def test_a_one_channel_model_reads_colour_images(rgb):
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(image_size=(16, 16), patch_size=4, num_classes=3, dim=16, depth=1,
+                                        num_heads=2, in_chans=1, preprocess=PreprocessConfig(mean=(0.5,),
+                                                                                             std=(0.5,))))
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    pre = vitkit.transforms_for(model)
+    assert pre(rgb).shape == (1, 16, 16)
+    torch.testing.assert_close(pre(rgb), pre(grey))  # Pillow's RGB → L, whatever the input kind
+    result = vitkit.pipeline("attention", model, device="cpu")(rgb)
+    assert result["overlay"].shape == (*rgb.shape[:2], 3)

@@ -132,3 +132,32 @@ def test_attention_map_covers_only_what_a_crop_shows():
     outside = result["map"].copy()
     outside[10:30, 30:50] = 0
     assert not outside.any() and result["map"][10:30, 30:50].max() == pytest.approx(1.0)
+
+
+def test_an_hf_dpt_reads_images_as_hfs_processor_does(tmp_path):
+    """An HF DPT + DPTImageProcessor: squashed input equal to HF's pixel values, depth equal to HF's
+    prediction resized (bilinear) to the image, on a non-square image."""
+    transformers = pytest.importorskip("transformers")
+    import torch.nn.functional as F
+    from PIL import Image
+
+    config = transformers.DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                    intermediate_size=64, image_size=64, patch_size=16,
+                                    backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+                                    fusion_hidden_size=16)
+    torch.manual_seed(0)
+    hf = transformers.DPTForDepthEstimation(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path / "hf")
+    processor = transformers.DPTImageProcessor(size={"height": 64, "width": 64})
+    processor.save_pretrained(tmp_path / "hf")
+    picture = Image.fromarray(image(48, 72))
+    pipe = vitkit.pipeline("depth-estimation", tmp_path / "hf", device="cpu")
+    assert (pipe.preprocess.config.resize, pipe.preprocess.config.interpolation) == ("squash", "bicubic")
+    pixels = processor(picture, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(pipe.preprocess.load_dense(picture, 16, 512)[1], pixels[0], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        theirs = F.interpolate(hf(pixels).predicted_depth[:, None], size=(48, 72), mode="bilinear")[0, 0]
+    np.testing.assert_allclose(pipe(picture)["depth"], theirs.numpy(), rtol=1e-4, atol=1e-4)

@@ -44,7 +44,7 @@ from ..models.mpp import MaskedPatchPrediction
 from ..models.probe import LinearProbe
 from ..models.vit import VisionTransformer
 from ..rundir import RunDir, resolve_model_path, run_of
-from .preprocess import Preprocess, model_input, transforms_for
+from .preprocess import Preprocess, model_input, preprocessed, transforms_for
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _data_key(path: str | None) -> str:
 
 
 def eval_dataset(model_path: Path, data: str | None, split: str | None, channels: int,
-                 image_size: int) -> tuple[Dataset, list[str], str, str]:
+                 image_size: int | None, **fields: Any) -> tuple[Dataset, list[str], str, str]:
     """The images `vitkit eval` scores: (dataset, class names, split, where the data is).
 
     The checkpoint's own run's data (`data` None, or the same folder or built-in name) is split as in
@@ -298,7 +298,7 @@ def eval_dataset(model_path: Path, data: str | None, split: str | None, channels
     own = run is not None and (data is None or _data_key(data) == _data_key(section.get("path")))
     split = split or ("val" if own else "all")
     require(split in SPLITS, f"unknown split {split!r}; one of {', '.join(SPLITS)}")
-    cfg = data_config(section if own else {"path": data, "val_fraction": 0.0}, channels, image_size)
+    cfg = data_config(section if own else {"path": data, "val_fraction": 0.0}, channels, image_size, **fields)
     splits = build_datasets(cfg, progress=False)
     where = cfg.path or f"{DEFAULT_BUILTIN} (built-in)"
     if split == "val":
@@ -329,8 +329,13 @@ def evaluate_checkpoint(checkpoint: str | Path | Classifier, data: str | None = 
     """
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
     model, preprocess = classifier.model, transforms_for(classifier.model)
-    dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels,
-                                                  preprocess.storage_size)
+    if preprocess.config.resize == "crop":  # the datasets decode at the storage size themselves
+        dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels,
+                                                      preprocess.storage_size)
+    else:  # native sizes, each image squashed by `Preprocess.load` as `vitkit predict` does
+        dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels, None,
+                                                      in_memory="never")
+        dataset = preprocessed(dataset, preprocess)
     names = classifier.label_names
     if list(classes) != names[: len(classes)]:
         raise UsageError(f"the data's classes {classes} differ from the checkpoint's labels {names}")
@@ -360,8 +365,8 @@ def predict_images(checkpoint: str | Path | Classifier, images: Sequence[str | P
     require(top_k >= 1, f"top-k must be ≥ 1 (got {top_k})")
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
     pipe = ClassificationPipeline(classifier.model, device=next(classifier.model.parameters()).device,
-                                  path=classifier.path, batch_size=1, top_k=top_k)
-    pipe.label_names = classifier.label_names
+                                  path=classifier.path, batch_size=1, top_k=top_k,
+                                  label_names=classifier.label_names)
 
     def predict(path: Path) -> dict[str, Any]:
         return {"image": str(path), "top": [{"label": t["label"], "index": t["index"], "prob": t["score"]}

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -144,16 +143,18 @@ class ClassificationPipeline(Pipeline):
     wanted = "a classifier (a ViT with a head, or a linear probe)"
     defaults = {"top_k": 5}
 
-    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, *, label_names: Sequence[str] | None = None, **kwargs: Any) -> None:
+        """`label_names`: one name per class, instead of the checkpoint's (`saved_label_names`)."""
         from ..models.probe import LinearProbe
+        from .images import saved_label_names
 
         if isinstance(model, LinearProbe):
             model = model.to_classifier()
         super().__init__(model, **kwargs)
-        from .images import saved_label_names
-
         k = self.model.config.num_classes
-        self.label_names = class_names(saved_label_names(self.model, self.path), k)
+        names = saved_label_names(self.model, self.path) if label_names is None else list(label_names)
+        require(label_names is None or len(names) == k, f"label_names has {len(names)} names for {k} classes")
+        self.label_names = class_names(names, k)
 
     def labels(self) -> list[str]:
         return list(self.label_names)
@@ -199,7 +200,3 @@ def pipeline(task: str, checkpoint: str | Path | nn.Module, *, device: str | tor
         return cls(checkpoint, **kwargs)
     return cls.from_checkpoint(checkpoint, **kwargs)
 
-
-def plain(value: Any) -> Any:
-    """numpy scalars → Python numbers (for results that must be JSON-serialisable)."""
-    return value.item() if isinstance(value, np.generic) else value

@@ -30,6 +30,7 @@ Shapes: B batch · C channels · (H, W) model input · (h, w) storage size.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,14 +41,17 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset, IterableDataset
 
 from ..config import PreprocessConfig, config_to_dict
 from ..data.decode import UnreadableImage, convert_mode, decode_image, open_image, resize_image
+from ..data.folder import ImageFolder, SkippedSample
 from ..data.transforms import normalize, resize_images
-from ..errors import UsageError
+from ..errors import UsageError, require
 
 INPUTS = ("an image path (or its bytes), a PIL image, a numpy array (H, W[, C]), a torch tensor (C, H, W) or "
           "(H, W, C) (uint8, or float in [0, 1]), or a list of these")
+log = logging.getLogger(__name__)
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
             "bicubic": Image.Resampling.BICUBIC}
 WHITE = (255, 255, 255)
@@ -171,7 +175,7 @@ class Preprocess:
         img = resize_image(to_pil(image, self.channels), size, 1.0, resample or Image.Resampling.BICUBIC)
         array = np.asarray(img, dtype=np.uint8)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) → (C, H, W)
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.array(array))  # a writable copy (Pillow's arrays are read-only)
 
     def batch(self, images: Sequence[Any]) -> Tensor:
         """Images → uint8 (B, C, h, w) at `storage_size`."""
@@ -222,13 +226,51 @@ class Preprocess:
             Image.Resampling.BICUBIC
         resized = np.asarray(img if img.size == (w, h) else img.resize((w, h), resample), dtype=np.uint8)
         resized = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)  # (h, w, C) → (C, h, w)
-        x = normalize(torch.from_numpy(np.ascontiguousarray(resized)), self.config.mean, self.config.std)
+        x = normalize(torch.from_numpy(np.array(resized)), self.config.mean, self.config.std)
         return np.asarray(img.convert("RGB"), dtype=np.uint8), x
 
     def to_dict(self) -> dict[str, Any]:
         """The preprocessing as plain data (JSON-serialisable), without the label names."""
         data = {k: v for k, v in config_to_dict(self.config).items() if k != "label_names"}
         return {**data, "image_size": list(self.image_size), "channels": self.channels}
+
+
+# ---- datasets decoded by a model's preprocessing ------------------------------------------------------
+class PreprocessedImages(Dataset):
+    """Samples of an image folder (by path) or an in-memory set (native sizes), each decoded by a model's
+    `Preprocess.load`: for "squash" models, whose resize the datasets' square storage cannot express. An
+    unreadable file is a `SkippedSample`, as in `ImageFolder`."""
+
+    def __init__(self, dataset: Dataset, preprocess: Preprocess) -> None:
+        self.dataset, self.preprocess = dataset, preprocess
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | SkippedSample:
+        if not isinstance(self.dataset, ImageFolder):
+            image, target = self.dataset[index]
+            return self.preprocess.load(image), target
+        path, target = self.dataset.samples[index]
+        try:
+            return self.preprocess.load(path), target
+        except (UnreadableImage, FileNotFoundError) as e:
+            reason = e.reason if isinstance(e, UnreadableImage) else "no such file"
+            log.warning("skipping unreadable image %s: %s", path, reason)
+            return SkippedSample(str(path), reason)
+
+
+def preprocessed(dataset: Dataset, preprocess: Preprocess) -> Dataset:
+    """`dataset` (or each part of a ConcatDataset) as `PreprocessedImages`.
+
+    Raises:
+        UsageError: WebDataset shards (streamed; their images cannot be squashed one by one here).
+    """
+    if isinstance(dataset, ConcatDataset):
+        return ConcatDataset([preprocessed(part, preprocess) for part in dataset.datasets])
+    require(not isinstance(dataset, IterableDataset), "vitkit eval cannot score WebDataset shards with a "
+            "model that squashes images (preprocess.resize 'squash'); export the images to a folder")
+    return PreprocessedImages(dataset, preprocess)
 
 
 # ---- which model, which preprocessing ---------------------------------------------------------------------
