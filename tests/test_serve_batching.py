@@ -105,3 +105,15 @@ def test_bad_settings_are_refused():
             MicroBatcher(queue_size=0)
 
     run(go())
+
+
+def test_closing_refuses_the_requests_still_waiting():
+    async def go():
+        batcher = MicroBatcher(max_batch=2, window_s=10.0, queue_size=4)  # one request waits 10 s
+        waiting = asyncio.ensure_future(batcher.submit("k", lambda items: items, 1))
+        await asyncio.sleep(0.01)
+        await batcher.close()
+        return await asyncio.gather(waiting, return_exceptions=True)
+
+    (refused,) = run(go())
+    assert isinstance(refused, QueueFull)

@@ -113,6 +113,7 @@ async def answer(endpoint: str, request: Request, service: Service, config: Serv
     except UsageError as e:  # the pipeline refused the options (the same for the whole batch)
         raise BadInput(str(e)) from None
     payload = await asyncio.to_thread(spec.to_json, result)
+    batch = 1 if spec.call_per_image else batch  # how many images the model call that answered it held
     return {**payload, "options": options.model_dump(), "batch_size": batch,
             "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 

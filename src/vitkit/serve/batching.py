@@ -103,6 +103,12 @@ class MicroBatcher:
         return await future
 
     async def close(self) -> None:
+        """Stop: requests still waiting are refused (`QueueFull`), the batch running finishes."""
+        for group in self._groups.values():
+            for future in group.futures:
+                if not future.done():
+                    future.set_exception(QueueFull(1))
+        self._groups.clear()
         self._runner.cancel()
         try:
             await self._runner
