@@ -402,6 +402,17 @@ def test_depth_equals_the_pipeline_within_its_16_bit_encoding(checkpoints):
     assert len(got["legend"]["colors"]) == 11 and got["legend"]["min"] == lo
 
 
+def test_large_images_are_reduced_before_dense_endpoints(checkpoints):
+    image = png_bytes(40, 56)
+    pipe = vitkit.pipeline("depth-estimation", checkpoints["depth"], device="cpu")
+    app = create_app(load_service(checkpoints["depth"], device="cpu"), ServeConfig(max_side=28))
+    with TestClient(app) as client:
+        got = upload(client, "depth", image).json()
+    assert got["resized_from"] == [40, 56] and got["depth"]["shape"] == [20, 28]
+    reduced = Image.open(io.BytesIO(image)).convert("RGB").resize((28, 20), Image.Resampling.BICUBIC)
+    assert got["depth"]["max"] == pytest.approx(float(pipe(reduced)["depth"].max()))
+
+
 def test_segment_equals_the_pipeline(checkpoints):
     image = png_bytes(40, 56)
     want = vitkit.pipeline("image-segmentation", checkpoints["segment"], device="cpu")(

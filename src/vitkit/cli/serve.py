@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body (default: 10 MB)")
     p.add_argument("--max-pixels", type=int, default=25_000_000,
                    help="largest image, in pixels, decoded (default: 25000000, e.g. 5000×5000)")
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="images are reduced to this longer side before attention, depth, segmentation and "
+                        "MAE (their results come at the image's size; replies say resized_from) "
+                        "(default: 1024)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto, cuda when available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="run the model under this autocast dtype (default: float32; float16 on CUDA only)")
@@ -57,7 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..serve import ServeConfig, create_app, load_service
 
     config = ServeConfig(args.max_batch, args.batch_window_ms, args.queue_size, args.max_upload_mb,
-                         args.max_pixels)
+                         args.max_pixels, args.max_side)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be in 1..65535 (got {args.port})")
     service = load_service(args.checkpoint, args.device, args.dtype)

@@ -32,7 +32,7 @@ from ..errors import UsageError
 from .batching import MicroBatcher, QueueFull
 from .endpoints import ENDPOINTS, AttentionOptions, Options
 from .guard import GuardMiddleware
-from .inputs import DEFAULT_MAX_PIXELS, BadInput, decode_upload, read_request
+from .inputs import DEFAULT_MAX_PIXELS, BadInput, decode_upload, fit_side, read_request
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,15 @@ class ServeConfig:
     queue_size: int = 64
     max_upload_mb: float = 10.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = 1024
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.batch_window_ms < 0 or self.queue_size < 1:
             raise ValueError(f"--max-batch and --queue-size must be ≥ 1 and --batch-window-ms ≥ 0 (got "
                              f"{self.max_batch}, {self.batch_window_ms:g}, {self.queue_size})")
-        if self.max_upload_mb <= 0 or self.max_pixels < 1:
-            raise ValueError(f"--max-upload-mb and --max-pixels must be > 0 (got {self.max_upload_mb:g}, "
-                             f"{self.max_pixels})")
+        if self.max_upload_mb <= 0 or self.max_pixels < 1 or self.max_side < 1:
+            raise ValueError(f"--max-upload-mb, --max-pixels and --max-side must be > 0 (got "
+                             f"{self.max_upload_mb:g}, {self.max_pixels}, {self.max_side})")
 
 
 def create_app(service: Service, config: ServeConfig | None = None) -> FastAPI:
@@ -106,6 +107,10 @@ async def answer(endpoint: str, request: Request, service: Service, config: Serv
     preprocess = getattr(pipe, "preprocess", None)
     load = preprocess.load if spec.decode == "storage" and preprocess is not None else None
     image = await asyncio.to_thread(decode_upload, data, config.max_pixels, load)
+    extra = {}
+    if load is None and max(image.size) > config.max_side:  # answered at its own size: bound it
+        extra = {"resized_from": [image.height, image.width]}
+        image = await asyncio.to_thread(fit_side, image, config.max_side)
     key = (endpoint, tuple(sorted(options.model_dump().items())))
     run = partial(_run, pipe, options, spec.call_per_image)
     try:
@@ -114,7 +119,7 @@ async def answer(endpoint: str, request: Request, service: Service, config: Serv
         raise BadInput(str(e)) from None
     payload = await asyncio.to_thread(spec.to_json, result)
     batch = 1 if spec.call_per_image else batch  # how many images the model call that answered it held
-    return {**payload, "options": options.model_dump(), "batch_size": batch,
+    return {**payload, **extra, "options": options.model_dump(), "batch_size": batch,
             "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
 

@@ -106,3 +106,15 @@ def decode_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         return load(data) if load is not None else open_image(data, channels=3, name="the image")
     except UnreadableImage as e:
         raise BadInput(f"the image cannot be decoded: {e.reason}") from None
+
+
+def fit_side(image: Image.Image, max_side: int) -> Image.Image:
+    """`image` with its longer side at most `max_side` (bicubic, aspect kept); smaller images as they are.
+
+    Endpoints that answer at the image's own size (overlays, depth) would otherwise hold a 25-MP image per
+    queued request and answer with a PNG of that size."""
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image
+    scale = max_side / max(w, h)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
