@@ -171,11 +171,13 @@ class Preprocess:
                 return decode_image(image, channels=self.channels, size=size)  # as the eval datasets decode
             except UnreadableImage as e:
                 raise UnreadableInput(e.path, e.reason) from None
-        resample = RESAMPLE[self.config.interpolation] if self.config.resize == "squash" else None
-        img = resize_image(to_pil(image, self.channels), size, 1.0, resample or Image.Resampling.BICUBIC)
-        array = np.asarray(img, dtype=np.uint8)
-        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) → (C, H, W)
-        return torch.from_numpy(np.array(array))  # a writable copy (Pillow's arrays are read-only)
+        return _to_tensor(resize_image(to_pil(image, self.channels), size, 1.0, self.resample))
+
+    @property
+    def resample(self) -> Image.Resampling:
+        """Pillow's filter: "squash" → `interpolation` (as HF); "crop" → bicubic, as every decoded file."""
+        squash = self.config.resize == "squash"
+        return RESAMPLE[self.config.interpolation] if squash else Image.Resampling.BICUBIC
 
     def batch(self, images: Sequence[Any]) -> Tensor:
         """Images → uint8 (B, C, h, w) at `storage_size`."""
@@ -222,17 +224,20 @@ class Preprocess:
         input (C, h, w) at `dense_size`)."""
         img = to_pil(image, self.channels)
         h, w = self.dense_size((img.height, img.width), patch, max_side)
-        resample = RESAMPLE[self.config.interpolation] if self.config.resize == "squash" else \
-            Image.Resampling.BICUBIC
-        resized = np.asarray(img if img.size == (w, h) else img.resize((w, h), resample), dtype=np.uint8)
-        resized = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)  # (h, w, C) → (C, h, w)
-        x = normalize(torch.from_numpy(np.array(resized)), self.config.mean, self.config.std)
-        return np.asarray(img.convert("RGB"), dtype=np.uint8), x
+        resized = _to_tensor(img if img.size == (w, h) else img.resize((w, h), self.resample))  # (C, h, w)
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return rgb, normalize(resized, self.config.mean, self.config.std)
 
     def to_dict(self) -> dict[str, Any]:
         """The preprocessing as plain data (JSON-serialisable), without the label names."""
         data = {k: v for k, v in config_to_dict(self.config).items() if k != "label_names"}
         return {**data, "image_size": list(self.image_size), "channels": self.channels}
+
+
+def _to_tensor(img: Image.Image) -> Tensor:
+    """A Pillow image (mode L or RGB) → uint8 (C, H, W), a writable copy (Pillow's arrays are read-only)."""
+    array = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(np.array(array[None] if array.ndim == 2 else array.transpose(2, 0, 1)))
 
 
 # ---- datasets decoded by a model's preprocessing ------------------------------------------------------
