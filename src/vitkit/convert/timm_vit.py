@@ -138,7 +138,8 @@ def timm_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Vi
     cfg = infer_vit_config(sd, overrides)
     out = dict(sd)
     pos = out.pop("pos_embed")  # (1, P' + N, D), P' prefix positions
-    grid = (cfg.image_size[0] // cfg.patch_size, cfg.image_size[1] // cfg.patch_size)
+    stride = cfg.patch_size * (cfg.backbone.stride if cfg.backbone is not None else 1)  # a hybrid's trunk
+    grid = (cfg.image_size[0] // stride, cfg.image_size[1] // stride)
     prefix = prefix_positions(sd, cfg.num_prefix_tokens, grid[0] * grid[1])
     out["pos_embed.weight"] = pos[:, prefix:]
     for i, name in enumerate(("cls", "dist")[: 1 + int(cfg.distilled)] if "cls_token" in sd else ()):
