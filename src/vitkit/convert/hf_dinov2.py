@@ -26,6 +26,7 @@ norm), ``forward_features`` its ``last_hidden_state``. Dinov2ForImageClassificat
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -45,6 +46,8 @@ from .hf_common import (
     strip_prefix,
 )
 from .hf_vit import _hf_image_size, _label_names
+
+log = logging.getLogger(__name__)
 
 _PREFIXES = {"dinov2": "dinov2.", "dinov2_with_registers": "dinov2_with_registers."}
 _IN_MEMORY = [  # transformers ≥ 5 module names → the saved ones
@@ -95,7 +98,8 @@ def dinov2_to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -
 
 def _to_vitkit_keys(sd: dict[str, Tensor], cfg: ViTConfig) -> dict[str, Tensor]:
     sd = dict(sd)
-    sd.pop("embeddings.mask_token", None)  # masked-image pretraining only; see the module docstring
+    if sd.pop("embeddings.mask_token", None) is not None:  # masked-image pretraining only
+        log.info("embeddings.mask_token not loaded: vitkit's ViT has no masked-image pretraining input")
     out: dict[str, Tensor] = {"cls_token": sd.pop("embeddings.cls_token")}
     pos = sd.pop("embeddings.position_embeddings")  # (1, 1 + N, D): [CLS] position first
     out["cls_pos_embed"], out["pos_embed.weight"] = pos[:, :1], pos[:, 1:]

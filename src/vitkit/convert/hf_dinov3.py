@@ -17,6 +17,7 @@ pretraining only; the export writes zeros). Loads with ``num_classes = 0``: ``fo
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -27,6 +28,8 @@ from ..models.vit import ViTConfig
 from . import register_hf_converter
 from .hf_common import fuse_qkv, hf_patch_size, move, refuse_unless_exportable, split_qkv
 from .hf_vit import _hf_image_size
+
+log = logging.getLogger(__name__)
 
 _QKV = ("attention.q_proj", "attention.k_proj", "attention.v_proj")
 _BLOCK = {"norm1": "norm1", "attn.proj": "attention.o_proj", "norm2": "norm2", "mlp.fc2": "mlp.down_proj"}
@@ -58,7 +61,8 @@ def dinov3_to_vitkit(hf_config: dict[str, Any], state_dict: dict[str, Tensor]) -
         layer_scale_init=float(hf_config.get("layerscale_value", 1.0)), pos_embed="none", rope=rope,
         num_register_tokens=int(hf_config.get("num_register_tokens", 0)))
     sd = dict(state_dict)
-    sd.pop("embeddings.mask_token", None)  # masked-image pretraining only; see the module docstring
+    if sd.pop("embeddings.mask_token", None) is not None:  # masked-image pretraining only
+        log.info("embeddings.mask_token not loaded: vitkit's ViT has no masked-image pretraining input")
     out: dict[str, Tensor] = {"cls_token": sd.pop("embeddings.cls_token")}
     registers = sd.pop("embeddings.register_tokens", None)
     if cfg.num_register_tokens:

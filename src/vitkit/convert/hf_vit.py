@@ -144,7 +144,7 @@ def vitkit_to_vit(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
     hf_config: dict[str, Any] = {
         "model_type": "vit", "architectures": ["ViTForImageClassification" if classify else "ViTModel"],
         "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
-        "intermediate_size": int(cfg.dim * cfg.mlp_ratio), "hidden_act": "gelu",
+        "intermediate_size": cfg.mlp_width, "hidden_act": "gelu",
         "hidden_dropout_prob": cfg.drop_rate, "attention_probs_dropout_prob": cfg.attn_drop_rate,
         "initializer_range": 0.02, "layer_norm_eps": cfg.eps, "image_size": gh if gh == gw else [gh, gw],
         "patch_size": cfg.patch_size, "num_channels": cfg.in_chans, "qkv_bias": cfg.qkv_bias,

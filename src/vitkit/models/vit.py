@@ -229,7 +229,8 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
 
-    def reset_classifier(self, num_classes: int, pool: Literal["cls", "avg"] | None = None) -> None:
+    def reset_classifier(self, num_classes: int,
+                         pool: Literal["cls", "avg", "cls+avg"] | None = None) -> None:
         """New zero-initialised head(s) for `num_classes` (0 = no head); optionally change pooling."""
         if pool is not None:
             if pool != "avg" and self.cls_token is None:
