@@ -84,3 +84,18 @@ def test_timm_dinov2_by_architecture_name_and_no_square_message(tmp_path):
     save_file(sd, str(tmp_path / "odd.safetensors"))
     with pytest.raises(ValueError, match=r"5 prefix tokens \(\[CLS\], \[DIST\], registers\).*image_size"):
         vitkit.load_pretrained(tmp_path / "odd.safetensors", num_heads=2)
+
+
+def test_timm_dinov2_giant_shapes_take_heads_from_the_table(caplog):
+    from vitkit.convert.timm_vit import infer_vit_config
+
+    dim, hidden = 1536, 4096  # DINOv2 ViT-g/14: SwiGLUPacked fc1 (2·4096, 1536)
+    shapes = {"patch_embed.proj.weight": (dim, 3, 14, 14), "pos_embed": (1, 1 + 37 * 37, dim),
+              "cls_token": (1, 1, dim), "blocks.0.attn.qkv.weight": (3 * dim, dim),
+              "blocks.0.mlp.fc1.weight": (2 * hidden, dim), "blocks.0.mlp.fc2.weight": (dim, hidden),
+              "blocks.0.ls1.gamma": (dim,), "blocks.39.norm1.weight": (dim,)}
+    sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    with caplog.at_level("INFO", logger="vitkit.convert.timm_vit"):
+        cfg = infer_vit_config(sd, {})
+    assert (cfg.num_heads, cfg.mlp, cfg.mlp_width, cfg.image_size) == (24, "swiglu", 4096, (518, 518))
+    assert "DINOv2 ViT-g/14" in caplog.text
