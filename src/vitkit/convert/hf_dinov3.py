@@ -120,8 +120,13 @@ def vitkit_to_dinov3(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str,
         for n in ("q", "k", "v"):
             if not biases[n]:
                 out.pop(f"layer.{i}.attention.{n}_proj.bias", None)
+    return _hf_config(cfg, biases), {k: v.contiguous() for k, v in out.items()}
+
+
+def _hf_config(cfg: ViTConfig, biases: dict[str, bool]) -> dict[str, Any]:
+    """DINOv3ViTConfig fields for `cfg`; `biases`: whether the q, k, v projections have a bias."""
     rope = cfg.rope
-    hf_config = {
+    return {
         "model_type": "dinov3_vit", "architectures": ["DINOv3ViTModel"], "hidden_size": cfg.dim,
         "intermediate_size": cfg.mlp_width, "num_hidden_layers": cfg.depth,
         "num_attention_heads": cfg.num_heads, "hidden_act": _ACT[cfg.mlp],
@@ -134,7 +139,6 @@ def vitkit_to_dinov3(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str,
         "layerscale_value": 1.0 if cfg.layer_scale_init is None else cfg.layer_scale_init,
         "drop_path_rate": cfg.drop_path_rate, "num_register_tokens": cfg.num_register_tokens,
         "pos_embed_shift": rope.shift, "pos_embed_jitter": rope.jitter, "pos_embed_rescale": rope.rescale}
-    return hf_config, {k: v.contiguous() for k, v in out.items()}
 
 
 register_hf_converter(("dinov3_vit",), dinov3_to_vitkit, vitkit_to_dinov3)
