@@ -99,3 +99,46 @@ def test_timm_dinov2_giant_shapes_take_heads_from_the_table(caplog):
         cfg = infer_vit_config(sd, {})
     assert (cfg.num_heads, cfg.mlp, cfg.mlp_width, cfg.image_size) == (24, "swiglu", 4096, (518, 518))
     assert "DINOv2 ViT-g/14" in caplog.text
+
+
+def test_timm_qk_norm_layer_scale_registers_match_a_plain_torch_oracle(tmp_path):
+    """Independent of vitkit's modules: timm's Block math with q_norm / k_norm (LayerNorm over each head's d
+    channels, before the scaling), LayerScale γ on both branches and 2 registers after [CLS] without
+    positions (``no_embed_class``), written with random values under timm's key names."""
+    from test_oracle_layouts import layer_norm, linear, normal, timm_vit_weights
+
+    torch.manual_seed(0)
+    dim, heads, depth = 32, 4, 2
+    sd = timm_vit_weights(dim, depth, 64, grid=4)  # patch 8, 32×32 images, [CLS], 5 classes
+    sd["pos_embed"] = sd["pos_embed"][:, 1:]  # no_embed_class: positions for the patches only
+    sd["reg_token"] = normal(1, 2, dim, std=0.5)
+    for i in range(depth):
+        for ls in ("ls1", "ls2"):
+            sd[f"blocks.{i}.{ls}.gamma"] = normal(dim, std=0.5)
+        for qk in ("q_norm", "k_norm"):
+            sd[f"blocks.{i}.attn.{qk}.weight"] = 1 + normal(dim // heads, std=0.1)
+            sd[f"blocks.{i}.attn.{qk}.bias"] = normal(dim // heads, std=0.1)
+
+    def reference(images):
+        x = torch.nn.functional.conv2d(images, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"],
+                                       stride=8).flatten(2).transpose(1, 2) + sd["pos_embed"]
+        x = torch.cat([sd["cls_token"].expand(len(x), -1, -1), sd["reg_token"].expand(len(x), -1, -1), x], 1)
+        B, T, D = x.shape
+        for i in range(depth):
+            b = f"blocks.{i}"
+            qkv = linear(layer_norm(x, sd, f"{b}.norm1"), sd, f"{b}.attn.qkv")
+            qkv = qkv.reshape(B, T, 3, heads, D // heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, T, d) each
+            q, k = layer_norm(q, sd, f"{b}.attn.q_norm"), layer_norm(k, sd, f"{b}.attn.k_norm")
+            attn = ((q * (D // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+            x = x + sd[f"{b}.ls1.gamma"] * linear(attn.transpose(1, 2).reshape(B, T, D), sd, f"{b}.attn.proj")
+            hidden = torch.nn.functional.gelu(linear(layer_norm(x, sd, f"{b}.norm2"), sd, f"{b}.mlp.fc1"))
+            x = x + sd[f"{b}.ls2.gamma"] * linear(hidden, sd, f"{b}.mlp.fc2")
+        return linear(layer_norm(x, sd, "norm")[:, 0], sd, "head")
+
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    model = vitkit.load_pretrained(tmp_path / "m.safetensors", num_heads=heads)
+    assert model.config.qk_norm and model.num_prefix_tokens == 3
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert_close(model(images), reference(images), "logits")
