@@ -17,7 +17,6 @@ MODERN = ["--set", "model_args.encoder.num_register_tokens=2",
           "--set", "model_args.encoder.layer_scale_init=0.1"]
 
 
-@pytest.mark.slow  # one epoch of the pretrain task on the built-in digits (~25 s on 2 cores)
 def test_mae_with_registers_and_layer_scale_pretrains_and_exports(tmp_path):
     out = tmp_path / "run"
     assert main(["pretrain", "--method", "mae", "--out", str(out), "--data", "digits", "--epochs", "1",
