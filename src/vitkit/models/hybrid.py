@@ -50,7 +50,7 @@ class HybridEmbed(nn.Module):
         self.dim = dim
         self.feature_patch_size = feature_patch_size
         self.patch_size = self.backbone.stride * feature_patch_size
-        self.proj = nn.Conv2d(backbone_cfg.channels[-1], dim, kernel_size=feature_patch_size,
+        self.proj = nn.Conv2d(backbone_cfg.out_channels, dim, kernel_size=feature_patch_size,
                               stride=feature_patch_size)
         std = math.sqrt(1.0 / self.proj.weight[0].numel())  # lecun-normal over fan-in, as the conv PatchEmbed
         nn.init.trunc_normal_(self.proj.weight, std=std, a=-2 * std, b=2 * std)
