@@ -23,28 +23,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tarfile
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-TARBALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train.tar.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_cifar10 import TARBALL, extract  # noqa: E402  (the same tarball, extracted the same way)
+
 QUICK_MODEL = {"dim": 64, "depth": 2, "num_heads": 2}
-
-
-def extract(tarball: Path, dest: Path, per_class: int | None) -> None:
-    """Extract train/<class>/*.jpg; keep only the first `per_class` images of each class when given."""
-    kept: dict[str, int] = {}
-    with tarfile.open(tarball) as tar:
-        for member in tar:
-            if member.isfile():
-                cls = Path(member.name).parent.name
-                kept[cls] = kept.get(cls, 0) + 1
-                if per_class is not None and kept[cls] > per_class:
-                    continue
-            tar.extract(member, dest, filter="data")
 
 
 def train_config(data: Path, out: Path, registers: int, args: argparse.Namespace):
