@@ -105,8 +105,9 @@ def token_norm_figure(models: dict[int, torch.nn.Module], images: torch.Tensor, 
         if R:
             norms[f"registers, {r} registers"] = tokens[:, P - R:P].norm(dim=-1).flatten()  # after [CLS]
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = torch.linspace(0, max(v.max().item() for v in norms.values()), 61).numpy()  # shared by all series
     for name, values in norms.items():
-        ax.hist(values.numpy(), bins=60, alpha=0.5, density=True, label=name)
+        ax.hist(values.numpy(), bins=bins, alpha=0.5, density=True, label=name)
     ax.set_xlabel("L2 norm of the last block's output token")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
