@@ -138,6 +138,10 @@ def vitkit_to_vit(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
     """
     if not isinstance(cfg, ViTConfig):
         raise TypeError(f"the HF 'vit' exporter handles ViTConfig, not {type(cfg).__name__}")
+    later = {"LayerScale": cfg.layer_scale_init is not None, "SwiGLU": cfg.mlp != "gelu",
+             "registers": cfg.num_register_tokens, "[DIST]": cfg.distilled, "RoPE": cfg.rope is not None}
+    if any(later.values()):  # DeiT / DINOv2 / DINOv3 parts: their exporters claim the model
+        raise TypeError(f"a ViT with {', '.join(k for k, v in later.items() if v)} is not HF's plain ViT")
     _check_exportable(cfg)
     classify = cfg.num_classes > 0
     labels = cfg.preprocess.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_classes))
@@ -174,7 +178,9 @@ def _check_exportable(cfg: ViTConfig) -> None:
         problems.append("a pre-logits layer under a classifier (HF's classifier sits directly on [CLS]; "
                         "save with num_classes=0 to export it as ViTModel's pooler)")
     if cfg.pos_embed != "learn":
-        problems.append("fixed sin-cos position embeddings (HF's ViT learns them)")
+        problems.append("fixed sin-cos or no position embeddings (HF's ViT learns them)")
+    if cfg.qk_norm:
+        problems.append("QK-norm")
     if problems:
         raise ValueError("HF transformers' ViT cannot express this model: " + "; ".join(problems)
                          + ". Save it in vitkit format instead (format='vitkit').")
