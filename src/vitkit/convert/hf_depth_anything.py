@@ -30,7 +30,7 @@ from ..config import PreprocessConfig
 from ..models.dpt import DPTConfig
 from . import register_hf_converter
 from .hf_dinov2 import dinov2_to_vitkit, vitkit_to_dinov2
-from .hf_dpt import neck_prefixes, rename_prefixes
+from .hf_dpt import neck_prefixes, on_dinov2, rename_prefixes
 
 IMAGENET = PreprocessConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic")
 _UNUSED = "neck.fusion_stage.layers.0.residual_layer1."  # HF's coarsest fusion layer never runs it
@@ -86,9 +86,9 @@ def depth_anything_to_vitkit(hf_config: dict[str, Any],
         raise ValueError(f"this Depth Anything names its backbone {hf_config['backbone']!r} instead of "
                          "describing it (backbone_config); vitkit needs the config to build it")
     backbone = dict(hf_config.get("backbone_config") or {"model_type": "dinov2"})
-    if backbone.get("model_type", "dinov2") not in ("dinov2", "dinov2_with_registers"):
+    if backbone.get("model_type", "dinov2") != "dinov2":  # HF's neck drops one prefix token: no registers
         raise ValueError(f"Depth Anything on a {backbone['model_type']!r} backbone is not supported "
-                         "(vitkit loads DINOv2 backbones)")
+                         "(vitkit loads DINOv2 backbones without registers)")
     encoder, enc_sd = dinov2_to_vitkit(backbone, {k[len("backbone."):]: v for k, v in state_dict.items()
                                                   if k.startswith("backbone.")})
     encoder = dataclasses.replace(encoder, num_classes=0, preprocess=dataclasses.replace(IMAGENET))
@@ -107,13 +107,14 @@ def vitkit_to_depth_anything(cfg: Any,
         TypeError: not a DPTConfig with `tap_norm` (HF's DPT exporter handles the others).
         ValueError: a part HF's Depth Anything cannot express (named in the message).
     """
-    if not isinstance(cfg, DPTConfig) or not cfg.tap_norm:
-        raise TypeError("the HF 'depth_anything' exporter handles DPTConfigs with tap_norm (DINOv2 taps)")
+    if not on_dinov2(cfg):
+        raise TypeError("the HF 'depth_anything' exporter handles DPTs on DINOv2 encoders (LayerScale, "
+                        "SwiGLU or registers) or with taps through the final norm")
     _check_exportable(cfg)
     patch = cfg.encoder.patch_size
     backbone, enc_sd = vitkit_to_dinov2(cfg.encoder, {k[len("encoder."):]: v for k, v in state_dict.items()
                                                       if k.startswith("encoder.")})
-    backbone.update(out_indices=[b + 1 for b in cfg.block_taps], apply_layernorm=True,
+    backbone.update(out_indices=[b + 1 for b in cfg.block_taps], apply_layernorm=cfg.tap_norm,
                     reshape_hidden_states=False)
     factors = [patch / s for s in cfg.strides]
     hf_config = {
@@ -135,14 +136,19 @@ def vitkit_to_depth_anything(cfg: Any,
 def _check_exportable(cfg: DPTConfig) -> None:
     patch = cfg.encoder.patch_size
     problems = []
+    if cfg.encoder.num_register_tokens:
+        problems.append("register tokens (HF's Depth Anything drops the [CLS] token alone)")
+    if list(cfg.block_taps) != sorted(set(cfg.block_taps)):
+        problems.append(f"block taps {cfg.block_taps} (HF's backbone taps distinct blocks in order)")
     if cfg.stage_taps or cfg.readout != "ignore":
         problems.append("ResNet-stage taps or a readout other than 'ignore'")
     if cfg.task != "depth" or cfg.depth_projection:
         problems.append("a segmentation head or a depth projection")
     if cfg.fusion_batch_norm or cfg.fusion_bias is False:
         problems.append("fusion units with BatchNorm or without biases")
-    if any(patch / s not in (4, 2, 1, 0.5) for s in cfg.strides):
-        problems.append(f"strides {cfg.strides} (HF resamples the patch grid ×4, ×2, ×1 or ×0.5)")
+    if not all((patch / s).is_integer() or (s / patch).is_integer() for s in cfg.strides):
+        problems.append(f"strides {cfg.strides} (HF resamples the patch grid by integer factors or their "
+                        "inverses)")
     if problems:
         raise ValueError("HF transformers' Depth Anything cannot express this model: " + "; ".join(problems)
                          + ". Save it in vitkit format instead (format='vitkit').")

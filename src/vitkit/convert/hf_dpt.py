@@ -164,11 +164,22 @@ def dpt_to_vitkit(hf_config: dict[str, Any],
     return cfg, out
 
 
+def on_dinov2(cfg: Any) -> bool:
+    """True for a DPTConfig that HF would express as Depth Anything rather than DPT: a DINOv2-style encoder
+    (LayerScale, SwiGLU, registers) or taps through the final norm."""
+    if not isinstance(cfg, DPTConfig):
+        return False
+    enc = cfg.encoder
+    return (cfg.tap_norm or enc.layer_scale_init is not None or enc.mlp == "swiglu"
+            or enc.num_register_tokens > 0)
+
+
 def vitkit_to_dpt(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """DPTConfig + vitkit state dict → HF DPT config.json dict + state dict."""
-    if not isinstance(cfg, DPTConfig) or cfg.tap_norm:  # normed taps: Depth Anything's exporter
-        raise TypeError(f"the HF 'dpt' exporter handles DPTConfigs with pre-norm taps, not "
-                        f"{type(cfg).__name__}{' with tap_norm' if isinstance(cfg, DPTConfig) else ''}")
+    if not isinstance(cfg, DPTConfig):
+        raise TypeError(f"the HF 'dpt' exporter handles DPTConfig, not {type(cfg).__name__}")
+    if on_dinov2(cfg):
+        raise TypeError("a DPT on a DINOv2 encoder (or with normed taps) exports as HF Depth Anything")
     enc = cfg.encoder
     hybrid = enc.backbone is not None
     if hybrid and (cfg.stage_taps != (0, 1) or cfg.readout != "project" or enc.patch_size != 1):
