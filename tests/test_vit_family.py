@@ -24,8 +24,8 @@ OPTIONS = {
     "registers": dict(num_register_tokens=3),
     "distilled": dict(distilled=True),
     "rope": dict(pos_embed="none", rope=RopeConfig(), num_register_tokens=2, layer_scale_init=1.0),
-    "everything": dict(layer_scale_init=0.5, mlp="swiglu", qk_norm=True, num_register_tokens=2, distilled=True,
-                       pool="cls", rope=RopeConfig(rescale=None)),
+    "everything": dict(layer_scale_init=0.5, mlp="swiglu", qk_norm=True, num_register_tokens=2,
+                       distilled=True, rope=RopeConfig(rescale=None)),
 }
 
 
@@ -104,7 +104,8 @@ def test_options_are_refused_where_they_cannot_apply():
         tiny(pos_embed="none", rope=RopeConfig()).forward_tokens(torch.randn(1, 25, 32))
 
 
-@pytest.mark.parametrize("name", ["deit_tiny_distilled_patch16_224", "dinov2_vitg14_reg", "dinov3_vits16plus"])
+@pytest.mark.parametrize("name", ["deit_tiny_distilled_patch16_224", "dinov2_vitg14_reg",
+                                  "dinov3_vits16plus"])
 def test_analytic_flops_match_the_counter(name):
     cfg = vitkit.get_model_config(name, depth=2, image_size=(224, 224))
     with torch.device("meta"):
@@ -129,7 +130,7 @@ def ours(name: str) -> int:
         return meta_params(vitkit.create_model(name))
 
 
-# reference: (HF config, what vitkit holds beyond HF: D for HF's unused mask token (−), depth·D zero key biases)
+# sizes of the HF reference configs (DINOv3: + MLP width, gated, millions of parameters)
 DINOV2 = {"s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16), "g": (1536, 40, 24)}
 DINOV3 = {"s16": (384, 12, 6, 1536, False, 21.6), "s16plus": (384, 12, 6, 1536, True, 28.7),
           "b16": (768, 12, 12, 3072, False, 85.7), "l16": (1024, 24, 16, 4096, False, 303.2),
@@ -153,9 +154,9 @@ def test_dinov2_parameter_counts_equal_hf(letter, reg):
 @pytest.mark.parametrize("name", list(DINOV3))
 def test_dinov3_parameter_counts_equal_hf(name):
     dim, depth, heads, hidden, gated, millions = DINOV3[name]
-    config = transformers.DINOv3ViTConfig(hidden_size=dim, num_hidden_layers=depth, num_attention_heads=heads,
-                                          intermediate_size=hidden, use_gated_mlp=gated, num_register_tokens=4,
-                                          hidden_act="silu" if gated else "gelu")
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=dim, num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=hidden,
+        use_gated_mlp=gated, num_register_tokens=4, hidden_act="silu" if gated else "gelu")
     # vitkit holds DINOv3's absent key bias as zeros in the fused qkv; HF keeps an unused mask token
     assert ours(f"dinov3_vit{name}") == hf_params(config) + depth * dim - dim
     assert round(ours(f"dinov3_vit{name}") / 1e6, 1) == millions

@@ -117,9 +117,10 @@ def vitkit_to_dinov2(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str,
         TypeError: not a ViTConfig with one of those parts (another exporter's model).
         ValueError: a part HF's DINOv2 cannot express (named in the message).
     """
-    if not isinstance(cfg, ViTConfig) or not (cfg.layer_scale_init is not None or cfg.mlp == "swiglu"
-                                              or cfg.num_register_tokens):
-        raise TypeError("the HF DINOv2 exporter handles ViTConfigs with LayerScale, SwiGLU or registers")
+    family = isinstance(cfg, ViTConfig) and cfg.rope is None and not cfg.distilled  # else DINOv3's / DeiT's
+    if not (family and (cfg.layer_scale_init is not None or cfg.mlp == "swiglu" or cfg.num_register_tokens)):
+        raise TypeError("the HF DINOv2 exporter handles ViTConfigs with LayerScale, SwiGLU or registers "
+                        "(and no RoPE or [DIST])")
     _check_exportable(cfg)
     registers = cfg.num_register_tokens > 0
     model_type = "dinov2_with_registers" if registers else "dinov2"
@@ -164,8 +165,8 @@ def _check_exportable(cfg: ViTConfig) -> None:
     if (cfg.pos_interp, cfg.pos_antialias) != ("bicubic", cfg.num_register_tokens > 0):
         problems.append("position-embedding resampling other than HF's (bicubic, antialiased only with "
                         "registers)")
-    extra = {"a distillation token": cfg.distilled, "QK-norm": cfg.qk_norm, "RoPE": cfg.rope is not None}
-    problems += [name for name, used in extra.items() if used]
+    if cfg.qk_norm:
+        problems.append("QK-norm")
     if problems:
         raise ValueError("HF transformers' DINOv2 cannot express this model: " + "; ".join(problems)
                          + ". Save it in vitkit format instead (format='vitkit').")

@@ -95,9 +95,9 @@ class ViTConfig:
             raise ValueError("a ViT has one patch embedder: set backbone (hybrid) or conv_stem, not both")
         if (self.distilled or self.num_register_tokens) and not self.class_token:
             raise ValueError("a distillation token or register tokens need class_token=True")
-        if self.distilled and (self.pool != "cls" or self.representation_size):
-            raise ValueError("a distilled (DeiT) model pools [CLS] and [DIST] into two linear heads: "
-                             "use pool='cls' and no representation_size")
+        if self.distilled and (self.pool != "cls" or (self.representation_size and self.num_classes)):
+            raise ValueError("a distilled (DeiT) model classifies [CLS] and [DIST] with two linear heads: "
+                             "use pool='cls' and no representation_size under a head")
         if self.pool == "cls+avg" and (self.fc_norm or not self.class_token):
             raise ValueError("pool='cls+avg' needs class_token=True and fc_norm off")
         if self.mlp not in ("gelu", "swiglu"):
@@ -190,7 +190,7 @@ class VisionTransformer(nn.Module):
             self.pre_logits.add_module("act", nn.Tanh())
         self.head_drop = nn.Dropout(cfg.head_drop_rate)
         self.head = self._new_head(cfg.num_classes)
-        self.head_dist = self._new_head(cfg.num_classes) if cfg.distilled else None
+        self.head_dist = self._new_head(cfg.num_classes) if cfg.distilled and cfg.num_classes else None
         self.grad_checkpointing = False
         self.init_weights()
 
@@ -240,8 +240,8 @@ class VisionTransformer(nn.Module):
         self.config.num_classes = num_classes
         device = next(self.parameters()).device
         self.head = self._new_head(num_classes).to(device)
-        if self.head_dist is not None:
-            self.head_dist = self._new_head(num_classes).to(device)
+        if self.config.distilled:
+            self.head_dist = self._new_head(num_classes).to(device) if num_classes else None
         self._zero_heads()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -329,15 +329,16 @@ class VisionTransformer(nn.Module):
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
         """tokens (B, T, D) → logits (B, num_classes), or pooled features if `pre_logits`.
 
-        A distilled model averages its two heads, on [CLS] and on [DIST] (DeiT's inference; features: the mean
-        of the two tokens, as timm)."""
+        A distilled model averages its two heads, on [CLS] and on [DIST] (DeiT's inference, as HF's
+        DeiTForImageClassificationWithTeacher); its features are the pooled [CLS], as HF's DeiTModel pools."""
         x = self.pre_logits(self.fc_norm(self.pool(tokens)))
-        if self.head_dist is None:
-            return x if pre_logits else self.head(self.head_drop(x))
-        dist = tokens[:, 1]  # [DIST] comes right after [CLS]
         if pre_logits:
-            return (x + dist) / 2
-        return (self.head(self.head_drop(x)) + self.head_dist(self.head_drop(dist))) / 2
+            return x
+        logits = self.head(self.head_drop(x))
+        if self.head_dist is not None:
+            dist = tokens[:, 1]  # [DIST] comes right after [CLS]
+            logits = (logits + self.head_dist(self.head_drop(dist))) / 2
+        return logits
 
     def forward(self, images: Tensor) -> Tensor:
         """images (B, C, H, W), sides multiples of the patch → logits (B, num_classes)."""
