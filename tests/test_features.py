@@ -108,3 +108,29 @@ def test_features_only_errors():
         create_model("mae_vit_tiny_patch4_32", features_only=True)
     with pytest.raises(ValueError, match="non-empty"):
         create_model("vit_tiny_patch4_32", features_only=True, out_indices=())
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov3_vits16", "deit_tiny_distilled_patch16_224"])
+def test_features_only_on_the_vit_family_drops_every_prefix_token(name):
+    backbone = create_model(name, features_only=True, out_indices=(0, -1), dim=32, num_heads=2,
+                            depth=2).eval()
+    model = backbone.model
+    p = model.patch_size
+    assert backbone.channels() == [32, 32] and backbone.reduction() == [p, p]
+    images = torch.randn(1, 3, 2 * p, 3 * p)
+    with torch.no_grad():
+        maps = backbone(images)
+        tokens = model.forward_intermediates(images, [-1])[0]
+    P = model.num_prefix_tokens
+    assert P > 1 and tokens.shape[1] == P + 6  # [CLS] + registers or [DIST]
+    assert [m.shape for m in maps] == [(1, 32, 2, 3)] * 2
+    torch.testing.assert_close(maps[1], _reshaped(tokens, P, (2, 3)), rtol=0, atol=0)
+
+
+def test_features_only_stem_only_hybrid():
+    backbone = create_model("vit_tiny_r_s16_p8_224", features_only=True, out_indices=(0, 1), dim=32,
+                            num_heads=2, depth=2, backbone={"stem_width": 16, "num_groups": 4}).eval()
+    assert backbone.channels() == [16, 32] and backbone.reduction() == [4, 32]
+    with torch.no_grad():
+        maps = backbone(torch.randn(1, 3, 64, 96))
+    assert [tuple(m.shape) for m in maps] == [(1, 16, 16, 24), (1, 32, 2, 3)]
