@@ -15,8 +15,10 @@ Figures (in --out, default: the temporary folder, so pass --out to keep them):
   * registers_token_norms.png: histogram of the L2 norms of the last block's output tokens (before the final
     norm) over the held-out images: patch tokens without registers, patch tokens and register tokens with.
 
-Figures are printed, never asserted. Time: one epoch on the 45k training images takes a few minutes on 2
-cores; --epochs sets the budget (default 3 ≈ 8 min a run on a quiet 2-core machine; check --quick's img/s).
+Figures are printed, never asserted. Time: --epochs sets the budget. The default 3 epochs is ≈ 8 min a run
+if fp32 training runs at ≈ 300 img/s on 2 cores (an estimate: 45k images × 3 / 300 img/s, not measured, since
+the machine it was written on was shared; `vitkit bench vit_tiny_patch4_32 --dtype fp32` tells, and each
+run's epoch line prints img/s).
 """
 
 from __future__ import annotations
