@@ -134,3 +134,26 @@ def test_train_two_steps_then_depth_command(tmp_path):
     bad = replace_config(cfg, {"out": str(tmp_path / "bad"), "task.scene_size": 32})
     with pytest.raises(vitkit.errors.UsageError, match="multiple of 14"):
         run(bad)
+
+
+def test_depth_command_reads_an_hf_depth_anything_directory(tmp_path):
+    _hf_model(tmp_path, depth_estimation_type="metric", max_depth=20)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
+    assert main(["depth", "--checkpoint", str(tmp_path / "hf"), str(image), "--out", str(tmp_path / "o"),
+                 "--max-side", "56"]) == 0
+    depth = np.load(tmp_path / "o" / "photo_depth.npy")
+    assert depth.shape == (40, 60) and (depth >= 0).all() and (depth <= 20).all()  # metric: sigmoid × 20
+
+
+def test_export_refuses_what_hf_cannot_express(tmp_path):
+    registers = create_model("depth_anything_small",
+                             **{**SMALL, "encoder": {**SMALL["encoder"], "num_register_tokens": 4}})
+    with pytest.raises(ValueError, match="register tokens"):
+        save_pretrained(registers, tmp_path / "a", format="hf")
+    unordered = create_model("depth_anything_small", **{**SMALL, "block_taps": (1, 0, 1, 0)})
+    with pytest.raises(ValueError, match="block taps"):
+        save_pretrained(unordered, tmp_path / "b", format="hf")
+    with pytest.raises(ValueError, match="registers"):  # HF's neck drops one prefix token: refused on load
+        vitkit.convert.get_hf_converter("depth_anything").to_vitkit(
+            {"backbone_config": {"model_type": "dinov2_with_registers"}}, {})
