@@ -90,3 +90,18 @@ def test_hf_dinov2_export_refuses_what_it_cannot_express(tmp_path):
                                 qk_norm=True, image_size=(32, 48))
     with pytest.raises(ValueError, match="non-square position grid.*QK-norm"):
         vitkit.save_pretrained(model, tmp_path, format="hf")
+
+
+def test_hf_dinov2_in_memory_names_load_too(tmp_path):
+    """transformers ≥ 5 names modules q_proj / gate_proj / up_proj in memory; a state dict saved from there
+    loads as the saved layout does."""
+    from safetensors.torch import save_file
+
+    hf = hf_dinov2("Dinov2ForImageClassification", tmp_path, use_swiglu_ffn=True, num_labels=3)
+    sd = hf.state_dict()
+    assert any(".mlp.gate_proj." in k for k in sd) and any(".attention.q_proj." in k for k in sd)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "model.safetensors"))
+    model = vitkit.load_pretrained(tmp_path)
+    images = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        assert_close(model(images), hf(images).logits, "logits")

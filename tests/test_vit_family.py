@@ -173,3 +173,17 @@ def test_deit_parameter_counts(size, dims, millions):
     assert round(ours(f"deit_{size}_patch16_224") / 1e6, 1) == millions
     if size != "tiny":  # DeiT III = DeiT + LayerScale (2·D per block)
         assert ours(f"deit3_{size}_patch16_224") == ours(f"deit_{size}_patch16_224") + 2 * depth * dim
+
+
+def test_attention_overlays_and_figure7_with_registers_and_rope(tmp_path):
+    pytest.importorskip("matplotlib")
+    from vitkit.viz.figures import write_figure7
+    from vitkit.viz.overlays import compute_attention_maps
+
+    model = tiny(num_register_tokens=3, distilled=True)
+    for method in ("rollout", "cls", "heads"):
+        maps = compute_attention_maps(model, torch.randn(2, 3, 32, 48), method, layer=-1).maps
+        assert maps.shape[-2:] == (4, 6)  # the 1 + 1 + 3 prefix tokens are not on the map
+    rope = tiny(pos_embed="none", rope=RopeConfig(), num_register_tokens=2)
+    written = write_figure7(rope, tmp_path, torch.randn(2, 3, 32, 48), "2 noise images")
+    assert set(written) == {"embedding_filters", "attention_distance"}  # no position embeddings to compare

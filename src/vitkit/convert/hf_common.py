@@ -6,6 +6,7 @@ Not a converter itself (registers nothing).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -65,3 +66,29 @@ def split_qkv(sd: StateDict, out: StateDict, src: str, dst: str, names: tuple[st
         if f"{src}qkv.{p}" in sd:
             for name, t in zip(names, sd[f"{src}qkv.{p}"].chunk(3, dim=0), strict=True):
                 out[f"{dst}{name}.{p}"] = t
+
+
+def refuse_unless_exportable(family: str, problems: list[str]) -> None:
+    """ValueError naming every part HF's `family` cannot express, when there is any."""
+    if problems:
+        raise ValueError(f"HF transformers' {family} cannot express this model: " + "; ".join(problems)
+                         + ". Save it in vitkit format instead (format='vitkit').")
+
+
+def hf_cls_and_positions(sd: StateDict) -> StateDict:
+    """vitkit's [CLS] and position embeddings → HF's ``embeddings.{cls_token, position_embeddings}``, the
+    [CLS] position first (HF ViT, DINOv2)."""
+    return {"embeddings.cls_token": sd["cls_token"],
+            # (1, 1, D) + (1, N, D) → (1, 1 + N, D)
+            "embeddings.position_embeddings": torch.cat([sd["cls_pos_embed"], sd["pos_embed.weight"]], dim=1)}
+
+
+def rename_keys(sd: StateDict, rules: list[tuple[str, str]]) -> StateDict:
+    """Every key with each (regex, replacement) of `rules` applied in turn (e.g. transformers ≥ 5's in-memory
+    module names → the saved ones)."""
+    out = {}
+    for key, value in sd.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out

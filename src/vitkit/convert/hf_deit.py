@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..models.vit import ViTConfig
 from . import register_hf_converter
-from .hf_common import hf_labels, strip_prefix
+from .hf_common import hf_labels, refuse_unless_exportable, strip_prefix
 from .hf_vit import _label_names, _legacy_names, _state_dict_from_vitkit, vit_to_vitkit
 
 _HEADS = {"head": "cls_classifier", "head_dist": "distillation_classifier"}
@@ -65,9 +65,7 @@ def vitkit_to_deit(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, A
              "no pooler (set representation_size to export a headless model as DeiTModel)":
                  not cfg.num_classes and not cfg.representation_size}
     problems = [name for name, used in parts.items() if used]
-    if problems:
-        raise ValueError("HF transformers' DeiT cannot express this model: " + "; ".join(problems)
-                         + ". Save it in vitkit format instead (format='vitkit').")
+    refuse_unless_exportable("DeiT", problems)
     plain = ViTConfig(**{**vars(cfg), "distilled": False, "num_classes": 0})
     sd = {k: v for k, v in state_dict.items() if not k.startswith(("head", "dist_"))}
     hf_sd = _state_dict_from_vitkit(sd, plain)

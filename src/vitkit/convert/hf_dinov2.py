@@ -26,7 +26,6 @@ norm), ``forward_features`` its ``last_hidden_state``. Dinov2ForImageClassificat
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -34,7 +33,17 @@ from torch import Tensor
 
 from ..models.vit import ViTConfig
 from . import register_hf_converter
-from .hf_common import fuse_qkv, hf_labels, hf_patch_size, move, split_qkv, strip_prefix
+from .hf_common import (
+    fuse_qkv,
+    hf_cls_and_positions,
+    hf_labels,
+    hf_patch_size,
+    move,
+    refuse_unless_exportable,
+    rename_keys,
+    split_qkv,
+    strip_prefix,
+)
 from .hf_vit import _hf_image_size, _label_names
 
 _PREFIXES = {"dinov2": "dinov2.", "dinov2_with_registers": "dinov2_with_registers."}
@@ -52,11 +61,7 @@ _MLP = {"gelu": {"mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"},
 
 
 def _saved_names(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in sd.items():
-        for pattern, repl in _IN_MEMORY:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
+    out = rename_keys(sd, _IN_MEMORY)
     for gate in [k for k in out if ".mlp.gate_proj." in k]:  # separate gate / up → packed weights_in
         up = gate.replace("gate_proj", "up_proj")
         out[gate.replace("gate_proj", "weights_in")] = torch.cat([out.pop(gate), out.pop(up)], dim=0)
@@ -167,18 +172,12 @@ def _check_exportable(cfg: ViTConfig) -> None:
                         "registers)")
     if cfg.qk_norm:
         problems.append("QK-norm")
-    if problems:
-        raise ValueError("HF transformers' DINOv2 cannot express this model: " + "; ".join(problems)
-                         + ". Save it in vitkit format instead (format='vitkit').")
+    refuse_unless_exportable("DINOv2", problems)
 
 
 def _from_vitkit_keys(sd: dict[str, Tensor], cfg: ViTConfig) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {
-        "embeddings.cls_token": sd["cls_token"],
-        "embeddings.mask_token": torch.zeros(1, cfg.dim, dtype=sd["cls_token"].dtype),
-        # (1, 1, D) + (1, N, D) → (1, 1 + N, D)
-        "embeddings.position_embeddings": torch.cat([sd["cls_pos_embed"], sd["pos_embed.weight"]], dim=1),
-    }
+    out = hf_cls_and_positions(sd)
+    out["embeddings.mask_token"] = torch.zeros(1, cfg.dim, dtype=sd["cls_token"].dtype)
     if "reg_token" in sd:
         out["embeddings.register_tokens"] = sd["reg_token"]
     sd = dict(sd)

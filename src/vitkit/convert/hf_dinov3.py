@@ -25,7 +25,7 @@ from torch import Tensor
 from ..layers import RopeConfig
 from ..models.vit import ViTConfig
 from . import register_hf_converter
-from .hf_common import fuse_qkv, hf_patch_size, move, split_qkv
+from .hf_common import fuse_qkv, hf_patch_size, move, refuse_unless_exportable, split_qkv
 from .hf_vit import _hf_image_size
 
 _QKV = ("attention.q_proj", "attention.k_proj", "attention.v_proj")
@@ -92,9 +92,7 @@ def vitkit_to_dinov3(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str,
              or cfg.representation_size, "QK-norm": cfg.qk_norm, "a distillation token": cfg.distilled,
              "another patch embedder": not cfg.patchify_stem}
     problems = [name for name, used in parts.items() if used]
-    if problems:
-        raise ValueError("HF transformers' DINOv3 cannot express this model: " + "; ".join(problems)
-                         + ". Save it in vitkit format instead (format='vitkit').")
+    refuse_unless_exportable("DINOv3", problems)
     sd = dict(state_dict)
     out: dict[str, Tensor] = {"embeddings.cls_token": sd.pop("cls_token"),
                               "embeddings.mask_token": torch.zeros(1, 1, cfg.dim)}

@@ -18,7 +18,6 @@ strict=False`` to drop it.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from ..models.vit import ViTConfig
 from . import register_hf_converter
+from .hf_common import hf_cls_and_positions, refuse_unless_exportable, rename_keys
 
 # transformers ≥ 5 in-memory names → the saved (legacy) names
 _V5_NAMES = [
@@ -49,12 +49,7 @@ _BLOCK = {
 
 
 def _legacy_names(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in _V5_NAMES:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _V5_NAMES)
 
 
 def _hf_image_size(value: Any) -> tuple[int, int]:
@@ -181,17 +176,11 @@ def _check_exportable(cfg: ViTConfig) -> None:
         problems.append("fixed sin-cos or no position embeddings (HF's ViT learns them)")
     if cfg.qk_norm:
         problems.append("QK-norm")
-    if problems:
-        raise ValueError("HF transformers' ViT cannot express this model: " + "; ".join(problems)
-                         + ". Save it in vitkit format instead (format='vitkit').")
+    refuse_unless_exportable("ViT", problems)
 
 
 def _state_dict_from_vitkit(sd: dict[str, Tensor], cfg: ViTConfig) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {
-        "embeddings.cls_token": sd["cls_token"],
-        # (1, 1, D) + (1, N, D) → (1, 1 + N, D)
-        "embeddings.position_embeddings": torch.cat([sd["cls_pos_embed"], sd["pos_embed.weight"]], dim=1),
-    }
+    out = hf_cls_and_positions(sd)
     for p in ("weight", "bias"):
         out[f"embeddings.patch_embeddings.projection.{p}"] = sd[f"patch_embed.proj.{p}"]
         out[f"layernorm.{p}"] = sd[f"norm.{p}"]
