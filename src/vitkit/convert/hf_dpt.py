@@ -92,7 +92,8 @@ def dpt_config_to_vitkit(hf_config: dict[str, Any], sd: dict[str, Tensor]) -> DP
     """The DPTConfig of an HF DPT config.json (state dict used to tell depth from segmentation)."""
     if hf_config.get("backbone_config") and not hf_config.get("is_hybrid"):
         raise ValueError("HF DPT with a separate backbone (DINOv2, BEiT, Swin …) is not supported; "
-                         "vitkit loads ViT and hybrid (BiT) DPTs")
+                         "vitkit loads ViT and hybrid (BiT) DPTs, and DPTs on DINOv2 as HF Depth Anything "
+                         "(model_type 'depth_anything')")
     if hf_config.get("head_in_index", -1) != -1:
         raise ValueError("HF DPT with head_in_index != -1 is not supported")
     patch, dim = int(hf_config.get("patch_size", 16)), hf_config["hidden_size"]
