@@ -36,6 +36,7 @@ def tiny_overrides(cfg) -> dict:
             out[name] = value
     if hasattr(cfg, "block_taps") or hasattr(cfg, "stage_taps"):  # DPT: keep the encoder deep enough to tap
         out.setdefault("encoder", {}).update(dim=32, num_heads=2)
+        out["encoder"].pop("depth", None)  # the taps name blocks up to the preset's depth
     return out
 
 

@@ -81,6 +81,7 @@ def _import_converters() -> None:
     from . import (
         hf_bit,  # noqa: F401  HF "bit" (BiT ResNetV2)
         hf_deit,  # noqa: F401  HF "deit" (distilled)
+        hf_depth_anything,  # noqa: F401  HF "depth_anything" (DPT on DINOv2)
         hf_dinov2,  # noqa: F401  HF "dinov2", "dinov2_with_registers"
         hf_dinov3,  # noqa: F401  HF "dinov3_vit"
         hf_dpt,  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)

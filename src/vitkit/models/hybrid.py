@@ -62,6 +62,12 @@ class HybridEmbed(nn.Module):
         check_images(images, self.in_chans, self.patch_size)
         return self.backbone.forward_stages(images)
 
+    def stage_channels_and_strides(self) -> list[tuple[int, int]]:
+        """(C_i, stride s_i) of each map `forward_stages` returns: s_i = 4·2^i (the stem's 4, then ×2 a
+        stage); a stem-only trunk's one map is its stem's (stem_width, 4)."""
+        cfg = self.backbone.config
+        return [(c, 4 * 2 ** i) for i, c in enumerate(cfg.channels)] or [(cfg.stem_width, 4)]
+
     def embed_stages(self, stages: list[Tensor]) -> tuple[Tensor, tuple[int, int]]:
         """The output of `forward_stages` → tokens (B, N, D) from the last map (after the trunk's norm)."""
         features = self.backbone.norm(stages[-1])

@@ -346,40 +346,61 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(images))
 
     def forward_intermediates(self, images: Tensor, layers: int | Sequence[int] | None = None,
-                              norm: bool = False) -> list[Tensor]:
-        """Tokens (B, T, D) after the chosen blocks.
+                              norm: bool = False, output_fmt: Literal["NLC", "NCHW"] = "NLC",
+                              return_prefix_tokens: bool = False,
+                              ) -> list[Tensor] | list[tuple[Tensor, Tensor]]:
+        """The encoder's output after the chosen blocks: tokens, or patch maps for dense heads.
 
         Args:
-            images: (B, C, H, W).
+            images: (B, C, H, W), sides multiples of the patch (non-square too).
             layers: block indices (negative counts from the end), or an int n for the last n blocks;
                 None for every block.
             norm: apply the final norm to each returned tensor.
+            output_fmt: "NLC": all tokens (B, T, D) as the blocks see them (prefix tokens first);
+                "NCHW": the P prefix tokens ([CLS], registers) removed and the N patch tokens laid out on the
+                patch grid, (B, D, gh, gw).
+            return_prefix_tokens: with "NCHW", return (map (B, D, gh, gw), prefix tokens (B, P, D)) pairs.
         """
-        return self.forward_stages_and_intermediates(images, layers, norm)[1]
+        return self.forward_stages_and_intermediates(images, layers, norm, output_fmt,
+                                                     return_prefix_tokens)[1]
 
-    def forward_stages_and_intermediates(self, images: Tensor, layers: int | Sequence[int] | None = None,
-                                         norm: bool = False) -> tuple[list[Tensor], list[Tensor]]:
-        """One pass → (the patch embedder's stage maps, the tokens `forward_intermediates` returns).
+    def forward_stages_and_intermediates(
+            self, images: Tensor, layers: int | Sequence[int] | None = None, norm: bool = False,
+            output_fmt: Literal["NLC", "NCHW"] = "NLC", return_prefix_tokens: bool = False,
+    ) -> tuple[list[Tensor], list[Tensor] | list[tuple[Tensor, Tensor]]]:
+        """One pass → (the patch embedder's stage maps, what `forward_intermediates` returns).
 
         Stage maps are a hybrid's ResNet stages [(B, C_i, H_i, W_i), ...] (`HybridEmbed.forward_with_stages`);
         a conv-patch ViT has none ([]). Dense heads (DPT-Hybrid) tap both without running the trunk twice.
         """
+        if output_fmt not in ("NLC", "NCHW"):
+            raise ValueError(f"output_fmt must be 'NLC' or 'NCHW', not {output_fmt!r}")
+        if return_prefix_tokens and output_fmt != "NCHW":
+            raise ValueError("return_prefix_tokens needs output_fmt='NCHW' (NLC tokens keep their prefix)")
         if hasattr(self.patch_embed, "forward_with_stages"):
             tokens, grid, stages = self.patch_embed.forward_with_stages(images)
         else:
             (tokens, grid), stages = self.embed(images), []
         tokens = self.pos_drop(self.add_cls(self.add_pos_embed(tokens, grid)))  # as in prepare_tokens
-        return stages, self._intermediates(tokens, layers, norm, grid)
+        found = self._intermediates(tokens, layers, norm, grid)
+        if output_fmt == "NLC":
+            return stages, found
+        maps = [self.tokens_to_map(t, grid) for t in found]
+        if return_prefix_tokens:
+            return stages, [(m, t[:, :self.num_prefix_tokens]) for m, t in zip(maps, found, strict=True)]
+        return stages, maps
+
+    def tokens_to_map(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        """tokens (B, P + N, D) → patch map (B, D, gh, gw): the P prefix tokens dropped, patches on the
+        grid."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        if patches.shape[1] != grid[0] * grid[1]:
+            raise ValueError(f"{patches.shape[1]} patch tokens do not fill a {grid[0]}×{grid[1]} grid")
+        return patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)  # (B, N, D) → (B, D, gh, gw)
 
     def _intermediates(self, tokens: Tensor, layers: int | Sequence[int] | None, norm: bool,
                        grid: tuple[int, int] | None = None) -> list[Tensor]:
-        depth = len(self.blocks)
-        if layers is None:
-            wanted = list(range(depth))
-        elif isinstance(layers, int):
-            wanted = list(range(depth - layers, depth))
-        else:
-            wanted = [i % depth if -depth <= i < depth else _bad_layer(i, depth) for i in layers]
+        wanted = self.block_indices(layers)
         found: dict[int, Tensor] = {}
         rope = self.rope_for(grid)
         for i, block in enumerate(self.blocks[: max(wanted) + 1]):
@@ -387,6 +408,19 @@ class VisionTransformer(nn.Module):
             if i in wanted:
                 found[i] = self.norm(tokens) if norm else tokens
         return [found[i] for i in wanted]
+
+    def block_indices(self, layers: int | Sequence[int] | None) -> list[int]:
+        """`layers` as `forward_intermediates` takes it → block indices in [0, depth), in the order given."""
+        depth = len(self.blocks)
+        if layers is None:
+            return list(range(depth))
+        if isinstance(layers, int):
+            if not 0 < layers <= depth:
+                raise IndexError(f"cannot take the last {layers} blocks of a {depth}-block encoder")
+            return list(range(depth - layers, depth))
+        if len(layers) == 0:
+            raise IndexError("no layers asked for")
+        return [i % depth if -depth <= i < depth else _bad_layer(i, depth) for i in layers]
 
 
 def _bad_layer(i: int, depth: int) -> int:
