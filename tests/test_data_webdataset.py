@@ -15,7 +15,6 @@ from PIL import Image
 from vitkit.cli.main import main
 from vitkit.data import DataConfig, ImageLoader, build_datasets
 
-pytest.importorskip("webdataset")
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from ..errors import UsageError, require
 from .builtin import BUILTIN_DATASETS, DEFAULT_BUILTIN, load_builtin
 from .folder import ImageFolder, InMemoryImages, find_samples
+from .hfdata import HF_PREFIX
 from .shards import is_pipe, looks_like_shards
 from .split import split_indices
 
@@ -146,7 +147,6 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> DataSplits:
 
 
 BUILTIN_PREFIX = "builtin:"
-HF_PREFIX = "hf:"
 DEFAULT_VAL_FRACTION = 0.1
 
 
