@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from vitkit.config import PreprocessConfig
 from vitkit.data import DataConfig, ImageLoader, InMemoryImages, build_datasets, normalize
+from vitkit.data.shard_writer import add_member
 from vitkit.data.shards import expand_braces, expand_sources
 from vitkit.data.stream import ShardReader
 from vitkit.data.webdataset import open_shards
@@ -28,12 +29,6 @@ from vitkit.engine.trainer import as_loader
 from vitkit.errors import UsageError
 from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.objectives import ClassificationObjective
-
-
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    tar.addfile(info, io.BytesIO(payload))
 
 
 def _png(sample_id: int) -> bytes:
@@ -53,9 +48,10 @@ def make_shards(root: Path, counts: list[int], bad: dict[int, str] | None = None
         with tarfile.open(root / f"s-{s:03d}.tar", "w") as tar:
             for _ in range(n):
                 kind, key = bad.get(sample_id), f"{sample_id:05d}"
-                _add(tar, f"{key}.png", _png(sample_id)[:30] if kind == "truncated" else _png(sample_id))
+                image = _png(sample_id)
+                add_member(tar, f"{key}.png", image[:30] if kind == "truncated" else image)
                 if kind != "nolabel":
-                    _add(tar, f"{key}.cls", b"x" if kind == "badlabel" else str(sample_id % 3).encode())
+                    add_member(tar, f"{key}.cls", b"x" if kind == "badlabel" else str(sample_id % 3).encode())
                 sample_id += 1
     (root / "classes.txt").write_text("a\nb\nc\n")
     return root
@@ -158,6 +154,17 @@ def test_resume_without_buffer_is_exact(tmp_path, k):
     data = open_shards(str(make_shards(tmp_path, [7] * 6, EVERY_SHARD_STARTS_BAD)))
     full = epoch_ids(ImageLoader(data, 4, shuffle=True, drop_last=True, num_workers=2, seed=3), 1)
     assert _resumed(data, k) == full
+
+
+def test_uncounted_pipe_shards_with_a_declared_epoch_resume_exactly(tmp_path):
+    """No index, a declared samples_per_epoch: nothing is read up front; a resume skips sample by sample."""
+    root = make_shards(tmp_path, [7] * 6, EVERY_SHARD_STARTS_BAD)
+    splits = build_datasets(DataConfig(path=f"pipe:cat {root}/s-{{000..005}}.tar", samples_per_epoch=20,
+                                       shuffle_buffer=0))
+    data = splits.train
+    assert data.shard_counts is None
+    full = epoch_ids(ImageLoader(data, 4, shuffle=True, drop_last=True, num_workers=2, seed=3), 1)
+    assert len(full) == 5 and _resumed(data, 3) == full
 
 
 def test_resume_with_buffer_repeats_and_drops_at_most_b_per_worker(tmp_path):

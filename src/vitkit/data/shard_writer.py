@@ -114,13 +114,14 @@ def _write_shard(path: Path, samples: list[tuple[int, str, int]], root: Path) ->
         for number, image_path, target in samples:
             key = f"{number:08d}"
             ext = Path(image_path).suffix.lower().lstrip(".")
-            _add(tar, f"{key}.{ext}", Path(image_path).read_bytes())
-            _add(tar, f"{key}.cls", str(target).encode())
-            _add(tar, f"{key}.path", str(Path(image_path).relative_to(root)).encode())
+            add_member(tar, f"{key}.{ext}", Path(image_path).read_bytes())
+            add_member(tar, f"{key}.cls", str(target).encode())
+            add_member(tar, f"{key}.path", str(Path(image_path).relative_to(root)).encode())
     os.replace(tmp, path)
 
 
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    """Add a file `name` holding `payload` to an open tar."""
     info = tarfile.TarInfo(name)
     info.size = len(payload)
     info.mode = 0o644

@@ -200,6 +200,9 @@ def load_index(urls: Sequence[str], classes: Sequence[str] | None = None, count:
             classes = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
         else:
             classes = [str(i) for i in range(largest + 1)]
+    if not classes:
+        raise ValueError(f"{urls[0]}: no class names (no {SHARD_INDEX} or {CLASS_NAMES} beside the "
+                         "shards, which were not counted); add a classes.txt or unset data.samples_per_epoch")
     if largest >= len(classes):
         raise ValueError(f"{urls[0]}: class index {largest} but only {len(classes)} class names")
     return ShardIndex(list(classes), counts)

@@ -133,13 +133,13 @@ class ShardReader(IterableDataset):
             if counts is not None:
                 total = sum(counts[i] for i in mine)
                 kept = total if split_shards else len(range(reader, total, readers))
-                if kept == 0:
+                if kept == 0 and self.repeat:
                     raise UsageError(f"reader {reader} of {readers} has no samples: {sum(counts)} samples "
                                      f"in {len(order)} shards; use fewer data.num_workers or ranks")
                 if skip >= kept:
                     skip -= kept
                     continue
-            position = 0  # sample index within this pass (all shards), for splitting samples
+            position = found = 0  # samples read in this pass (all shards, for splitting samples), kept
             for shard in mine:
                 if split_shards and counts is not None and skip >= counts[shard]:
                     skip -= counts[shard]
@@ -148,10 +148,14 @@ class ShardReader(IterableDataset):
                     position += 1
                     if not split_shards and (position - 1) % readers != reader:
                         continue
+                    found += 1
                     if skip:
                         skip -= 1
                         continue
                     yield repeat, sample
+            if self.repeat and counts is None and not found:  # else caught above, from the counts
+                raise UsageError(f"reader {reader} of {readers} found no samples in its shards "
+                                 f"({self.data.shards[mine[0]]}, ...)")
 
 
 def _batch(images: list, targets: list, worker: int, emitted: int, skipped: list) -> dict[str, Any]:
@@ -260,7 +264,7 @@ class ShardLoader:
     def _check_split(self) -> None:
         readers, counts = self.world_size * self.workers, self.dataset.shard_counts
         shards = len(self.dataset.shards)
-        if counts is not None and sum(counts) < readers:
+        if self.drop_last and counts is not None and sum(counts) < readers:
             raise UsageError(f"{sum(counts)} samples cannot feed {self.world_size} ranks x {self.workers} "
                              "workers; lower data.num_workers")
         if shards < readers:
