@@ -1,4 +1,4 @@
-"""WebDataset shards built with tarfile: read back through the extra, skipping a corrupt sample, and trained
+"""WebDataset shards built with tarfile: read back (no extra needed), skipping a corrupt sample, and trained
 on end to end by `vitkit train`."""
 
 from __future__ import annotations
