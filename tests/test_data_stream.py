@@ -137,6 +137,18 @@ EVERY_SHARD_STARTS_BAD = {0: "truncated", 7: "nolabel", 14: "badlabel", 21: "tru
                           35: "truncated"}  # for shards of 7: every reader meets bad samples from the start
 
 
+def test_errors_in_workers_arrive_whole(tmp_path):
+    """Errors raised in DataLoader workers reach the caller as themselves, without the worker's traceback."""
+    from vitkit.data import UnreadableImage
+
+    make_shards(tmp_path, [6] * 4, {i: "truncated" for i in range(24)})
+    with pytest.raises(UsageError, match="no readable sample") as refused:
+        epoch_ids(ImageLoader(open_shards(str(tmp_path)), 4, drop_last=True, num_workers=2), 0)
+    assert "Traceback" not in str(refused.value)
+    with pytest.raises(UnreadableImage, match="not an image"):
+        epoch_ids(ImageLoader(open_shards(str(tmp_path), strict=True), 4, num_workers=2), 0)
+
+
 def _resumed(data, k: int, epoch: int = 1) -> list[list[int]]:
     """The first k batches of `epoch`, a checkpoint of the loader's state, then a fresh loader resuming."""
     first = ImageLoader(data, 4, shuffle=True, drop_last=True, num_workers=2, seed=3)

@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import UsageError
+from .decode import UnreadableImage
 from .folder import SkippedSample
 from .shards import iter_samples
 
@@ -79,7 +80,7 @@ class ShardReader(IterableDataset):
 
     Yields dicts ``{"images" uint8 (b, C, H, W), "targets" (b,), "worker", "emitted", "skipped"}``: `worker`
     is the reader's logical worker index, `emitted` the samples it has emitted so far this epoch (including
-    `skips`), `skipped` the bad samples in this batch.
+    `skips`), `skipped` the bad samples in this batch; or ``{"error": exception}`` as its last item.
     """
 
     data: Any  # WebDatasetImages
@@ -97,6 +98,12 @@ class ShardReader(IterableDataset):
         super().__init__()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._batches()
+        except (UsageError, UnreadableImage) as e:  # handed over whole: DataLoader would wrap its traceback
+            yield {"error": e}
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         worker = (physical + self.worker_offset) % workers
@@ -207,6 +214,8 @@ class ShardLoader:
         position = self._position = {"epoch": epoch, "batches": start_batch, "emitted": list(skips)}
         skipped_before = len(self.skipped)
         for batch in loader:
+            if "error" in batch:
+                raise batch["error"]
             if self.drop_last and position["batches"] >= len(self):
                 break
             position["emitted"][batch["worker"]] = batch["emitted"]
