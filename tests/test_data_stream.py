@@ -129,6 +129,10 @@ def test_bad_samples_skipped_counted_and_named(tmp_path, caplog):
     assert seen == sorted(set(range(20)) - set(bad))
     assert loader.num_skipped == 3 and all(any(f"{i:05d}" in k for k in loader.skipped) for i in bad)
     assert "skipped 3 bad samples" in caplog.text and "00005" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        epoch_ids(loader, 1)
+    assert "epoch 1: skipped 3 bad samples" in caplog.text and loader.num_skipped == 3  # distinct samples
     train = ImageLoader(open_shards(str(tmp_path)), 4, drop_last=True, num_workers=2)
     assert [len(b) for b in epoch_ids(train, 0)] == [4] * 5  # bad samples replaced: batches stay full
 

@@ -212,7 +212,7 @@ class ShardLoader:
         loader = DataLoader(reader, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
                             pin_memory=self.pin_memory)
         position = self._position = {"epoch": epoch, "batches": start_batch, "emitted": list(skips)}
-        skipped_before = len(self.skipped)
+        skipped: list[str] = []  # this epoch's bad samples (`self.skipped` keeps every one seen)
         for batch in loader:
             if "error" in batch:
                 raise batch["error"]
@@ -220,13 +220,13 @@ class ShardLoader:
                 break
             position["emitted"][batch["worker"]] = batch["emitted"]
             self.skipped.update((s.path, s.reason) for s in batch["skipped"])
+            skipped.extend(s.path for s in batch["skipped"])
             if len(batch["targets"]):
                 position["batches"] += 1
                 yield batch["images"], batch["targets"]
-        new = list(self.skipped)[skipped_before:]
-        if new:
-            log.warning("epoch %d: skipped %d bad samples on rank %d (first: %s)", epoch, len(new), self.rank,
-                        ", ".join(new[:3]))
+        if skipped:
+            log.warning("epoch %d: skipped %d bad samples on rank %d (first: %s)", epoch, len(skipped),
+                        self.rank, ", ".join(skipped[:3]))
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's position: epoch, batches handed out, samples emitted per worker, and the layout."""
