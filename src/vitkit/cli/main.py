@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "vitkit.cli.ssl",
     "vitkit.cli.bench",
     "vitkit.cli.serve",
+    "vitkit.cli.shards",
 ]
 
 
