@@ -11,5 +11,5 @@ from .weights import create_model, load_checkpoint, load_pretrained, save_pretra
 __version__ = "0.1.0"
 
 __all__ = ["ModelCard", "Pipeline", "PreprocessConfig", "ViTConfig", "VisionTransformer", "build_model",
-           "create_model", "get_model_config", "list_models", "load_checkpoint", "load_pretrained", "pipeline",
-           "record_attention", "replace_config", "save_pretrained", "transforms_for"]
+           "create_model", "get_model_config", "list_models", "load_checkpoint", "load_pretrained",
+           "pipeline", "record_attention", "replace_config", "save_pretrained", "transforms_for"]
