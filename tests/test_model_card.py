@@ -3,6 +3,9 @@ its exports and checkpoints, and a user's own README.md left alone."""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import yaml
 
@@ -18,14 +21,14 @@ def read_card(folder):
     return yaml.safe_load(front), body
 
 
-@pytest.mark.parametrize("name,overrides,kind", [
-    ("vit_micro_patch4_16", {}, "image-classification"),
-    ("vit_micro_patch4_16", {"num_classes": 0}, "image-feature-extraction"),
-    ("dpt_tiny_depth", {}, "depth-estimation"),
-    ("dpt_tiny_segment", {}, "image-segmentation"),
-    ("mae_vit_tiny_patch4_32", {}, "image-feature-extraction"),
+@pytest.mark.parametrize("name,overrides,kind,task,command", [
+    ("vit_micro_patch4_16", {}, "image-classification", "image-classification", "vitkit predict"),
+    ("vit_micro_patch4_16", {"num_classes": 0}, "image-feature-extraction", "attention", "vitkit attention"),
+    ("dpt_tiny_depth", {}, "depth-estimation", "depth-estimation", "vitkit depth"),
+    ("dpt_tiny_segment", {}, "image-segmentation", "image-segmentation", "vitkit segment"),
+    ("mae_vit_tiny_patch4_32", {}, "image-feature-extraction", "mae-reconstruction", "vitkit reconstruct"),
 ])
-def test_card_front_matter_and_body_follow_the_model(tmp_path, name, overrides, kind):
+def test_card_front_matter_and_body_follow_the_model(tmp_path, name, overrides, kind, task, command):
     model = vitkit.create_model(name, **overrides)
     vitkit.save_pretrained(model, tmp_path)
     meta, body = read_card(tmp_path)
@@ -35,6 +38,10 @@ def test_card_front_matter_and_body_follow_the_model(tmp_path, name, overrides, 
     assert f"{params / 1e6:.2f} M parameters" in body and MARKER in body
     assert 'vitkit.load_pretrained("DIR")' in body
     assert vitkit.load_pretrained(tmp_path).config == model.config  # the card does not disturb loading
+    used = re.findall(r'vitkit\.pipeline\("([^"]+)", "DIR"\)', body)
+    assert used == [task] and f"```bash\n{command} --checkpoint DIR image.jpg" in body
+    image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert vitkit.pipeline(used[0], str(tmp_path), device="cpu")(image)  # the snippet's task runs on it
 
 
 def test_classifier_card_describes_input_preprocessing_and_cli(tmp_path):

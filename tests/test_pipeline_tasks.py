@@ -95,6 +95,24 @@ def test_mae_reconstruction(tmp_path):
         pipe(inputs[0], mask_ratio=1.0)
 
 
+def test_mae_reconstruction_takes_one_seed_per_image(tmp_path):
+    pipe = vitkit.pipeline("mae-reconstruction", saved(tmp_path, tiny_mae()), device="cpu", batch_size=2)
+    a, b, c = image(40, 50), image(32, 32, 1), image(60, 30, 2)
+    together = pipe([a, b, c], seed=[11, 5, 11])  # two batches; c shares a's seed, not its place
+    for got, (img, seed) in zip(together, ((a, 11), (b, 5), (c, 11)), strict=True):
+        alone = pipe(img, seed=seed)
+        for key in ("original", "masked", "reconstruction", "reconstruction_visible"):
+            np.testing.assert_allclose(got[key], alone[key], atol=1)  # fp rounding of a bigger batch
+        assert np.array_equal(got["masked"], alone["masked"]) and got["loss"] == pytest.approx(alone["loss"])
+    other = pipe(a, seed=12)["masked"]
+    assert not np.array_equal(other, together[0]["masked"])  # the seed picks the mask
+    assert np.array_equal(pipe([b, a], seed=[5, 11])[1]["masked"], together[0]["masked"])  # not the position
+    with pytest.raises(UsageError, match="one per image"):
+        pipe([a, b], seed=[1])
+    with pytest.raises(UsageError, match="integer"):
+        pipe(a, seed="1")
+
+
 def tiny_vit(**overrides):
     torch.manual_seed(0)
     model = create_model("vit_tiny_patch4_32", depth=2, dim=32, num_heads=2, num_classes=3, **overrides)

@@ -219,14 +219,15 @@ class Gate:
         return self.pipe(images, **options)
 
 
-def while_busy(client: TestClient, app, gate: Gate, requests: list[tuple[bytes, dict]]) -> list[dict]:
+def while_busy(client: TestClient, app, gate: Gate, requests: list[tuple[bytes, dict]],
+               endpoint: str = "classify") -> list[dict]:
     """Send the first request; once the model holds it, send the others; once they all wait, release the
     model. Returns the JSON replies in order."""
     replies = [None] * len(requests)
 
     def ask(i: int) -> None:
         image, fields = requests[i]
-        replies[i] = upload(client, "classify", image, **fields)
+        replies[i] = upload(client, endpoint, image, **fields)
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
     threads[0].start()
@@ -358,32 +359,36 @@ def test_attention_equals_the_offline_pipeline(service, classifier):
     assert "head 1" in head["titles"][0]
 
 
-def test_reconstruct_equals_the_pipeline_even_when_batched(checkpoints):
+def test_reconstruct_requests_batch_with_their_own_seeds(checkpoints):
     pipe = vitkit.pipeline("mae-reconstruction", checkpoints["mae"], device="cpu")
     service = load_service(checkpoints["mae"], device="cpu")
     assert list(service.pipelines) == ["reconstruct", "attention"]
-    assert TestClient(create_app(service)).get("/v1/model").json()["config"]["mask_ratio"] == 0.75
-    images = [png_bytes(32, 32, seed=i) for i in range(3)]
-    app = create_app(service, ServeConfig(batch_window_ms=1000))
+    gate = Gate(service.pipelines["reconstruct"])
+    app = create_app(Service({**service.pipelines, "reconstruct": gate}, service.info),
+                     ServeConfig(max_batch=8))
+    images = [png_bytes(32, 32, seed=i) for i in range(4)]
+    seeds = [7, 3, 7, 0]
     with TestClient(app) as client:
-        replies = [None] * 3
-
-        def ask(i: int) -> None:
-            replies[i] = upload(client, "reconstruct", images[i], mask_ratio=0.5, seed=7).json()
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        assert client.get("/v1/model").json()["config"]["mask_ratio"] == 0.75
+        requests = [(png_bytes(32, 32, seed=9), {"mask_ratio": 0.25, "seed": 1})]
+        requests += [(image, {"mask_ratio": 0.5, "seed": s}) for image, s in zip(images, seeds, strict=True)]
+        replies = while_busy(client, app, gate, requests, endpoint="reconstruct")
         classify = upload(client, "classify", images[0])
     assert classify.status_code == 404 and "reconstruct, attention" in classify.json()["error"]
-    assert all(r["batch_size"] == 1 for r in replies)  # each image gets a call of its own
-    for image, got in zip(images, replies, strict=True):
-        want = pipe(Image.open(io.BytesIO(image)), mask_ratio=0.5, seed=7)  # every request: seed 7
-        for key in ("original", "masked", "reconstruction", "reconstruction_visible"):
+    # 5 requests, 2 model calls: mask_ratio groups requests, each image keeps its own seed
+    (n0, first), (n1, second) = gate.calls
+    assert (n0, first, n1, second["mask_ratio"]) == (1, {"mask_ratio": 0.25, "seed": [1]}, 4, 0.5)
+    assert sorted(second["seed"]) == sorted(seeds)  # in arrival order, which the threads decide
+    assert [r["batch_size"] for r in replies] == [1, 4, 4, 4, 4]
+    for image, seed, got in zip(images, seeds, replies[1:], strict=True):
+        assert got["options"] == {"mask_ratio": 0.5, "seed": seed}
+        want = pipe(Image.open(io.BytesIO(image)), mask_ratio=0.5, seed=seed)  # the image alone, offline
+        for key in ("original", "masked"):
             np.testing.assert_array_equal(decode_png(got[key]), want[key])
+        for key in ("reconstruction", "reconstruction_visible"):  # a batch of 4 may round a pixel otherwise
+            np.testing.assert_allclose(decode_png(got[key]), want[key], atol=1)
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-6)
+    assert not np.array_equal(decode_png(replies[1]["masked"]), decode_png(replies[2]["masked"]))
 
 
 def test_depth_equals_the_pipeline_within_its_16_bit_encoding(checkpoints):

@@ -135,29 +135,47 @@ def _description(config: Any, params: int, kind: str) -> list[str]:
 
 _OUTPUT = {"image-classification": "logits (1, classes)", "depth-estimation": "depth (1, H, W)",
            "image-segmentation": "logits (1, classes, H, W)"}
-_COMMAND = {"image-classification": "vitkit predict --checkpoint DIR image.jpg --top-k 5",
-            "depth-estimation": "vitkit depth --checkpoint DIR image.jpg --out depth/",
-            "image-segmentation": "vitkit segment --checkpoint DIR image.jpg --out masks/"}
+# per vitkit model type / Hub tag: the `vitkit.pipeline` task, what one result is, the CLI line
+_PIPELINE = {
+    "image-classification": ("image-classification", "[{label, index, score}, ...] best first",
+                             "vitkit predict --checkpoint DIR image.jpg --top-k 5"),
+    "depth-estimation": ("depth-estimation", '{"depth": (H, W) float32, "kind": "depth" or "disparity"}',
+                         "vitkit depth --checkpoint DIR image.jpg --out depth/"),
+    "image-segmentation": ("image-segmentation", '{"labels": (H, W) class indices, "overlay": RGB, ...}',
+                           "vitkit segment --checkpoint DIR image.jpg --out masks/"),
+    "mae": ("mae-reconstruction", '{"original", "masked", "reconstruction", ...}: RGB panels',
+            "vitkit reconstruct --checkpoint DIR image.jpg --out reconstructions/"),
+    "encoder": ("attention", '{"map": (H, W) attention, "overlay": RGB, ...}',
+                "vitkit attention --checkpoint DIR image.jpg --out attention/"),
+}
 _HF_CLASS = {"image-classification": "AutoModelForImageClassification",
              "depth-estimation": "AutoModelForDepthEstimation",
              "image-segmentation": "AutoModelForSemanticSegmentation"}
 
 
 def _usage(config: Any, kind: str, format: str) -> list[str]:
+    """`vitkit.pipeline` on an image for the model's task (attention for an encoder), `load_pretrained` on a
+    tensor, transformers for an HF-layout folder, and the CLI line."""
     encoder = getattr(config, "encoder", config)
     size = getattr(encoder, "image_size", (224, 224))
     shape = ", ".join(map(str, (getattr(encoder, "in_chans", 3), *size)))
     output = _OUTPUT.get(kind, "MAE / MPP outputs (loss, pred, ...)" if hasattr(config, "encoder")
                          else "pooled features (1, width)" if hasattr(config, "dim") else "features")
+    task, result, command = _PIPELINE.get(kind) or _PIPELINE[
+        "mae" if model_type_of(config) == "mae" else "encoder"]
     python = ["import torch, vitkit", "",
-              'model = vitkit.load_pretrained("DIR")   # DIR: this folder, or "hf-hub:ORG/NAME" on the Hub',
+              '# DIR: this folder, or "hf-hub:ORG/NAME" on the Hub',
+              f'pipe = vitkit.pipeline("{task}", "DIR")',
+              f'result = pipe("image.jpg")            # {result}', "",
+              'model = vitkit.load_pretrained("DIR")',
               f"images = torch.rand(1, {shape})      # pixels in [0, 1], normalised by the mean / std above",
               f"out = model(images)                     # {output}"]
     if format == "hf":
         cls = _HF_CLASS.get(kind, "AutoModel")
         python += ["", f"from transformers import {cls}   # the folder is in the transformers layout too",
                    f'hf_model = {cls}.from_pretrained("DIR")']
-    command = _COMMAND.get(kind, "vitkit finetune --from DIR --data IMAGES/ --out runs/finetune")
+    if task == "attention":
+        command += "\nvitkit finetune --from DIR --data IMAGES/ --out runs/finetune"
     return ["## Usage", "", "```python", *python, "```", "", "```bash", command, "```", ""]
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from . import convert
 from .checkpoint_files import UnsafeCheckpointError, read_state_dict, write_safetensors
 from .config import flatten_config, replace_config
+from .convert.hf_preprocess import with_hf_preprocessing
 from .convert.timm_hub import is_timm_config, timm_dir_to_vitkit
 from .errors import UsageError
 from .hub import is_hub_name, pretrained_name
@@ -61,6 +62,8 @@ class LoadReport:
         reinitialised: head keys replaced by a fresh zero head because ``num_classes=`` asked for one.
         stripped: prefixes removed from every checkpoint key before reading its layout, with the wrapper that
             adds them (``module.``: DistributedDataParallel, ``_orig_mod.``: torch.compile); lossless.
+        preprocessing_notes: settings of an HF preprocessor_config.json that vitkit does not reproduce,
+            each with what vitkit does instead (logged as a warning; the weights are unaffected).
         path: the file or directory loaded.
     """
 
@@ -70,6 +73,7 @@ class LoadReport:
     resampled: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
     stripped: list[str] = field(default_factory=list)
+    preprocessing_notes: list[str] = field(default_factory=list)
     path: str = ""
 
     @property
@@ -81,6 +85,10 @@ class LoadReport:
         for name in ("missing", "unexpected", "resampled", "reinitialised", "stripped"):
             keys = getattr(self, name)
             lines.append(f"  {name + ':':15s}{', '.join(keys) if keys else '-'}")
+        if self.preprocessing_notes:
+            lines.append("  preprocessing: HF settings vitkit does not reproduce (override preprocess= if "
+                         "they matter):")
+            lines += [f"    - {note}" for note in self.preprocessing_notes]
         return "\n".join(lines)
 
 
@@ -243,7 +251,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     if strict and (report.missing or report.unexpected):
         raise UsageError(f"checkpoint does not match the model (strict=True):\n{report}\n"
                          "Pass strict=False to load anyway, or fix the config overrides.")
-    (logger.info if report.clean else logger.warning)("%s", report)
+    (logger.info if report.clean and not report.preprocessing_notes else logger.warning)("%s", report)
     return model.eval(), report
 
 
@@ -261,7 +269,7 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
             return "timm-dir", *timm_dir_to_vitkit(data, state, preset), overrides
         model_type = data.get("model_type")
         cfg, state = convert.get_hf_converter(model_type).to_vitkit(data, state)
-        return f"hf:{model_type}", _with_hf_preprocessing(cfg, path), state, overrides
+        return f"hf:{model_type}", _with_hf_preprocessing(cfg, path, report), state, overrides
     layout = convert.get_state_dict_format(format) if format else convert.detect_state_dict_format(state)
     if layout is None:
         first = ", ".join(list(state)[:5])
@@ -313,20 +321,14 @@ def _read_dir_weights(path: Path, allow_pickle: tuple[str, ...]) -> dict[str, Te
     raise FileNotFoundError(f"{path} has a {CONFIG_NAME} but no {WEIGHTS_NAME} (or pytorch_model.bin)")
 
 
-def _with_hf_preprocessing(cfg: Any, path: Path) -> Any:
-    """Fill the config's preprocessing from an HF preprocessor_config.json, when there is one."""
+def _with_hf_preprocessing(cfg: Any, path: Path, report: LoadReport) -> Any:
+    """The config with what an HF preprocessor_config.json sets that vitkit reproduces exactly; notes on the
+    settings it cannot reproduce go to `report.preprocessing_notes` (`convert.hf_preprocess`)."""
     pre_path = path / "preprocessor_config.json"
-    if not pre_path.is_file() or not hasattr(cfg, "preprocess"):
+    if not pre_path.is_file():
         return cfg
-    data = json.loads(pre_path.read_text())
-    changes: dict[str, Any] = {}
-    if "image_mean" in data and "image_std" in data:
-        changes["preprocess.mean"] = tuple(data["image_mean"])
-        changes["preprocess.std"] = tuple(data["image_std"])
-    interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(data.get("resample"))
-    if interpolation:
-        changes["preprocess.interpolation"] = interpolation
-    return replace_config(cfg, changes)
+    cfg, report.preprocessing_notes = with_hf_preprocessing(cfg, json.loads(pre_path.read_text()))
+    return cfg
 
 
 def _adapt_state_dict(model: nn.Module, state: dict[str, Tensor], ckpt_cfg: Any, report: LoadReport,

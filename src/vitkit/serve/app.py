@@ -111,24 +111,26 @@ async def answer(endpoint: str, request: Request, service: Service, config: Serv
     if load is None and max(image.size) > config.max_side:  # answered at its own size: bound it
         extra = {"resized_from": [image.height, image.width]}
         image = await asyncio.to_thread(fit_side, image, config.max_side)
-    key = (endpoint, tuple(sorted(options.model_dump().items())))
-    run = partial(_run, pipe, options, spec.call_per_image)
+    shared = options.model_dump(exclude=set(spec.per_image))  # the batch's options; the rest per image
+    key = (endpoint, tuple(sorted(shared.items())))
+    own = {name: getattr(options, name) for name in spec.per_image}
     try:
-        result, batch = await request.app.state.batcher.submit(key, run, image)
+        result, batch = await request.app.state.batcher.submit(key, partial(_run, pipe, shared), (image, own))
     except UsageError as e:  # the pipeline refused the options (the same for the whole batch)
         raise BadInput(str(e)) from None
     payload = await asyncio.to_thread(spec.to_json, result)
-    batch = 1 if spec.call_per_image else batch  # how many images the model call that answered it held
     return {**payload, **extra, "options": options.model_dump(), "batch_size": batch,
             "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
 
-def _run(pipe: Callable[..., Any], options: Options, per_image: bool, images: list[Any]) -> list[Any]:
-    """One pipeline call on a batch of images, or one per image (on the batcher's worker thread)."""
-    kwargs = options.model_dump(exclude_none=True)
-    if per_image:
-        return [pipe([image], **kwargs)[0] for image in images]
-    return pipe(images, **kwargs)
+def _run(pipe: Callable[..., Any], shared: dict[str, Any],
+         items: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
+    """One pipeline call on a batch of (image, its own options) on the batcher's worker thread: the shared
+    options as they are, each per-image option as a list with one value per image."""
+    kwargs = {k: v for k, v in shared.items() if v is not None}
+    for name in items[0][1]:
+        kwargs[name] = [own[name] for _, own in items]
+    return pipe([image for image, _ in items], **kwargs)
 
 
 def check_options(kind: type[Options], fields: dict[str, Any], service: Service) -> Options:

@@ -86,9 +86,9 @@ class Endpoint:
     # The pipeline's input: "storage" = `Preprocess.load` of the upload, decoded (and shrunk) on the request's
     # thread exactly as the pipeline decodes a file; "image" = the whole image (results at its own size).
     decode: str = "image"
-    # The MAE masks image i of one call with seed + i, so each request gets a call of its own (same mask as
-    # `pipe(image, seed=...)`).
-    call_per_image: bool = False
+    # Options each request keeps for itself inside a batch: not part of the batching key, handed to the
+    # pipeline as a list with one value per image (the MAE's `seed`: an image's mask depends only on its own).
+    per_image: tuple[str, ...] = ()
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -98,7 +98,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "depth": Endpoint("depth-estimation", NoOptions, depth_json, "a depth map with its colour bar"),
     "segment": Endpoint("image-segmentation", NoOptions, segment_json, "per-pixel classes and a legend"),
     "reconstruct": Endpoint("mae-reconstruction", ReconstructOptions, reconstruct_json,
-                            "MAE: the image, masked, reconstructed", call_per_image=True),
+                            "MAE: the image, masked, reconstructed", per_image=("seed",)),
 }
 
 # The endpoints each kind of checkpoint (`vitkit.infer.images.KINDS`) answers; attention wherever a ViT

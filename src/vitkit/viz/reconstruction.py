@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..errors import require
 from ..infer.images import FileOutputs, expand_images, load_model_for, map_images
 from ..infer.pipeline import Pipeline
+from ..infer.preprocess import split_inputs
 from ..layers import patchify, unpatchify
 from ..models.mae import MaskedAutoencoder
 from .colormap import add_caption, image_grid, output_stems, save_png, to_rgb_uint8, upscale
@@ -60,11 +61,11 @@ def _stats(preprocess, images: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float = 0.75,
-                seed: int = 0) -> Reconstruction:
+                seed: int | Sequence[int] = 0) -> Reconstruction:
     """Run `model` on images (B, C, H, W) in [0, 1] (uint8 also accepted) with a seeded mask.
 
-    Returns the four panels in pixel space; image b's mask is drawn from seed ``seed + b``, so the same seed
-    gives the same mask for an image of the same size at the same place.
+    Returns the four panels in pixel space. `seed` is one seed per image, or an int: image b then uses seed
+    ``seed + b``. An image's mask depends only on its seed and size, never on the rest of the batch.
     """
     device = next(model.parameters()).device
     pixels = images.float().div(255) if images.dtype == torch.uint8 else images.float()
@@ -73,8 +74,9 @@ def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float = 0.
     x = (pixels - mean) / std  # (B, C, H, W), the model's input space
     p = model.patch_size
     grid = (x.shape[-2] // p, x.shape[-1] // p)
-    noise = torch.stack([torch.rand(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed + b))
-                         for b in range(x.shape[0])]).to(device)  # (B, N)
+    seeds = image_seeds(seed, x.shape[0])
+    noise = torch.stack([torch.rand(grid[0] * grid[1], generator=torch.Generator().manual_seed(s))
+                         for s in seeds]).to(device)  # (B, N)
     was_training = model.training
     model.eval()
     out = model(x, mask_ratio=mask_ratio, noise=noise)
@@ -92,6 +94,22 @@ def reconstruct(model: MaskedAutoencoder, images: Tensor, mask_ratio: float = 0.
     pasted = pixels * (1 - hidden) + recon * hidden
     return Reconstruction(pixels.cpu(), masked.cpu(), recon.clamp(0, 1).cpu(), pasted.clamp(0, 1).cpu(),
                           out.mask.cpu(), out.loss.item(), losses)
+
+
+def image_seeds(seed: int | Sequence[int], count: int, first: int = 0) -> list[int]:
+    """The mask seed of images ``first .. first + count - 1``: ``seed + i`` for an int, else ``seed[i]``.
+
+    Raises:
+        UsageError: a seed is not an integer, or a list does not hold one seed per image.
+    """
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        require(all(isinstance(s, int) and not isinstance(s, bool) for s in seed),
+                f"seed must be an integer or a list of integers (got {seed!r})")
+        require(first + count <= len(seed), f"seed lists {len(seed)} seeds; give one per image")
+        return list(seed[first:first + count])
+    require(isinstance(seed, int) and not isinstance(seed, bool),
+            f"seed must be an integer or a list of integers (got {seed!r})")
+    return [seed + first + i for i in range(count)]
 
 
 def reconstruction_figure(rec: Reconstruction | dict[str, Any], index: int = 0,
@@ -119,8 +137,10 @@ def load_mae(checkpoint: str | Path, allow_pickle: Sequence[str] = ()) -> Masked
 class ReconstructionPipeline(Pipeline):
     """mae-reconstruction: each image → its four panels as RGB uint8 (H, W, 3), ``{"original", "masked",
     "reconstruction", "reconstruction_visible", "loss"}``, at the model's input size (the image preprocessed
-    as `transforms_for` says). Options: ``mask_ratio`` (default: the model's), ``seed`` (image i of a call is
-    masked with seed + i)."""
+    as `transforms_for` says). Options: ``mask_ratio`` (default: the model's), ``seed``: one seed per image
+    (a list as long as the call's images), or an int (image i of a call is then masked with seed + i). An
+    image's mask depends only on its own seed, so ``pipe([a, b], seed=[s, t])`` equals ``pipe(a, seed=s)``
+    and ``pipe(b, seed=t)``."""
 
     task = "mae-reconstruction"
     kinds = ("mae",)
@@ -131,25 +151,34 @@ class ReconstructionPipeline(Pipeline):
         self.defaults = {"mask_ratio": ratio, "seed": 0}
         super().__init__(model, **kwargs)
 
+    def __call__(self, inputs: Any, **options: Any) -> Any:
+        seed = options.get("seed", self.options["seed"])
+        if not isinstance(seed, int):  # a list: exactly one seed per image
+            count = len(split_inputs(inputs)[0])
+            require(isinstance(seed, Sequence) and len(seed) == count,
+                    f"seed must be an integer or a list of {count} integers, one per image (got {seed!r})")
+        return super().__call__(inputs, **options)
+
     def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
-        ratio, seed = options["mask_ratio"], options["seed"]
+        ratio = options["mask_ratio"]
         require(isinstance(ratio, (int, float)) and 0 <= ratio < 1,
                 f"mask_ratio must be in [0, 1) (got {ratio!r})")
-        require(isinstance(seed, int), f"seed must be an integer (got {seed!r})")
+        seeds = image_seeds(options["seed"], len(images), first)
         with self.running():
-            rec = reconstruct(self.model, self.preprocess.pixels(images), float(ratio), seed + first)
+            rec = reconstruct(self.model, self.preprocess.pixels(images), float(ratio), seeds)
         return [{**rec.panels(b), "loss": rec.losses[b]} for b in range(len(images))]
 
 
 def save_reconstructions(model: MaskedAutoencoder | str | Path, image_paths: Sequence[str | Path],
-                         out_dir: str | Path, mask_ratio: float = 0.75, seed: int = 0,
+                         out_dir: str | Path, mask_ratio: float = 0.75, seed: int | Sequence[int] = 0,
                          allow_pickle: Sequence[str] = ()) -> FileOutputs:
     """Write ``out_dir/<image stem>_mae.png`` (the four-panel figure) for each image, folders standing for the
     images under them; returns the paths (stems that collide get their folder names, `output_stems`), and
     lists unreadable files in `unreadable`.
 
     `model` is an MAE or a checkpoint for `load_mae`. Images are preprocessed as the model's
-    `transforms_for` says (crop or squash to the encoder's image size); image i is masked with seed + i.
+    `transforms_for` says (crop or squash to the encoder's image size); image i is masked with seed + i
+    (`seed` may also be a list, one seed per image).
     """
     if not isinstance(model, MaskedAutoencoder):
         model = load_mae(model, allow_pickle)
