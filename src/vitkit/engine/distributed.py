@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import RunFailure, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,43 @@ def broadcast_object(obj: object) -> object:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def run_on_main(fn: Callable[[], None], what: str) -> None:
+    """Run `fn` on rank 0 alone and tell every rank whether it failed (a broadcast where a barrier was), so
+    a failure on rank 0 (disk full while saving) stops every rank instead of leaving them waiting.
+
+    Raises:
+        RunFailure: on the other ranks, when `fn` failed on rank 0 (which re-raises its own exception).
+    """
+    error: BaseException | None = None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the others have been told
+            error = e
+    message = broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunFailure(f"{what} failed on rank 0: {message}")
+
+
+def agree_to_step(have_batch: bool, stop: bool, device: torch.device) -> tuple[bool, bool]:
+    """(every rank has a batch, some rank was asked to stop), the same on every rank: one all-reduce.
+
+    This keeps the ranks in step when their loaders disagree (a stream that runs dry first, a batch that
+    could not be read at all): the epoch ends on every rank at the first step where any rank has no batch,
+    i.e. every rank trains on the shortest rank's number of batches.
+    """
+    if not dist.is_initialized():
+        return have_batch, stop
+    flags = torch.tensor([float(not have_batch), float(stop)], device=device)
+    missing, stops = all_reduce_sum(flags).tolist()
+    return missing == 0, stops > 0
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The global-RNG seed of rank > 0 (masks, dropout, drop path differ per rank; rank 0 keeps the run's
+    seed stream, so one process matches a 1-process run). Initialisation happens before, from `seed` alone."""
+    return seed * 7919 + rank * 104_729 + step

@@ -61,6 +61,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         val = trainer.fit()
         if not val and trainer.val_data is not None and not trainer.interrupted:
             val = trainer.evaluate()  # a finished run re-run (every rank: evaluation is collective)
+        trainer.consolidate()  # FSDP: the whole model on rank 0 (collective)
         summary = run_summary(parts, trainer, val)
         if trainer.interrupted or not trainer.dist.is_main:
             return summary
