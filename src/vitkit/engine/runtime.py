@@ -88,6 +88,18 @@ def crash_for_test(step: int, rank: int) -> None:
         os._exit(3)
 
 
+def dump_for_test(state: dict[str, torch.Tensor], rank: int) -> None:
+    """Test hook: ``VITKIT_TEST_DUMP=DIR`` writes each rank's final weights (its shards under FSDP) to
+    DIR/rank<RANK>.safetensors, so a test can compare the ranks of a multi-process run."""
+    folder = os.environ.get("VITKIT_TEST_DUMP")
+    if folder:
+        from safetensors.torch import save_file
+
+        os.makedirs(folder, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  os.path.join(folder, f"rank{rank}.safetensors"))
+
+
 class StopFlag:
     """Set to the signal's name by SIGTERM or SIGINT while installed (`catch_signals`), so the loop can finish
     a step and checkpoint; a second SIGINT stops at once (KeyboardInterrupt)."""

@@ -24,46 +24,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..config import config_to_dict
-from ..errors import RunFailure, UsageError, require
+from ..errors import RunFailure, require
 from ..objectives import Objective
 from ..runconfig import TrainConfig, check_loop_config, check_resumable
 from ..rundir import RunDir
 from . import checkpoint as ckpt
-from . import dcp
+from . import fsdp, parallel, runtime
 from .batches import batch_size_of, split_batch, to_device
-from .distributed import (
-    DistInfo,
-    agree_to_step,
-    all_reduce_sum,
-    init_distributed,
-    rank_seed,
-    resolve_device,
-    run_on_main,
-)
+from .distributed import agree_to_step, all_reduce_sum, init_distributed, rank_seed, resolve_device
 from .ema import ModelEMA
-from .fsdp import (
-    ensure_process_group,
-    full,
-    is_sharded,
-    mixed_precision,
-    no_gradient_sync,
-    shard_model,
-    unsharded_copy,
-)
 from .logs import MetricsLog, Progress
 from .metrics import MeanMetrics
 from .optim import build_optimizer
-from .runtime import (
-    StopFlag,
-    configure_backends,
-    crash_for_test,
-    deterministic_algorithms,
-    native_bf16,
-    seed_everything,
-)
 from .schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
@@ -102,15 +76,16 @@ class Trainer:
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.device = resolve_device(cfg.device, _local_rank())
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
-        if cfg.amp and cfg.amp_dtype == "bf16" and not native_bf16(self.device):
+        if cfg.amp and cfg.amp_dtype == "bf16" and not runtime.native_bf16(self.device):
             log.warning("this CPU has no native bf16 (%s): bf16 autocast runs far slower than fp32 here; "
                         "pass --no-amp (amp=false)", torch.backends.cpu.get_cpu_capability())
-        configure_backends(cfg.deterministic, self.device)
+        runtime.configure_backends(cfg.deterministic, self.device)
         self.dist = init_distributed(self.device)
         if cfg.strategy == "fsdp":
-            ensure_process_group(self.device)  # FSDP needs a group, even of one process
-        self.train_data = as_loader(train_data, cfg, self.dist, self.device, train=True)
-        self.val_data = None if val_data is None else as_loader(val_data, cfg, self.dist, self.device, False)
+            fsdp.ensure_process_group(self.device)  # FSDP needs a group, even of one process
+        self.train_data = parallel.as_loader(train_data, cfg, self.dist, self.device, train=True)
+        self.val_data = (None if val_data is None
+                         else parallel.as_loader(val_data, cfg, self.dist, self.device, train=False))
         self.model = model.to(self.device)
         if cfg.grad_checkpointing:
             require(hasattr(model, "set_grad_checkpointing"), f"{type(model).__name__} has no gradient "
@@ -118,19 +93,13 @@ class Trainer:
             self.model.set_grad_checkpointing(True)
         o = cfg.optim
         self.ema = ModelEMA(self.model, o.ema_decay) if o.ema_decay else None
-        self.forward_model: nn.Module = self.model
-        if cfg.strategy == "fsdp":  # in place, before the optimizer sees the (now sharded) parameters
-            for module in (self.model, self.ema.module if self.ema else None):
-                if module is not None:
-                    shard_model(module, mixed_precision(cfg.amp, self.amp_dtype))
-        elif self.dist.enabled:
-            self.forward_model = DistributedDataParallel(self.model, device_ids=[self.device.index]
-                                                         if self.device.type == "cuda" else None)
+        # FSDP shards in place: before the optimizer sees the parameters
+        self.forward_model = parallel.wrap(self.model, self.ema, cfg, self.dist, self.device, self.amp_dtype)
         self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay, o.lr_scale,
                                          fused=self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16")
         if self.dist.rank:  # masks, dropout and drop path differ per rank; the weights were made before
-            seed_everything(rank_seed(cfg.seed, self.dist.rank))
+            runtime.seed_everything(rank_seed(cfg.seed, self.dist.rank))
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.steps_per_epoch = len(self.train_data)
@@ -143,7 +112,7 @@ class Trainer:
         self.interrupted: str | None = None  # "SIGTERM" / "SIGINT" when a signal stopped the run
         self.epoch_seconds = 0.0  # training time of the last epoch (this session's part of it after a resume)
         self.train_seconds = 0.0  # training time of the whole run, over all sessions
-        self.stop = StopFlag()
+        self.stop = runtime.StopFlag()
         self.logger = MetricsLog(self.run.metrics, self.run.tensorboard if cfg.tensorboard else None,
                                  self.dist.is_main)
         self.progress = Progress(self.dist.is_main)
@@ -160,7 +129,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.write_config(config_to_dict(self.cfg))
         val: dict[str, float] = {}
-        with self.stop.catch_signals(), deterministic_algorithms(self.cfg.deterministic, self.device):
+        with self.stop.catch_signals(), runtime.deterministic_algorithms(self.cfg.deterministic, self.device):
             for epoch in range(self.epoch, self.cfg.epochs):
                 line = self.train_epoch(epoch)
                 if self.interrupted:
@@ -180,6 +149,7 @@ class Trainer:
                 self.save(best=improved)
                 self.progress.end_epoch(line)
         self.logger.close()
+        runtime.dump_for_test({k: fsdp.local(v) for k, v in self.model.state_dict().items()}, self.dist.rank)
         return val
 
     def train_epoch(self, epoch: int) -> str:
@@ -216,7 +186,7 @@ class Trainer:
             mid_epoch = self.batch_in_epoch < self.steps_per_epoch  # epoch ends save after evaluating
             if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and mid_epoch:
                 self.save()
-            crash_for_test(self.step, self.dist.rank)
+            runtime.crash_for_test(self.step, self.dist.rank)
         took = self.epoch_seconds = time.perf_counter() - start
         self.train_seconds += took
         notes = [f"{images / max(took, 1e-9):.0f} img/s", f"{took:.1f}s"]
@@ -247,7 +217,8 @@ class Trainer:
             finite *= torch.isfinite(out.loss.detach()).float()
             meter.update(out.metrics, batch_size_of(micro))
         self.scaler.unscale_(self.optimizer)
-        grad_norm = full(torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad or math.inf))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad or math.inf)
+        grad_norm = fsdp.full(grad_norm)  # FSDP: a replicated DTensor
         if not self.scaler.is_enabled():  # fp16: overflowing gradients are the scaler's to skip, not errors
             finite = finite * torch.isfinite(grad_norm).float()
         if self.dist.enabled:
@@ -300,10 +271,10 @@ class Trainer:
     def consolidate(self) -> None:
         """After an FSDP run, gather the sharded model (and EMA) into plain modules on rank 0 (collective),
         for what rank 0 does alone afterwards (summaries, exports, figures). A no-op under DDP."""
-        if is_sharded(self.model):
-            self.model = unsharded_copy(self.model)
+        if fsdp.is_sharded(self.model):
+            self.model = fsdp.unsharded_copy(self.model)
             if self.ema is not None:
-                self.ema.module = unsharded_copy(self.ema.module)
+                self.ema.module = fsdp.unsharded_copy(self.ema.module)
 
     def export_model(self) -> nn.Module:
         """The weights a run exports (RUN/encoder, RUN/classifier): the EMA's with ``best_weights: ema``, else
@@ -318,25 +289,8 @@ class Trainer:
                     best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total,
                     train_seconds=self.train_seconds, ema_updates=self.ema.updates if self.ema else 0,
                     config=config_to_dict(self.cfg))
-        last, best_dir, ema_best = self.run.checkpoint("last"), self.run.checkpoint("best"), (
-            best and self.cfg.best_weights == "ema")
-        if is_sharded(self.model):
-            dcp.save_sharded(last, self.model, self.optimizer, self.ema, meta)
-            if ema_best:
-                dcp.save_sharded(best_dir, self.model, self.optimizer, self.ema, meta, export=self.ema.module)
-            elif best:
-                run_on_main(lambda: ckpt.copy_checkpoint(last, best_dir), f"writing {best_dir}")
-            return
-
-        def write() -> None:
-            tensors, state = ckpt.pack_training_state(self.optimizer, self.ema)
-            ckpt.save_checkpoint(last, self.model, tensors, {**state, **meta})
-            if ema_best:
-                ckpt.save_checkpoint(best_dir, self.ema.module, tensors, {**state, **meta})
-            elif best:
-                ckpt.copy_checkpoint(last, best_dir)
-
-        run_on_main(write, f"writing {last}")
+        parallel.save(self.run.checkpoint("last"), self.run.checkpoint("best") if best else None, self.model,
+                      self.optimizer, self.ema, meta, ema_best=self.cfg.best_weights == "ema")
 
     def resume(self) -> bool:
         """Load RUN/checkpoints/last if it exists; refuse (changing nothing) when the model or a setting that
@@ -348,14 +302,9 @@ class Trainer:
             return False
         ckpt.check_same_model(found, self.model)
         check_resumable(found, ckpt.read_meta(found).get("config", {}), config_to_dict(self.cfg))
-        if is_sharded(self.model):
-            meta = dcp.load_sharded(found, self.model, self.optimizer, self.ema, self.dist.is_main)
-        else:
-            model_state, meta, tensors = ckpt.load_checkpoint_state(found)
-            self.model.load_state_dict(model_state)
-            ckpt.unpack_training_state(tensors, meta, self.optimizer, self.ema, restore_rng=self.dist.is_main)
+        meta = parallel.load(found, self.model, self.optimizer, self.ema, self.dist.is_main)
         if not self.dist.is_main:  # only rank 0's generators are saved; the others reseed, tied to the step
-            seed_everything(rank_seed(self.cfg.seed, self.dist.rank, meta["step"]))
+            runtime.seed_everything(rank_seed(self.cfg.seed, self.dist.rank, meta["step"]))
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
         self.best, self.nonfinite_total = meta["best"], meta["nonfinite_total"]
         self.best_epoch, self.train_seconds = meta.get("best_epoch"), meta.get("train_seconds", 0.0)
@@ -374,28 +323,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp)
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
-        if is_sharded(self.model):
-            return no_gradient_sync(self.model)
-        ddp = self.forward_model
-        ddp = getattr(ddp, "_orig_mod", ddp)  # unwrap torch.compile
-        return ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
-
-
-def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, device: torch.device, train: bool) -> Any:
-    """`data` if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
-
-    A dataset may carry an ``epoch`` number (WebDataset shards do); only a callable ``epoch`` makes a loader.
-    This is the one place the global batch is split: ``cfg.batch_size / world_size`` images per process.
-    """
-    if callable(getattr(data, "epoch", None)):
-        return data
-    from ..data import ImageLoader
-
-    if cfg.batch_size % info.world_size:
-        raise UsageError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
-    return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
-                       num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size,
-                       pin_memory=device.type == "cuda")  # so to_device's non_blocking copies overlap
+        return parallel.no_sync(self.forward_model, self.model)
 
 
 def _local_rank() -> int:
