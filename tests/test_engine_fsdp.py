@@ -13,13 +13,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_engine import make_trainer, tiny_model
+from test_engine import make_trainer, tiny_data, tiny_model
 
 from vitkit import load_pretrained
 from vitkit.engine import OptimConfig, dcp, metrics, runtime
 from vitkit.engine.distributed import agree_to_step, rank_seed, run_on_main
 from vitkit.engine.metrics import MeanMetrics
 from vitkit.errors import RunFailure, UsageError
+from vitkit.models.probe import LinearProbe, LinearProbeConfig
+from vitkit.tasks.linprobe import extract_features
 
 
 @pytest.fixture
@@ -131,8 +133,15 @@ def _two_rank_worker(rank: int, store_path: str, out: str, results: dict) -> Non
         trainer.step = 1
         trainer.save()  # a working save still completes on both ranks
         results[f"saved_{rank}"] = True
+        features = extract_features(tiny_probe(), tiny_data(21), torch.device("cpu"), batch_size=8)
+        results[f"features_{rank}"] = (features.features, features.targets)
     finally:
         dist.destroy_process_group()
+
+
+def tiny_probe() -> LinearProbe:
+    torch.manual_seed(0)
+    return LinearProbe(LinearProbeConfig(encoder=tiny_model().config, num_classes=3))
 
 
 @pytest.mark.slow
@@ -152,3 +161,9 @@ def test_two_ranks_agree_on_steps_failures_and_have_own_rng(tmp_path):
     assert results["save_0"] == "own No space left on device"
     assert "failed on rank 0: OSError" in results["save_1"]
     assert results["saved_0"] and results["saved_1"]
+    # the linear probe's feature pass: each rank encodes its share, both end with every image in order
+    alone = extract_features(tiny_probe(), tiny_data(21), torch.device("cpu"), batch_size=8)
+    for rank in (0, 1):
+        features, targets = results[f"features_{rank}"]
+        assert torch.equal(targets, alone.targets)
+        torch.testing.assert_close(features, alone.features, rtol=1e-5, atol=1e-6)

@@ -55,6 +55,11 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def local_rank() -> int:
+    """This process's rank on its machine as `torchrun` sets it (cuda:LOCAL_RANK); 0 outside torchrun."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def process_rank() -> int:
     """This process's rank as `torchrun` sets it (0 outside torchrun), readable before the group exists."""
     return int(os.environ.get("RANK", "0"))
@@ -66,7 +71,7 @@ def init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(process_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(process_rank(), world, local_rank())
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -139,3 +144,13 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     """The global-RNG seed of rank > 0 (masks, dropout, drop path differ per rank; rank 0 keeps the run's
     seed stream, so one process matches a 1-process run). Initialisation happens before, from `seed` alone."""
     return seed * 7919 + rank * 104_729 + step
+
+
+def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's `rows` (same shape on each rank, on the backend's device) concatenated in rank order
+    along dim 0; `rows` itself without a process group."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return rows
+    out = rows.new_empty((dist.get_world_size() * rows.shape[0], *rows.shape[1:]))
+    dist.all_gather_into_tensor(out, rows.contiguous())
+    return out

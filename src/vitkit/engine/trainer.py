@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,14 @@ from ..rundir import RunDir
 from . import checkpoint as ckpt
 from . import fsdp, parallel, runtime
 from .batches import batch_size_of, split_batch, to_device
-from .distributed import agree_to_step, all_reduce_sum, init_distributed, rank_seed, resolve_device
+from .distributed import (
+    agree_to_step,
+    all_reduce_sum,
+    init_distributed,
+    local_rank,
+    rank_seed,
+    resolve_device,
+)
 from .ema import ModelEMA
 from .logs import MetricsLog, Progress
 from .metrics import MeanMetrics
@@ -74,7 +80,7 @@ class Trainer:
         require(select_mode in ("max", "min"), f"select_mode must be 'max' or 'min', got {select_mode!r}")
         self.sign = 1.0 if select_mode == "max" else -1.0  # best = the largest sign × metric
         self.train_transform, self.eval_transform = train_transform, eval_transform
-        self.device = resolve_device(cfg.device, _local_rank())
+        self.device = resolve_device(cfg.device, local_rank())
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
         if cfg.amp and cfg.amp_dtype == "bf16" and not runtime.native_bf16(self.device):
             log.warning("this CPU has no native bf16 (%s): bf16 autocast runs far slower than fp32 here; "
@@ -324,10 +330,6 @@ class Trainer:
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
         return parallel.no_sync(self.forward_model, self.model)
-
-
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _fmt(metrics: dict[str, float]) -> str:
