@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -316,7 +317,9 @@ class Trainer:
         self.best_epoch, self.train_seconds = meta.get("best_epoch"), meta.get("train_seconds", 0.0)
         if self.dist.is_main:
             self.logger.truncate_after(self.step)
-        log.info("resumed from %s at epoch %d, step %d", found, self.epoch, self.step)
+        restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun restarted the workers
+        log.info("resumed from %s at epoch %d, step %d%s", found, self.epoch, self.step,
+                 f" (torchrun restart {restarts})" if restarts != "0" else "")
         return True
 
     # ---- helpers -------------------------------------------------------------------------------------------
