@@ -9,6 +9,7 @@ RUN/config.yaml --out NEW`` runs the same thing again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from types import ModuleType
@@ -62,6 +63,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         if not val and trainer.val_data is not None and not trainer.interrupted:
             val = trainer.evaluate()  # a finished run re-run (every rank: evaluation is collective)
         trainer.consolidate()  # FSDP: the whole model on rank 0 (collective)
+        if trainer.model is not None:  # what rank 0 summarises: a plain module (other FSDP ranks: None)
+            parts = dataclasses.replace(parts, model=trainer.model)
         summary = run_summary(parts, trainer, val)
         if trainer.interrupted or not trainer.dist.is_main:
             return summary
