@@ -5,6 +5,7 @@ metrics reduce on the training device, and each rank has its own RNG stream."""
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import time
 from pathlib import Path
@@ -135,8 +136,25 @@ def _two_rank_worker(rank: int, store_path: str, out: str, results: dict) -> Non
         results[f"saved_{rank}"] = True
         features = extract_features(tiny_probe(), tiny_data(21), torch.device("cpu"), batch_size=8)
         results[f"features_{rank}"] = (features.features, features.targets)
+        uneven = make_trainer(Path(out) / "uneven", epochs=1)
+        uneven.train_data = UnevenLoader(uneven.train_data, batches=3 + rank)  # rank 1 has one batch more
+        uneven.fit()  # would hang at rank 1's extra step without the per-step agreement
+        results[f"uneven_steps_{rank}"] = uneven.step
     finally:
         dist.destroy_process_group()
+
+
+class UnevenLoader:
+    """The first `batches` batches of a loader: ranks whose loaders disagree on the batch count."""
+
+    def __init__(self, loader, batches: int) -> None:
+        self.loader, self.batches = loader, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        return itertools.islice(self.loader.epoch(epoch, start_batch), self.batches - start_batch)
 
 
 def tiny_probe() -> LinearProbe:
@@ -161,6 +179,7 @@ def test_two_ranks_agree_on_steps_failures_and_have_own_rng(tmp_path):
     assert results["save_0"] == "own No space left on device"
     assert "failed on rank 0: OSError" in results["save_1"]
     assert results["saved_0"] and results["saved_1"]
+    assert results["uneven_steps_0"] == results["uneven_steps_1"] == 3  # the shortest rank's count
     # the linear probe's feature pass: each rank encodes its share, both end with every image in order
     alone = extract_features(tiny_probe(), tiny_data(21), torch.device("cpu"), batch_size=8)
     for rank in (0, 1):
