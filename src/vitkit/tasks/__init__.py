@@ -19,7 +19,7 @@ import torch
 
 from ..config import replace_config
 from ..engine.distributed import process_rank, resolve_device
-from ..engine.runtime import seed_everything
+from ..engine.runtime import configure_backends, seed_everything
 from ..engine.trainer import Trainer
 from ..errors import UsageError
 from ..runconfig import TrainConfig, check_loop_config
@@ -48,7 +48,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     """
     if not cfg.out:
         raise UsageError("the run needs an output folder: give --out DIR (or set out in the config)")
-    resolve_device(cfg.device)  # an unavailable device or a bad loop setting is refused before any work
+    device = resolve_device(cfg.device)  # an unavailable device or bad loop setting is refused before work
+    configure_backends(cfg.deterministic, device)  # before anything touches CUDA (CUBLAS_WORKSPACE_CONFIG)
     check_loop_config(cfg)
     cfg = replace_config(cfg, out=os.path.abspath(cfg.out))
     run_dir = RunDir(cfg.out)
