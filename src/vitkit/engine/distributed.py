@@ -75,9 +75,25 @@ def init_distributed(device: torch.device) -> DistInfo:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=restart_store(), rank=info.rank, world_size=world)
     log.info("rank %d of %d on %s", info.rank, info.world_size, device)
     return info
+
+
+def restart_store() -> dist.Store | None:
+    """The key-value store for the process group: torchrun's (env://) as it is (None), except when its
+    elastic agent hosts it (``TORCHELASTIC_USE_AGENT_STORE``): then a view of it under one prefix per restart.
+
+    The agent's store outlives restarts, and without the prefix the workers of restart k can read the
+    addresses that the workers of restart k − 1 published (seen with torch 2.13 and gloo: the restarted rank 0
+    dialled the dead rank 1's port and the group never formed).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          int(os.environ["WORLD_SIZE"]), is_master=False)
+    return dist.PrefixStore(f"vitkit/restart_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown_distributed() -> None:

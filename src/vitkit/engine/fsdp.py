@@ -14,7 +14,6 @@ held in memory (`ensure_process_group`), so the same code and checkpoint format 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import torch
@@ -28,13 +27,9 @@ from ..layers.block import Block
 
 
 def ensure_process_group(device: torch.device) -> None:
-    """Join a process group if none exists: torchrun's (env://) or, outside torchrun, a one-member group."""
-    if dist.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if "MASTER_ADDR" in os.environ:
-        dist.init_process_group(backend)
-    else:
+    """Join a one-member process group, held in memory, if `init_distributed` made none (one process)."""
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
