@@ -6,8 +6,10 @@
 Three measurements in one process, in this order: the pure step, `vitkit.tasks.run` on the real CIFAR-10 JPEGs
 (in-memory uint8 images, batched augmentation, the Trainer's loop with clipping, finite checks, metrics,
 logging), the pure step again. The pure step is the Trainer's own `train_step` (forward + loss + backward +
-clip + AdamW) on one resident, already-augmented batch of the same model, optimizer and precision. The bf16
-matmul peak is measured before and after, in the same process. The Trainer's rate is the median of its
+clip + AdamW) on one already-augmented batch resident on the run's device (the GPU when training runs there),
+same model, optimizer and precision. MFU divides the model's training FLOP/s (3 × forward) by the GPU's dense
+bf16 peak from `vitkit.hardware` (H100 SXM / H200 989, A100 312, L4 121 TFLOP/s, ...; none on a CPU or an
+unlisted GPU). The Trainer's rate is the median of its
 logged windows (`metrics.jsonl`, every 10 steps; evaluation excluded); the first window (warm-up) is dropped.
 Figures are printed, never asserted.
 """
@@ -32,26 +34,27 @@ def pure_step_rate(cfg, model_cfg, train_set, batch, steps: int, out: Path) -> f
     clipping, finite check, AdamW) on one resident, already-augmented batch: the loop without its data,
     logging and evaluation."""
     from vitkit.bench import time_call
+    from vitkit.engine.batches import to_device
     from vitkit.engine.trainer import Trainer
     from vitkit.models import build_model
     from vitkit.objectives import ClassificationObjective
 
     torch.manual_seed(cfg.seed)
     trainer = Trainer(build_model(model_cfg), ClassificationObjective(), train_set, None, cfg, out)
+    batch = to_device(batch, trainer.device)  # timed where the run trains
     for _ in range(3):  # warm-up
         trainer.train_step(batch)
     times = [time_call(lambda: trainer.train_step(batch), trainer.device) for _ in range(steps)]
     return len(batch[1]) / statistics.median(times)
 
 
-def bf16_peak_tflops(dim: int) -> float:
-    """The best of five square bf16 matmuls (the harness's size for width `dim`), in TFLOP/s."""
-    from vitkit.bench import matmul_step, peak_size, time_call
+def mfu(img_s: float, model_cfg, device: torch.device) -> float | None:
+    """Model FLOP/s utilisation of a training rate against the GPU's dense bf16 peak (None: not listed)."""
+    from vitkit.hardware import dense_bf16_peak_tflops
+    from vitkit.models.summary import forward_flops
 
-    device = torch.device("cpu")
-    run, flops = matmul_step(peak_size(dim), torch.bfloat16, device)
-    run()
-    return flops / min(time_call(run, device) for _ in range(5)) / 1e12
+    peak = dense_bf16_peak_tflops(device)
+    return None if peak is None else 3 * forward_flops(model_cfg) * img_s / (peak * 1e12)
 
 
 def main() -> None:
@@ -64,8 +67,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30, help="timed pure steps before and after")
     args = p.parse_args()
 
+    from vitkit.bench import device_name
     from vitkit.data import build_datasets
     from vitkit.engine.augment import classification_transforms
+    from vitkit.engine.distributed import resolve_device
     from vitkit.models import get_model_config
     from vitkit.runconfig import load_train_config
     from vitkit.rundir import RunDir
@@ -87,30 +92,28 @@ def main() -> None:
         raw = splits.train.images[index], splits.train.targets[index]
         batch = train_tf(raw, torch.Generator().manual_seed(0))
 
-        dim = getattr(model_cfg, "dim", 256)
-        peak_before = bf16_peak_tflops(dim)
         before = pure_step_rate(cfg, model_cfg, splits.train, batch, args.steps, Path(tmp) / "step")
         summary = run(cfg)
         after = pure_step_rate(cfg, model_cfg, splits.train, batch, args.steps, Path(tmp) / "step")
-        peak_after = bf16_peak_tflops(dim)
         entries = RunDir(cfg.out).read_metrics()
         windows = [e["img_per_s"] for e in entries if e["split"] == "train"][1:]
         if not windows:
             raise SystemExit("fewer than two 10-step windows were logged: raise --per-class or --epochs")
         train = statistics.median(windows)
+        device = resolve_device(cfg.device)
         pure = (before + after) / 2
         result = {"model": cfg.model, "batch": cfg.batch_size, "amp": cfg.amp,
                   "threads": torch.get_num_threads(),
                   "pure_step_img_s_before": round(before, 1), "pure_step_img_s_after": round(after, 1),
                   "train_img_s_median": round(train, 1), "train_windows": len(windows),
                   "train_over_pure": round(train / pure, 3), "train_seconds": summary["train_seconds"],
-                  "bf16_peak_tflops_before": round(peak_before, 3),
-                  "bf16_peak_tflops_after": round(peak_after, 3)}
+                  "device": device_name(device), "train_mfu": mfu(train, model_cfg, device),
+                  "pure_step_mfu": mfu(pure, model_cfg, device)}
         print(json.dumps(result))
         print(f"{cfg.model}, batch {cfg.batch_size}, {torch.get_num_threads()} threads: pure step "
               f"{before:.0f} → {after:.0f} img/s; vitkit train {train:.0f} img/s (median of {len(windows)} "
-              f"windows) = {train / pure:.1%} of the pure step (target ≥ 90%); bf16 matmul peak "
-              f"{peak_before:.2f} → {peak_after:.2f} TFLOP/s")
+              f"windows) = {train / pure:.1%} of the pure step (target ≥ 90%) on {device_name(device)}; MFU "
+              + ("n/a (no known GPU peak)" if result["train_mfu"] is None else f"{result['train_mfu']:.1%}"))
 
 
 if __name__ == "__main__":

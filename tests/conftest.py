@@ -16,6 +16,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not torch.cuda.is_available():
+        no_gpu = pytest.mark.skip(reason="cuda: no CUDA GPU here")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(no_gpu)
     if config.getoption("--runslow") or os.environ.get("VITKIT_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow or VITKIT_SLOW=1")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .hardware import dense_bf16_peak_tflops
 from .models.mae import MAEConfig
 from .models.mpp import MPPConfig
 from .models.registry import build_model, get_model_config
@@ -375,6 +376,8 @@ def run_candidates(candidates: Sequence[Candidate], rounds: int = 5, warmup: int
     for name, rates in peaks.items():
         meta[f"peak_{name}_tflops"] = _sig(max(rates))
         meta[f"peak_{name}_tflops_median"] = _sig(statistics.median(rates))
+    table_peak = dense_bf16_peak_tflops(dev)  # MFU: against the chip's dense bf16 peak (a known GPU)
+    meta["dense_bf16_peak_tflops"] = table_peak
     rows = []
     for c in candidates:
         med, best = statistics.median(c.times), min(c.times)
@@ -389,6 +392,7 @@ def run_candidates(candidates: Sequence[Candidate], rounds: int = 5, warmup: int
             # median step over median matmul (same load), and fastest step over fastest matmul
             "frac_peak": _sig(tflops / statistics.median(rates)),
             "frac_peak_best": _sig(tflops_best / max(rates)), "first_step_s": round(c.first_step_s, 3),
+            "mfu": _sig(tflops / table_peak) if table_peak and c.precision != "fp32" else None,
             "compile_s": round(c.first_step_s - med, 3) if "compile" in c.impl else None,
             "step_mem_gib": round(c.step_mem_gib, 3), "peak_rss_gib": round(peak_rss_gib(), 3), **meta})
     for row in rows:  # vitkit / HF on the same model, batch, mode and precision
@@ -415,8 +419,9 @@ def run_benchmark(cfg: BenchConfig) -> list[dict[str, Any]]:
 
 _COLUMNS = [("model", "{}"), ("impl", "{}"), ("mode", "{}"), ("precision", "{}"), ("batch", "{}"),
             ("img_s", "{:.1f}"), ("step_ms", "{:.0f}"), ("tflops", "{:.3f}"), ("frac_peak", "{:.0%}"),
-            ("step_mem_gib", "{:.2f}"), ("vs_hf_best", "{:.2f}")]
+            ("mfu", "{:.1%}"), ("step_mem_gib", "{:.2f}"), ("vs_hf_best", "{:.2f}")]
 _HEADERS = {"img_s": "img/s", "step_ms": "ms/step", "tflops": "TFLOP/s", "frac_peak": "%peak",
+            "mfu": "MFU",
             "step_mem_gib": "mem GiB", "vs_hf_best": "vs HF"}
 
 

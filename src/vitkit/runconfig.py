@@ -146,7 +146,12 @@ class TrainConfig:
     # CPU threads for torch; None: 1 for models under 50 MFLOPs per image (they lose more to thread
     # synchronisation than they gain, badly so on a busy machine), else torch's default (one per core)
     threads: int | None = None
-    amp: bool = True  # bf16 autocast on CPU and CUDA (weights, optimizer and loss stay fp32)
+    amp: bool = True  # autocast on CPU and CUDA (weights, optimizer and loss stay fp32)
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"  # fp16 adds a GradScaler (CUDA; DDP or one process)
+    # ddp: every process holds the whole model; fsdp: FSDP2, parameters, gradients and optimizer state
+    # sharded over the processes (one unit per transformer block), checkpoints written with DCP
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    grad_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30% slower)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on one thread)
     eval_every: int = 1  # epochs between evaluations
@@ -163,9 +168,9 @@ class TrainConfig:
 
 
 # Settings a resumed run may change: they decide how and where it runs, not what it computes.
-RESUMABLE_CHANGES = ("out", "device", "threads", "compile", "epochs", "eval_every", "ckpt_every", "log_every",
-                     "max_nonfinite", "tensorboard", "report", "data.num_workers", "data.decode_workers",
-                     "data.in_memory", "data.memory_limit_gb")
+RESUMABLE_CHANGES = ("out", "device", "threads", "compile", "grad_checkpointing", "epochs", "eval_every",
+                     "ckpt_every", "log_every", "max_nonfinite", "tensorboard", "report", "data.num_workers",
+                     "data.decode_workers", "data.in_memory", "data.memory_limit_gb")
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -246,6 +251,11 @@ def check_loop_config(cfg: TrainConfig) -> None:
             f"optim.ema_decay must be in (0, 1), got {o.ema_decay}")
     require(cfg.best_weights == "raw" or o.ema_decay is not None,
             "best_weights=ema needs an EMA: set optim.ema_decay (e.g. 0.999)")
+    require(cfg.strategy in ("ddp", "fsdp"), f"strategy must be ddp or fsdp, got {cfg.strategy!r}")
+    require(cfg.amp_dtype in ("bf16", "fp16"), f"amp_dtype must be bf16 or fp16, got {cfg.amp_dtype!r}")
+    require(not (cfg.amp and cfg.amp_dtype == "fp16" and cfg.strategy == "fsdp"),
+            "amp_dtype=fp16 with strategy=fsdp is not supported (no sharded gradient scaler); "
+            "use amp_dtype=bf16")
 
 
 def check_resumable(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from .train import add_strategy_option
+
 DEFAULT_PRESETS = {"mae": "mae_vit_tiny_patch4_32", "mpp": "mpp_vit_tiny_patch4_32"}
 
 
@@ -22,6 +24,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of TrainConfig fields")
+    add_strategy_option(p)
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override any TrainConfig field by dotted key, "
                         "e.g. optim.weight_decay=0 (repeatable)")
@@ -32,7 +35,8 @@ def _train_config(args: argparse.Namespace, **extra):
     from ..runconfig import load_train_config
 
     options = {"data.path": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
-               "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device, **extra}
+               "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device,
+               "strategy": args.strategy, **extra}
     given = {k: v for k, v in options.items() if v is not None}
     return load_train_config(args.config, {**given, **parse_set_items(args.set)})
 

@@ -12,7 +12,7 @@ examples:
   vitkit train                                   # small ViT on the built-in digits set, ~3 min on 2 cores
   vitkit train --data cifar10/ --config configs/cifar10.yaml --out runs/cifar10
   vitkit train --set optim.lr=5e-4 --set augment.mixup_alpha=0.8 --set model_args.drop_path_rate=0.1
-  torchrun --nproc_per_node=2 -m vitkit train --data photos/ --batch-size 256
+  torchrun --nproc_per_node=2 -m vitkit train --data photos/ --batch-size 256 --strategy fsdp
   vitkit train --config runs/cifar10/config.yaml --out runs/again   # any earlier run (any task), again
 Re-running the same command (same --out) resumes from RUN/checkpoints/last, and refuses, changing nothing,
 when a setting that decides the result differs. SIGTERM and Ctrl-C save a checkpoint first (exit 143 / 130).
@@ -50,9 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast with fp32 master weights (default: on)")
     p.add_argument("--workers", type=int, help="DataLoader workers for data streamed from disk")
+    add_strategy_option(p)
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events (extra: tensorboard)")
     p.set_defaults(func=run_train)
+
+
+def add_strategy_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default=None,
+                   help="data parallelism under torchrun: ddp (every process holds the whole model) or fsdp "
+                        "(FSDP2: parameters, gradients and optimizer state sharded per block; sharded "
+                        "checkpoints) (default: ddp)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -64,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
                "optim.lr": args.lr, "out": args.out, "seed": args.seed, "device": args.device,
                "compile": args.compile, "amp": args.amp, "data.num_workers": args.workers,
                "data.strict": args.strict_data or None, "tensorboard": args.tensorboard or None,
-               "task.kind": None if args.task is None else args.task}
+               "task.kind": None if args.task is None else args.task, "strategy": args.strategy}
     given = {k: v for k, v in options.items() if v is not None}
     cfg = load_train_config(args.config, {**given, **parse_set_items(args.set)})
     if not cfg.out:

@@ -50,13 +50,13 @@ def save_checkpoint(directory: str | Path, model: nn.Module, tensors: dict[str, 
         CheckpointError: a model weight or state tensor is not finite (nothing is written).
     """
     directory = Path(directory)
-    _check_finite(model.state_dict(), "model")
-    _check_finite(tensors, "training state")
+    check_finite(model.state_dict(), "model")
+    check_finite(tensors, "training state")
     directory.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_dir(directory) as tmp:
         write_model(model, tmp)
         write_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / STATE_TENSORS)
-        _write_text(tmp / STATE_JSON, json.dumps(meta))
+        write_text(tmp / STATE_JSON, json.dumps(meta))
     return directory
 
 
@@ -65,7 +65,10 @@ def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
     source, directory = Path(source), Path(directory)
     with _atomic_dir(directory) as tmp:
         for f in source.iterdir():
-            shutil.copy2(f, tmp / f.name)
+            if f.is_dir():
+                shutil.copytree(f, tmp / f.name)  # the dcp/ shards of an FSDP checkpoint
+            else:
+                shutil.copy2(f, tmp / f.name)
     return directory
 
 
@@ -73,16 +76,23 @@ def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
 def _atomic_dir(directory: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `directory` to fill; on success fsync every file and swap it in, on any
     failure (disk full, an exception, a signal) delete it and leave the old `directory` untouched."""
-    tmp = _make_temp_dir(directory)
+    tmp = make_temp_dir(directory)
     try:
         yield tmp
-        for f in tmp.iterdir():
-            _fsync_file(f)
-        _fsync_dir(tmp)
-        _swap_in(tmp, directory)
+        commit_temp_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def commit_temp_dir(tmp: Path, directory: Path) -> None:
+    """fsync every file under the filled temporary directory `tmp`, then swap it in as `directory`."""
+    for f in sorted(tmp.rglob("*")):
+        if f.is_file():
+            _fsync_file(f)
+    for d in [*sorted((d for d in tmp.rglob("*") if d.is_dir()), reverse=True), tmp]:
+        _fsync_dir(d)
+    _swap_in(tmp, directory)
 
 
 def write_model(model: nn.Module, directory: Path) -> None:
@@ -92,7 +102,7 @@ def write_model(model: nn.Module, directory: Path) -> None:
     save_pretrained(model, directory)
 
 
-def _make_temp_dir(final: Path) -> Path:
+def make_temp_dir(final: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -111,7 +121,7 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
 
@@ -132,7 +142,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _check_finite(tensors: dict[str, Tensor], what: str) -> None:
+def check_finite(tensors: dict[str, Tensor], what: str) -> None:
     bad = [k for k, v in tensors.items() if v.dtype.is_floating_point and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save non-finite {what} tensors: {', '.join(bad[:5])}")
@@ -147,6 +157,11 @@ def find_checkpoint(directory: str | Path) -> Path | None:
         if (candidate / STATE_JSON).is_file():
             return candidate
     return None
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """train_state.json of a checkpoint directory (step, position, run config, ...)."""
+    return json.loads((Path(directory) / STATE_JSON).read_text())
 
 
 def load_checkpoint_state(directory: str | Path

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import RunFailure, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def local_rank() -> int:
+    """This process's rank on its machine as `torchrun` sets it (cuda:LOCAL_RANK); 0 outside torchrun."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def process_rank() -> int:
     """This process's rank as `torchrun` sets it (0 outside torchrun), readable before the group exists."""
     return int(os.environ.get("RANK", "0"))
@@ -65,13 +71,29 @@ def init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(process_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(process_rank(), world, local_rank())
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=restart_store(), rank=info.rank, world_size=world)
     log.info("rank %d of %d on %s", info.rank, info.world_size, device)
     return info
+
+
+def restart_store() -> dist.Store | None:
+    """The key-value store for the process group: torchrun's (env://) as it is (None), except when its
+    elastic agent hosts it (``TORCHELASTIC_USE_AGENT_STORE``): then a view of it under one prefix per restart.
+
+    The agent's store outlives restarts, and without the prefix the workers of restart k can read the
+    addresses that the workers of restart k − 1 published (seen with torch 2.13 and gloo: the restarted rank 0
+    dialled the dead rank 1's port and the group never formed).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          int(os.environ["WORLD_SIZE"]), is_master=False)
+    return dist.PrefixStore(f"vitkit/restart_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown_distributed() -> None:
@@ -107,3 +129,53 @@ def all_gather_object(obj: object) -> list[object]:
     gathered: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def run_on_main(fn: Callable[[], None], what: str) -> None:
+    """Run `fn` on rank 0 alone and tell every rank whether it failed (a broadcast where a barrier was), so
+    a failure on rank 0 (disk full while saving) stops every rank instead of leaving them waiting.
+
+    Raises:
+        RunFailure: on the other ranks, when `fn` failed on rank 0 (which re-raises its own exception).
+    """
+    error: BaseException | None = None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the others have been told
+            error = e
+    message = broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunFailure(f"{what} failed on rank 0: {message}")
+
+
+def agree_to_step(have_batch: bool, stop: bool, device: torch.device) -> tuple[bool, bool]:
+    """(every rank has a batch, some rank was asked to stop), the same on every rank: one all-reduce.
+
+    This keeps the ranks in step when their loaders disagree (a stream that runs dry first, a batch that
+    could not be read at all): the epoch ends on every rank at the first step where any rank has no batch,
+    i.e. every rank trains on the shortest rank's number of batches.
+    """
+    if not dist.is_initialized():
+        return have_batch, stop
+    flags = torch.tensor([float(not have_batch), float(stop)], device=device)
+    missing, stops = all_reduce_sum(flags).tolist()
+    return missing == 0, stops > 0
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The global-RNG seed of rank > 0 (masks, dropout, drop path differ per rank; rank 0 keeps the run's
+    seed stream, so one process matches a 1-process run). Initialisation happens before, from `seed` alone."""
+    return seed * 7919 + rank * 104_729 + step
+
+
+def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's `rows` (same shape on each rank, on the backend's device) concatenated in rank order
+    along dim 0; `rows` itself without a process group."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return rows
+    out = rows.new_empty((dist.get_world_size() * rows.shape[0], *rows.shape[1:]))
+    dist.all_gather_into_tensor(out, rows.contiguous())
+    return out

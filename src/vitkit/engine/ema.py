@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from .fsdp import local
+
 
 class ModelEMA:
     """A frozen copy of `model` whose floating-point weights track ``ema = d·ema + (1 − d)·weights``.
@@ -24,15 +26,21 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """One step towards `model`'s weights: a single fused ``lerp`` over all floating-point tensors (the
+        local shards when both are FSDP-sharded alike), no host synchronisation."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         current = model.state_dict()
+        ema_floats, model_floats = [], []
         for name, ema_value in self.module.state_dict().items():
-            value = current[name].detach()
+            value, ema_value = local(current[name].detach()), local(ema_value)
             if ema_value.dtype.is_floating_point:
-                ema_value.mul_(d).add_(value.to(ema_value.dtype), alpha=1.0 - d)
+                ema_floats.append(ema_value)
+                model_floats.append(value.to(ema_value.dtype))
             else:
                 ema_value.copy_(value)
+        if ema_floats:
+            torch._foreach_lerp_(ema_floats, model_floats, 1.0 - d)  # ema + (1 − d)(w − ema)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.module.state_dict()

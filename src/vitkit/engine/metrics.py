@@ -10,23 +10,37 @@ from .distributed import all_reduce_sum
 
 
 class MeanMetrics:
-    """Batch-size-weighted means of named floats, summed over processes on `compute()`."""
+    """Batch-size-weighted means of named floats or scalar tensors, summed over processes on `compute()`.
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+    Tensors are accumulated where they are (no host synchronisation until `compute`), and the all-reduce
+    runs on `device`, the training device: NCCL reduces CUDA tensors only, gloo CPU ones.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.sums: dict[str, float | Tensor] = {}
         self.count = 0
 
-    def update(self, metrics: dict[str, float], n: int) -> None:
+    def update(self, metrics: dict[str, float | Tensor], n: int) -> None:
         for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+            value = v.detach().double() * n if isinstance(v, Tensor) else float(v) * n
+            self.sums[k] = self.sums.get(k, 0.0) + value
         self.count += n
 
+    def means(self) -> dict[str, float | Tensor]:
+        """This process's means, without synchronising (tensors stay tensors)."""
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
     def compute(self) -> dict[str, float]:
+        """Means over every process (collective under torchrun)."""
         names = sorted(self.sums)
-        totals = torch.tensor([self.sums[k] for k in names] + [float(self.count)], dtype=torch.float64)
-        totals = all_reduce_sum(totals)
-        count = max(totals[-1].item(), 1.0)
-        return {k: totals[i].item() / count for i, k in enumerate(names)}
+        values = [torch.as_tensor(self.sums[k], dtype=torch.float64, device=self.device).reshape(())
+                  for k in names]
+        totals = torch.stack([*values, torch.tensor(float(self.count), dtype=torch.float64,
+                                                     device=self.device)])
+        totals = all_reduce_sum(totals).tolist()
+        count = max(totals[-1], 1.0)
+        return {k: totals[i] / count for i, k in enumerate(names)}
 
 
 def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:

@@ -91,8 +91,10 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
                     betas: tuple[float, float] = (0.9, 0.999),
                     layer_decay: float | None = None, lr_scale: dict[str, float] | None = None,
                     fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW over `build_param_groups`; every group starts at ``lr * lr_scale``."""
+    """AdamW over `build_param_groups`; every group starts at ``lr * lr_scale``. `fused`: one fused kernel
+    (the trainer's choice on CUDA); otherwise the multi-tensor (``foreach``) implementation."""
     groups = build_param_groups(model, weight_decay, layer_decay, lr_scale)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=bool(fused),
+                             foreach=not fused)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import signal
 import threading
@@ -34,15 +35,69 @@ def native_bf16(device: torch.device) -> bool:
         return True  # cannot tell: do not warn
 
 
+def configure_backends(deterministic: bool, device: torch.device) -> None:
+    """Process-wide numerics for a run on `device`; call before CUDA is first used.
+
+    deterministic: ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (cuBLAS refuses deterministic mode without it; it must
+    be set before the first cuBLAS call), cuDNN benchmark off. Otherwise on CUDA: TF32 matmuls and
+    convolutions (``set_float32_matmul_precision("high")``) and ``cudnn.benchmark``.
+
+    What is exact on a GPU with deterministic=true: matmuls, convolutions, attention (math and efficient
+    SDPA), AdamW, reductions in a fixed order, so a resumed run repeats an uninterrupted one. What is not:
+    ops without a deterministic CUDA kernel (bilinear-interpolate backward, used by position-embedding
+    resampling and DPT; nll_loss2d forward, used by segmentation; cumsum; nanmedian) run their
+    nondeterministic kernels with a warning (`torch.use_deterministic_algorithms(True, warn_only=True)`),
+    and NCCL all-reduces can sum in another order when the number of processes changes.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic
+        torch.backends.cudnn.allow_tf32 = not deterministic
+        torch.set_float32_matmul_precision("highest" if deterministic else "high")
+
+
 @contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Turn on `torch.use_deterministic_algorithms` for the block (if `enabled`), restoring it after."""
+def deterministic_algorithms(enabled: bool, device: torch.device | None = None) -> Iterator[None]:
+    """Turn on `torch.use_deterministic_algorithms` for the block (if `enabled`), restoring it after. On CUDA
+    ops without a deterministic kernel warn instead of raising (see `configure_backends`)."""
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(enabled or previous)
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    warn_only = device is not None and device.type == "cuda"
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def crash_for_test(step: int, rank: int) -> None:
+    """Test hook for restart tests: ``VITKIT_TEST_CRASH=STEP:RANK:MARKER`` makes rank RANK (``*``: every
+    rank) exit with status 3 right after optimizer step STEP (after that step's checkpoint, if any), once:
+    it creates the file MARKER (per rank: MARKER.RANK) and does nothing while it exists."""
+    spec = os.environ.get("VITKIT_TEST_CRASH")
+    if not spec:
+        return
+    at, who, marker = spec.split(":", 2)
+    done = f"{marker}.{rank}"
+    if int(at) == step and who in ("*", str(rank)) and not os.path.exists(done):
+        open(done, "w").close()
+        log.warning("VITKIT_TEST_CRASH: rank %d exits at step %d", rank, step)
+        os._exit(3)
+
+
+def dump_for_test(state: dict[str, torch.Tensor], rank: int) -> None:
+    """Test hook: ``VITKIT_TEST_DUMP=DIR`` writes each rank's final weights (its shards under FSDP) to
+    DIR/rank<RANK>.safetensors, so a test can compare the ranks of a multi-process run."""
+    folder = os.environ.get("VITKIT_TEST_DUMP")
+    if folder:
+        from safetensors.torch import save_file
+
+        os.makedirs(folder, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  os.path.join(folder, f"rank{rank}.safetensors"))
 
 
 class StopFlag:

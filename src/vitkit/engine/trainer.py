@@ -2,10 +2,13 @@
 
 The objective owns the loss and metrics (classification, MAE, MPP, depth, segmentation); the trainer owns the
 rest: AdamW groups, warmup + cosine as a function of the step, gradient accumulation and clipping, EMA, bf16
-autocast with fp32 master weights, optional torch.compile, non-finite detection, evaluation, atomic
-checkpoints with automatic resume, DDP under torchrun, and logging (DIR/metrics.jsonl, progress display).
+or fp16 (GradScaler) autocast with fp32 master weights, optional torch.compile, non-finite detection,
+evaluation, atomic checkpoints with automatic resume, DDP or FSDP2 (``strategy``) under torchrun, and logging
+(DIR/metrics.jsonl, progress display).
 
-Objectives must call the model through ``model(...)`` (its forward), so DDP can synchronise gradients.
+Objectives must call the model through ``model(...)`` (its forward), so DDP / FSDP can synchronise gradients.
+Host synchronisation per step: one ``.item()`` (the non-finite check), plus one all-reduce of (has a batch,
+stop requested) under torchrun; metrics stay on the device until a log step.
 """
 
 from __future__ import annotations
@@ -21,22 +24,28 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..config import config_to_dict
-from ..errors import RunFailure, UsageError, require
+from ..errors import RunFailure, require
 from ..objectives import Objective
 from ..runconfig import TrainConfig, check_loop_config, check_resumable
 from ..rundir import RunDir
 from . import checkpoint as ckpt
+from . import fsdp, parallel, runtime
 from .batches import batch_size_of, split_batch, to_device
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
+from .distributed import (
+    agree_to_step,
+    all_reduce_sum,
+    init_distributed,
+    local_rank,
+    rank_seed,
+    resolve_device,
+)
 from .ema import ModelEMA
 from .loader_state import gather_loader_state, restore_loader_state
 from .logs import MetricsLog, Progress
 from .metrics import MeanMetrics
 from .optim import build_optimizer
-from .runtime import StopFlag, deterministic_algorithms, native_bf16, seed_everything
 from .schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
@@ -73,22 +82,32 @@ class Trainer:
         require(select_mode in ("max", "min"), f"select_mode must be 'max' or 'min', got {select_mode!r}")
         self.sign = 1.0 if select_mode == "max" else -1.0  # best = the largest sign × metric
         self.train_transform, self.eval_transform = train_transform, eval_transform
-        self.device = resolve_device(cfg.device, _local_rank())
-        if cfg.amp and not native_bf16(self.device):
+        self.device = resolve_device(cfg.device, local_rank())
+        self.amp_dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
+        if cfg.amp and cfg.amp_dtype == "bf16" and not runtime.native_bf16(self.device):
             log.warning("this CPU has no native bf16 (%s): bf16 autocast runs far slower than fp32 here; "
                         "pass --no-amp (amp=false)", torch.backends.cpu.get_cpu_capability())
+        runtime.configure_backends(cfg.deterministic, self.device)
         self.dist = init_distributed(self.device)
-        pin = self.device.type == "cuda"  # uint8 batches go to the GPU pinned; augmentation runs there
-        self.train_data = as_loader(train_data, cfg, self.dist, train=True, pin_memory=pin)
-        self.val_data = as_loader(val_data, cfg, self.dist, False, pin) if val_data is not None else None
+        if cfg.strategy == "fsdp":
+            fsdp.ensure_process_group(self.device)  # FSDP needs a group, even of one process
+        self.train_data = parallel.as_loader(train_data, cfg, self.dist, self.device, train=True)
+        self.val_data = (None if val_data is None
+                         else parallel.as_loader(val_data, cfg, self.dist, self.device, train=False))
         self.model = model.to(self.device)
+        if cfg.grad_checkpointing:
+            require(hasattr(model, "set_grad_checkpointing"), f"{type(model).__name__} has no gradient "
+                    "checkpointing; set grad_checkpointing=false")
+            self.model.set_grad_checkpointing(True)
         o = cfg.optim
-        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay, o.lr_scale)
         self.ema = ModelEMA(self.model, o.ema_decay) if o.ema_decay else None
-        self.forward_model: nn.Module = self.model
-        if self.dist.enabled:
-            self.forward_model = DistributedDataParallel(self.model, device_ids=[self.device.index]
-                                                         if self.device.type == "cuda" else None)
+        # FSDP shards in place: before the optimizer sees the parameters
+        self.forward_model = parallel.wrap(self.model, self.ema, cfg, self.dist, self.device, self.amp_dtype)
+        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay, o.lr_scale,
+                                         fused=self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16")
+        if self.dist.rank:  # masks, dropout and drop path differ per rank; the weights were made before
+            runtime.seed_everything(rank_seed(cfg.seed, self.dist.rank))
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.steps_per_epoch = len(self.train_data)
@@ -101,7 +120,7 @@ class Trainer:
         self.interrupted: str | None = None  # "SIGTERM" / "SIGINT" when a signal stopped the run
         self.epoch_seconds = 0.0  # training time of the last epoch (this session's part of it after a resume)
         self.train_seconds = 0.0  # training time of the whole run, over all sessions
-        self.stop = StopFlag()
+        self.stop = runtime.StopFlag()
         self.logger = MetricsLog(self.run.metrics, self.run.tensorboard if cfg.tensorboard else None,
                                  self.dist.is_main)
         self.progress = Progress(self.dist.is_main)
@@ -118,7 +137,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.write_config(config_to_dict(self.cfg))
         val: dict[str, float] = {}
-        with self.stop.catch_signals(), deterministic_algorithms(self.cfg.deterministic):
+        with self.stop.catch_signals(), runtime.deterministic_algorithms(self.cfg.deterministic, self.device):
             for epoch in range(self.epoch, self.cfg.epochs):
                 line = self.train_epoch(epoch)
                 if self.interrupted:
@@ -138,37 +157,44 @@ class Trainer:
                 self.save(best=improved)
                 self.progress.end_epoch(line)
         self.logger.close()
+        runtime.dump_for_test({k: fsdp.local(v) for k, v in self.model.state_dict().items()}, self.dist.rank)
         return val
 
     def train_epoch(self, epoch: int) -> str:
         """Train the rest of `epoch`; return its summary line (or stop early with `interrupted` set)."""
         self.model.train()
         self.progress.start_epoch(epoch, self.cfg.epochs, self.steps_per_epoch, self.batch_in_epoch)
-        epoch_meter, window = MeanMetrics(), MeanMetrics()
+        epoch_meter, window = MeanMetrics(self.device), MeanMetrics(self.device)
         start = window_start = time.perf_counter()
         images = images_in_window = 0
-        for batch in self.train_data.epoch(epoch, start_batch=self.batch_in_epoch):
+        shown_loss = float("nan")  # the progress display's loss, refreshed at log steps (no per-step sync)
+        batches = iter(self.train_data.epoch(epoch, start_batch=self.batch_in_epoch))
+        while True:
+            batch = next(batches, None)
+            have_all, stop = agree_to_step(batch is not None, self.stop.requested is not None, self.device)
+            if stop:  # every rank stops at the same step
+                self.save()
+                self.interrupted = self.stop.requested or "SIGTERM"
+                return ""
+            if not have_all:  # the shortest rank's batches are done: the epoch ends on every rank
+                break
             metrics, lr = self.train_step(to_device(batch, self.device))
             self.batch_in_epoch += 1
             images += batch_size_of(batch) * self.dist.world_size
             images_in_window += batch_size_of(batch) * self.dist.world_size
             epoch_meter.update(metrics, 1)
             window.update(metrics, 1)
-            rate = images / max(time.perf_counter() - start, 1e-9)
-            self.progress.update(rate, metrics.get("loss", float("nan")), lr)
             if self.step % self.cfg.log_every == 0:
                 per_s = images_in_window / (time.perf_counter() - window_start)
                 values = {**window.compute(), "lr": lr, "img_per_s": per_s}
                 self.logger.write(self.step, epoch, "train", values)
-                images_in_window = 0
-                window, window_start = MeanMetrics(), time.perf_counter()
-            if self._should_stop():
-                self.save()
-                self.interrupted = self.stop.requested or "SIGTERM"
-                return ""
+                shown_loss, images_in_window = values.get("loss", shown_loss), 0
+                window, window_start = MeanMetrics(self.device), time.perf_counter()
+            self.progress.update(images / max(time.perf_counter() - start, 1e-9), shown_loss, lr)
             mid_epoch = self.batch_in_epoch < self.steps_per_epoch  # epoch ends save after evaluating
             if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0 and mid_epoch:
                 self.save()
+            runtime.crash_for_test(self.step, self.dist.rank)
         took = self.epoch_seconds = time.perf_counter() - start
         self.train_seconds += took
         notes = [f"{images / max(took, 1e-9):.0f} img/s", f"{took:.1f}s"]
@@ -187,23 +213,27 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         if self.train_transform is not None:
             batch = self.train_transform(batch, self._generator())
-        meter = MeanMetrics()
+        meter = MeanMetrics(self.device)
         finite = torch.ones((), device=self.device)
         micro_batches = split_batch(batch, o.accum_steps)
         for i, micro in enumerate(micro_batches):
-            sync = i == len(micro_batches) - 1 or not self.dist.enabled
+            sync = i == len(micro_batches) - 1
             with (contextlib.nullcontext() if sync else self._no_sync()):
                 with self._autocast():
                     out = self.objective(self.forward_model, micro)
-                (out.loss / len(micro_batches)).backward()
+                self.scaler.scale(out.loss / len(micro_batches)).backward()
             finite *= torch.isfinite(out.loss.detach()).float()
             meter.update(out.metrics, batch_size_of(micro))
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad or math.inf)
-        finite = finite * torch.isfinite(grad_norm).float()
+        grad_norm = fsdp.full(grad_norm)  # FSDP: a replicated DTensor
+        if not self.scaler.is_enabled():  # fp16: overflowing gradients are the scaler's to skip, not errors
+            finite = finite * torch.isfinite(grad_norm).float()
         if self.dist.enabled:
             finite = (all_reduce_sum(finite.clone()) == self.dist.world_size).float()
         if finite.item():
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # optimizer.step(), unless fp16 gradients overflowed
+            self.scaler.update()
             if self.ema is not None:
                 self.ema.update(self.model)
             self.nonfinite_run = 0
@@ -211,8 +241,7 @@ class Trainer:
             self._count_nonfinite()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        metrics = {k: v / max(meter.count, 1) for k, v in meter.sums.items()}  # this process's batch means
-        return {**metrics, "grad_norm": grad_norm.item()}, lr
+        return {**meter.means(), "grad_norm": grad_norm.detach()}, lr  # this process's batch means
 
     def _count_nonfinite(self) -> None:
         self.nonfinite_total += 1
@@ -236,7 +265,7 @@ class Trainer:
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        meter = MeanMetrics()
+        meter = MeanMetrics(self.device)
         for batch in self.val_data.epoch(0):
             batch = to_device(batch, self.device)
             if self.eval_transform is not None:
@@ -247,6 +276,14 @@ class Trainer:
         model.train(was_training)
         return meter.compute()
 
+    def consolidate(self) -> None:
+        """After an FSDP run, gather the sharded model (and EMA) into plain modules on rank 0 (collective),
+        for what rank 0 does alone afterwards (summaries, exports, figures). A no-op under DDP."""
+        if fsdp.is_sharded(self.model):
+            self.model = fsdp.unsharded_copy(self.model)
+            if self.ema is not None:
+                self.ema.module = fsdp.unsharded_copy(self.ema.module)
+
     def export_model(self) -> nn.Module:
         """The weights a run exports (RUN/encoder, RUN/classifier): the EMA's with ``best_weights: ema``, else
         the model's."""
@@ -254,22 +291,15 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def save(self, best: bool = False) -> None:
-        """Write RUN/checkpoints/last (and best: a copy, or the EMA weights) on the main process; others
-        wait."""
-        data_state = gather_loader_state(self.train_data)  # collective: every rank calls save()
-        if self.dist.is_main:
-            tensors, meta = ckpt.pack_training_state(self.optimizer, self.ema)
-            meta.update(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best=self.best,
-                        best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total,
-                        train_seconds=self.train_seconds,
-                        config=config_to_dict(self.cfg))
-            meta["data"] = data_state  # a streamed dataset's per-rank, per-worker position
-            last = ckpt.save_checkpoint(self.run.checkpoint("last"), self.model, tensors, meta)
-            if best and self.cfg.best_weights == "ema":
-                ckpt.save_checkpoint(self.run.checkpoint("best"), self.ema.module, tensors, meta)
-            elif best:
-                ckpt.copy_checkpoint(last, self.run.checkpoint("best"))
-        barrier()
+        """Write RUN/checkpoints/last (and best: a copy, or the EMA weights): on the main process under DDP
+        (the others learn whether it worked), every rank its shard under FSDP (`engine.dcp`)."""
+        meta = dict(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best=self.best,
+                    best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total,
+                    train_seconds=self.train_seconds, ema_updates=self.ema.updates if self.ema else 0,
+                    config=config_to_dict(self.cfg))
+        meta["data"] = gather_loader_state(self.train_data)  # a stream's per-rank, per-worker position
+        parallel.save(self.run.checkpoint("last"), self.run.checkpoint("best") if best else None, self.model,
+                      self.optimizer, self.ema, meta, ema_best=self.cfg.best_weights == "ema")
 
     def resume(self) -> bool:
         """Load RUN/checkpoints/last if it exists; refuse (changing nothing) when the model or a setting that
@@ -280,19 +310,19 @@ class Trainer:
                 self.logger.truncate_after(-1)
             return False
         ckpt.check_same_model(found, self.model)
-        model_state, meta, tensors = ckpt.load_checkpoint_state(found)
-        check_resumable(found, meta.get("config", {}), config_to_dict(self.cfg))
-        self.model.load_state_dict(model_state)
-        ckpt.unpack_training_state(tensors, meta, self.optimizer, self.ema, restore_rng=self.dist.is_main)
+        check_resumable(found, ckpt.read_meta(found).get("config", {}), config_to_dict(self.cfg))
+        meta = parallel.load(found, self.model, self.optimizer, self.ema, self.dist.is_main)
         if not self.dist.is_main:  # only rank 0's generators are saved; the others reseed, tied to the step
-            seed_everything(self.cfg.seed * 7919 + self.dist.rank * 104_729 + meta["step"])
+            runtime.seed_everything(rank_seed(self.cfg.seed, self.dist.rank, meta["step"]))
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
         restore_loader_state(self.train_data, meta.get("data"))
         self.best, self.nonfinite_total = meta["best"], meta["nonfinite_total"]
         self.best_epoch, self.train_seconds = meta.get("best_epoch"), meta.get("train_seconds", 0.0)
         if self.dist.is_main:
             self.logger.truncate_after(self.step)
-        log.info("resumed from %s at epoch %d, step %d", found, self.epoch, self.step)
+        restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun restarted the workers
+        log.info("resumed from %s at epoch %d, step %d%s", found, self.epoch, self.step,
+                 f" (torchrun restart {restarts})" if restarts != "0" else "")
         return True
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -302,39 +332,10 @@ class Trainer:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp)
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
-        ddp = self.forward_model
-        ddp = getattr(ddp, "_orig_mod", ddp)  # unwrap torch.compile
-        return ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
-
-    def _should_stop(self) -> bool:
-        if not self.dist.enabled:
-            return self.stop.requested is not None
-        flag = torch.tensor([float(self.stop.requested is not None)], device=self.device)
-        return bool(all_reduce_sum(flag).item())  # every rank stops at the same step
-
-
-def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool, pin_memory: bool = False) -> Any:
-    """`data` if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
-
-    A dataset may carry an ``epoch`` number (WebDataset shards do); only a callable ``epoch`` makes a loader.
-    This is the one place the global batch is split: ``cfg.batch_size / world_size`` images per process.
-    """
-    if callable(getattr(data, "epoch", None)):
-        return data
-    from ..data import ImageLoader
-
-    if cfg.batch_size % info.world_size:
-        raise UsageError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
-    return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
-                       num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size,
-                       pin_memory=pin_memory)
-
-
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+        return parallel.no_sync(self.forward_model, self.model)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

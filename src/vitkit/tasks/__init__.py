@@ -9,6 +9,7 @@ RUN/config.yaml --out NEW`` runs the same thing again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from types import ModuleType
@@ -18,7 +19,7 @@ import torch
 
 from ..config import replace_config
 from ..engine.distributed import process_rank, resolve_device
-from ..engine.runtime import seed_everything
+from ..engine.runtime import configure_backends, seed_everything
 from ..engine.trainer import Trainer
 from ..errors import UsageError
 from ..runconfig import TrainConfig, check_loop_config
@@ -47,7 +48,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     """
     if not cfg.out:
         raise UsageError("the run needs an output folder: give --out DIR (or set out in the config)")
-    resolve_device(cfg.device)  # an unavailable device or a bad loop setting is refused before any work
+    device = resolve_device(cfg.device)  # an unavailable device or bad loop setting is refused before work
+    configure_backends(cfg.deterministic, device)  # before anything touches CUDA (CUBLAS_WORKSPACE_CONFIG)
     check_loop_config(cfg)
     cfg = replace_config(cfg, out=os.path.abspath(cfg.out))
     run_dir = RunDir(cfg.out)
@@ -61,6 +63,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         val = trainer.fit()
         if not val and trainer.val_data is not None and not trainer.interrupted:
             val = trainer.evaluate()  # a finished run re-run (every rank: evaluation is collective)
+        trainer.consolidate()  # FSDP: the whole model on rank 0 (collective)
+        if trainer.model is not None:  # what rank 0 summarises: a plain module (other FSDP ranks: None)
+            parts = dataclasses.replace(parts, model=trainer.model)
         summary = run_summary(parts, trainer, val)
         if trainer.interrupted or not trainer.dist.is_main:
             return summary

@@ -8,15 +8,17 @@ import time
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..config import replace_config
 from ..data import ImageLoader
 from ..data.transforms import normalize
 from ..engine.augment import classification_transforms, eval_transform_for
-from ..engine.distributed import resolve_device
+from ..engine.distributed import all_gather_rows, init_distributed, local_rank, resolve_device
+from ..engine.runtime import configure_backends
 from ..engine.trainer import Trainer
-from ..errors import UsageError
+from ..errors import RunFailure, UsageError
 from ..models.probe import LinearProbe, LinearProbeConfig
 from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
@@ -40,17 +42,34 @@ class FeatureSet:
 
 @torch.no_grad()
 def extract_features(probe: LinearProbe, dataset: Any, device: torch.device, batch_size: int = 256,
-                     amp: bool = False) -> FeatureSet:
-    """Pooled features (N, D) float32 and targets (N,) of a labelled image dataset, in dataset order."""
+                     amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> FeatureSet:
+    """Pooled features (N, D) float32 and targets (N,) of a labelled image dataset, in dataset order.
+
+    Under torchrun each process encodes its share of the images (contiguous slices of every batch, as in
+    training) on its own device, and the shares are all-gathered: every rank ends with the whole set.
+    """
     pre = probe.config.encoder.preprocess
     probe.to(device).eval()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    loader = ImageLoader(dataset, max(batch_size // world, 1), rank=rank, world_size=world)
     feats, targets = [], []
-    for images, labels in ImageLoader(dataset, batch_size):
-        images = normalize(images.to(device), pre.mean, pre.std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            feats.append(probe.features(images).float().cpu())
-        targets.append(labels)
-    return FeatureSet(torch.cat(feats), torch.cat(targets))
+    for images, labels in loader:
+        images = normalize(images.to(device, non_blocking=True), pre.mean, pre.std)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            feats.append(probe.features(images).float())
+        targets.append(labels.to(device))
+    feats, targets = torch.cat(feats), torch.cat(targets)
+    if world == 1:
+        return FeatureSet(feats.cpu(), targets.cpu())
+    index = torch.cat(loader.batch_indices(0)).to(device)
+    if len(index) != len(feats):
+        raise RunFailure(f"{len(index) - len(feats)} images could not be read on rank {rank}, so the shared "
+                         "feature pass cannot be put back in order; remove them or set task.cache=false")
+    index, feats, targets = all_gather_rows(index), all_gather_rows(feats), all_gather_rows(targets)
+    out_feats = feats.new_empty((len(dataset), feats.shape[1]))
+    out_targets = targets.new_empty(len(dataset))
+    out_feats[index], out_targets[index] = feats, targets  # wrapped (padding) samples write the same rows
+    return FeatureSet(out_feats.cpu(), out_targets.cpu())
 
 
 def build(cfg: TrainConfig) -> TaskParts:
@@ -74,9 +93,13 @@ def build(cfg: TrainConfig) -> TaskParts:
                                                       splits.num_classes)
         return TaskParts(cfg, model, ClassificationObjective(), train, splits.val, train_tf, eval_tf, "acc1",
                          list(splits.classes), info)
-    device, start = resolve_device(cfg.device), time.perf_counter()
-    train_set = extract_features(model, train, device, cfg.batch_size, cfg.amp)
-    val_set = extract_features(model, splits.val, device, cfg.batch_size, cfg.amp) if splits.val else None
+    device, start = resolve_device(cfg.device, local_rank()), time.perf_counter()
+    configure_backends(cfg.deterministic, device)
+    init_distributed(device)  # the Trainer joins the same group later
+    dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
+    train_set = extract_features(model, train, device, cfg.batch_size, cfg.amp, dtype)
+    val_set = (extract_features(model, splits.val, device, cfg.batch_size, cfg.amp, dtype)
+               if splits.val else None)
     info["feature_seconds"] = round(time.perf_counter() - start, 1)
     # no augmentation here, so label smoothing is the objective's (still applied once)
     return TaskParts(cfg, model, ClassificationObjective(cfg.augment.label_smoothing), train_set, val_set,
