@@ -83,7 +83,7 @@ def test_hf_dpt_from_the_cache_computes_what_hf_computes(cache, tmp_path):
     model = vitkit.load_pretrained("hf-hub:org/tiny-dpt@v1")
     images = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     # In float64: randomise()'s N(0, 0.2) weights put this DPT's fp32 output 2e-3 from exact in HF itself
-    # (depths in the hundreds), so fp32 cannot tell a loading error from rounding here; float64 can (they agree
+    # (depths in the hundreds), so fp32 cannot tell a loading error from rounding here; float64 can (agreeing
     # to 1e-11). fp32 parity on well-conditioned weights is test_dpt_hf's.
     with torch.no_grad():
         ours, theirs = model.double()(images), hf.double()(pixel_values=images).predicted_depth
