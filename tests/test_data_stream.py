@@ -25,7 +25,7 @@ from vitkit.data.stream import ShardReader
 from vitkit.data.webdataset import open_shards
 from vitkit.engine import TrainConfig, Trainer
 from vitkit.engine.distributed import DistInfo
-from vitkit.engine.trainer import as_loader
+from vitkit.engine.parallel import as_loader
 from vitkit.errors import UsageError
 from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.objectives import ClassificationObjective
@@ -265,5 +265,6 @@ def test_loader_pins_for_cuda_only():
     cfg = TrainConfig(batch_size=4)
     images = InMemoryImages(torch.zeros(8, 3, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long),
                             ["a", "b"])
-    assert as_loader(images, cfg, DistInfo(), True, pin_memory=True).pin_memory == torch.cuda.is_available()
-    assert not as_loader(images, cfg, DistInfo(), True, pin_memory=False).pin_memory
+    cuda = torch.device("cuda")  # the loader is only built here, never iterated: no GPU needed
+    assert as_loader(images, cfg, DistInfo(), cuda, True).pin_memory == torch.cuda.is_available()
+    assert not as_loader(images, cfg, DistInfo(), torch.device("cpu"), True).pin_memory

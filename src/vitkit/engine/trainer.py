@@ -170,14 +170,15 @@ class Trainer:
         shown_loss = float("nan")  # the progress display's loss, refreshed at log steps (no per-step sync)
         batches = iter(self.train_data.epoch(epoch, start_batch=self.batch_in_epoch))
         while True:
-            batch = next(batches, None)
-            have_all, stop = agree_to_step(batch is not None, self.stop.requested is not None, self.device)
-            if stop:  # every rank stops at the same step
+            # Agree to stop before drawing the next batch, so a saved stream position counts trained
+            # batches only (two tiny all-reduces a step under DDP; none in one process).
+            if agree_to_step(True, self.stop.requested is not None, self.device)[1]:  # every rank stops here
                 self.save()
                 self.interrupted = self.stop.requested or "SIGTERM"
                 return ""
-            if not have_all:  # the shortest rank's batches are done: the epoch ends on every rank
-                break
+            batch = next(batches, None)
+            if not agree_to_step(batch is not None, False, self.device)[0]:  # the shortest rank is done:
+                break  # the epoch ends on every rank
             metrics, lr = self.train_step(to_device(batch, self.device))
             self.batch_in_epoch += 1
             images += batch_size_of(batch) * self.dist.world_size
