@@ -52,7 +52,7 @@ RESIZE_MODES = ("bicubic", "bilinear", "nearest")
 
 
 class EncoderFeatures(nn.Module):
-    """A ViT encoder as a module returning its tokens: images (B, C, H, W) → (B, T, D) after the final norm."""
+    """A ViT encoder as a module returning its tokens: images (B, C, H, W) → (B, T, D), final norm applied."""
 
     def __init__(self, encoder: VisionTransformer) -> None:
         super().__init__()
@@ -97,8 +97,9 @@ def export_target(model: nn.Module, labels: list[str] | None = None) -> ExportTa
                             names if len(names) == k else [str(i) for i in range(k)], model.patch_size)
     encoder = model if isinstance(model, VisionTransformer) else getattr(model, "encoder", None)
     if not isinstance(encoder, VisionTransformer):
-        raise UsageError(f"cannot export a {type(model).__name__}: vitkit exports ViT and hybrid classifiers, "
-                         "ViT encoders (also an MAE's or MPP model's), linear probes and DPT models")
+        raise UsageError(f"cannot export a {type(model).__name__}: vitkit exports ViT and hybrid "
+                         "classifiers, ViT encoders (also an MAE's or MPP model's), linear probes and DPT "
+                         "models")
     return ExportTarget(EncoderFeatures(encoder), "encoder", "tokens", encoder.config, model.config, [],
                         encoder.patch_size)
 

@@ -368,10 +368,17 @@ def predict_images(checkpoint: str | Path | Classifier, images: Sequence[str | P
     ``{"image", "top": [{"label", "index", "prob"}]}``; unreadable files are listed in `unreadable`."""
     require(top_k >= 1, f"top-k must be ≥ 1 (got {top_k})")
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
-    names = classifier.label_names
+    return predict_files(images, lambda path: image_logits(classifier.model, path), classifier.label_names,
+                         top_k)
+
+
+def predict_files(images: Sequence[str | Path], logits_of: Callable[[Path], Tensor], names: Sequence[str],
+                  top_k: int) -> FileOutputs:
+    """`predict_images` for any classifier: `logits_of(path)` gives an image file's logits (K,)."""
+    require(top_k >= 1, f"top-k must be ≥ 1 (got {top_k})")
 
     def predict(path: Path) -> dict[str, Any]:
-        probs = image_logits(classifier.model, path).softmax(-1)
+        probs = logits_of(path).softmax(-1)
         top = probs.topk(min(top_k, probs.numel()))
         return {"image": str(path),
                 "top": [{"label": names[i], "index": i, "prob": p}

@@ -36,8 +36,8 @@ def resample_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[i
     """Resample patch position embeddings (1, N_old, D) on a 2-D grid to (1, N_new, D).
 
     `mode` is any `F.interpolate` mode for 4-D input ("bicubic", "bilinear", "nearest", "area");
-    align_corners is False, as in HF transformers and timm. A grid traced as symbolic sizes (ONNX / torch.export
-    with dynamic height and width) always resamples, so the graph holds the resize for every input size.
+    align_corners is False, as in HF transformers and timm. A grid traced as symbolic sizes (ONNX or
+    torch.export with dynamic height and width) always resamples, so the graph holds the resize for any size.
     """
     if _is_static(new_grid) and tuple(old_grid) == tuple(new_grid):
         return pos
