@@ -66,26 +66,22 @@ torch._dynamo.config.automatic_dynamic_shapes = False
 
 
 # ---- data and the fitted head ------------------------------------------------------------------------------
-def cifar_images(tarball: Path, n: int, cfg: Any) -> tuple[Tensor, Tensor]:
-    """`n` CIFAR-10 training JPEGs (balanced over classes) → model inputs (n, C, H, W) and labels (n,)."""
-    from vitkit.data import decode_image
-    from vitkit.infer.images import model_input, storage_size
+def cifar_images(tarball: Path, n: int, model: nn.Module) -> tuple[Tensor, Tensor]:
+    """`n` CIFAR-10 training JPEGs (balanced over classes) → model inputs (n, C, H, W), preprocessed as
+    `vitkit predict` does (`vitkit.transforms_for`), and labels (n,)."""
+    from vitkit import transforms_for
 
-    per_class, kept, images, labels = -(-n // 10), {}, [], []
+    per_class, kept, files, labels = -(-n // 10), {}, [], []
     with tarfile.open(tarball) as tar:
         for member in tar:
-            if not member.isfile():
-                continue
             cls = Path(member.name).parent.name
-            if kept.get(cls, 0) >= per_class or len(images) >= n:
+            if not member.isfile() or kept.get(cls, 0) >= per_class or len(files) >= n:
                 continue
             kept[cls] = kept.get(cls, 0) + 1
-            data = tar.extractfile(member).read()
-            images.append(decode_image(data, channels=cfg.in_chans, size=storage_size(cfg)))
+            files.append(tar.extractfile(member).read())  # encoded JPEG bytes
             labels.append(cls)
     names = sorted(set(labels))
-    x = model_input(torch.stack(images), cfg)  # (n, C, H, W)
-    return x, torch.tensor([names.index(c) for c in labels])
+    return transforms_for(model)(files), torch.tensor([names.index(c) for c in labels])
 
 
 @torch.no_grad()
@@ -270,7 +266,7 @@ def main() -> None:
         for name in args.models:
             torch.manual_seed(0)
             model = build_model(get_model_config(name, num_classes=10)).eval()
-            images, labels = cifar_images(args.tarball, args.images, model.config)
+            images, labels = cifar_images(args.tarball, args.images, model)
             accuracy[name] = fit_head(model, images, labels)
             peaks = measured_peaks(model.config.dim)
             t0 = time.perf_counter()

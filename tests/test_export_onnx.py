@@ -33,7 +33,7 @@ from vitkit.models.vit import ViTConfig  # noqa: E402
 
 TOL = 1e-4
 PRE = PreprocessConfig(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), crop_pct=0.875,
-                       label_names=("ant", "bee", "cat", "dog"))
+                       label_names=("ant", "bee", "cat", "dog"), resize="squash")
 TINY = {"image_size": (32, 32), "patch_size": 8, "dim": 32, "depth": 2, "num_heads": 2}
 TRUNK = ResNetV2Config(layers=(1, 1), channels=(16, 32), stem_width=8, num_groups=8)
 
@@ -127,7 +127,21 @@ def test_metadata_round_trips(exported):
     assert json.loads(meta["vitkit.dynamic"]) == ["batch"]
     assert meta["vitkit.version"] == vitkit.__version__
     runner = OnnxClassifier(path, device="cpu")
-    assert runner.spec.preprocess == PRE and runner.spec.image_size == (32, 32)
+    assert runner.preprocess == vitkit.transforms_for(model)  # the same evaluation preprocessing
+    assert runner.preprocess.config.resize == "squash"
+
+
+def test_onnx_classifier_runs_like_the_classification_pipeline(exported):
+    model, path = exported("vit", False)
+    runner = OnnxClassifier(path, device="cpu", batch_size=2)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (20 + 4 * i, 28, 3), dtype=np.uint8) for i in range(3)]
+    expected = vitkit.pipeline("image-classification", model, device="cpu", top_k=2)(images)
+    got = runner(images, top_k=2)
+    assert [[t["label"] for t in r] for r in got] == [[t["label"] for t in r] for r in expected]
+    assert np.allclose([t["score"] for r in got for t in r], [t["score"] for r in expected for t in r],
+                       atol=1e-5)
+    assert runner(images[0], top_k=1)[0]["label"] == expected[0][0]["label"]  # one image → one result
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +153,9 @@ def classifier_files(tmp_path_factory):
         pixels = rng.integers(0, 255, 3) + rng.normal(0, 40, (40 + 8 * i, 56, 3))
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / f"photos/{i}.png")
     torch.manual_seed(0)
-    vitkit.save_pretrained(_model("vit"), root / "ckpt")
+    model = _model("vit")
+    model.config.preprocess = vitkit.replace_config(PRE, resize="crop")  # scale + centre crop (vitkit's own)
+    vitkit.save_pretrained(model, root / "ckpt")
     return root
 
 

@@ -24,8 +24,8 @@ from vitkit.infer.images import (
     load_classifier,
     predict_images,
     predict_logits,
-    storage_size,
 )
+from vitkit.infer.preprocess import transforms_for
 from vitkit.models import VisionTransformer, ViTConfig, create_model
 from vitkit.models.probe import LinearProbe, LinearProbeConfig
 from vitkit.rundir import RunDir
@@ -105,9 +105,9 @@ def test_eval_and_predict_preprocess_alike(tmp_path, crop_pct):
     test = image_folder(tmp_path / "test", 3, seed=2)
     model = tiny_classifier(crop_pct).eval()
     vitkit.save_pretrained(model, tmp_path / "model")
-    cfg = model.config
-    dataset, _, split, _ = eval_dataset(tmp_path / "model", str(test), None, cfg.in_chans, storage_size(cfg))
-    eval_logits, targets = predict_logits(model, dataset, input_transform(cfg), torch.device("cpu"))
+    pre = transforms_for(model)
+    dataset, _, split, _ = eval_dataset(tmp_path / "model", str(test), None, pre.channels, pre.storage_size)
+    eval_logits, targets = predict_logits(model, dataset, input_transform(pre), torch.device("cpu"))
     files = sorted(test.glob("*/*.png"))  # the folder's sample order: classes, then files, sorted
     assert split == "all" and targets.tolist() == [0, 0, 0, 1, 1, 1]
     predicted = torch.stack([image_logits(model, f) for f in files])

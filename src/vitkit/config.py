@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 C = TypeVar("C")
 
@@ -181,8 +181,13 @@ _YAML11_MISSED_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 class PreprocessConfig:
     """How images must be prepared for a model's weights; saved in every checkpoint's config.
 
-    mean/std are per channel on [0, 1] pixels; `crop_pct` is the centre-crop fraction used at evaluation
-    (1.0 = resize straight to `input_size`); `label_names` index the classifier's outputs.
+    mean/std are per channel on [0, 1] pixels; `label_names` index the classifier's outputs. `resize` is how
+    an image of any shape reaches the model's (H, W) at evaluation (`vitkit.transforms_for` applies it):
+
+    * ``"crop"`` (timm's eval transform, vitkit's own models): scale the shorter side to ``side / crop_pct``
+      keeping the aspect ratio, then centre-crop (H, W); `crop_pct` 1.0 crops only what sticks out.
+    * ``"squash"`` (HF image processors, models imported from HF): resize straight to H × W with Pillow at
+      `interpolation`, ignoring the aspect ratio; `crop_pct` is unused.
     """
 
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -190,3 +195,4 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
     crop_pct: float = 1.0
     label_names: tuple[str, ...] = ()
+    resize: Literal["crop", "squash"] = "crop"

@@ -45,13 +45,12 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise UsageError(f"unknown export format {args.format!r}; choose one of: {', '.join(FORMATS)}")
     model_path = resolve_model_path(args.checkpoint)
-    model = load_pretrained(model_path)
-    out = export_onnx(model, Path(args.out) if args.out else default_out(model_path), dynamic=args.dynamic,
-                      opset=args.opset)
+    out = export_onnx(model_path, Path(args.out) if args.out else default_out(model_path),
+                      dynamic=args.dynamic, opset=args.opset)
     print(f"wrote {out}", file=sys.stderr)
     if args.no_check:
         return 0
-    worst = check_export(model, out, args.dynamic)
+    worst = check_export(load_pretrained(model_path), out, args.dynamic)
     print(f"onnxruntime vs torch (fp32): max abs diff {worst:.2e}", file=sys.stderr)
     if worst > TOLERANCE:
         raise RunFailure(f"the exported graph differs from the torch model by {worst:.2e} (> {TOLERANCE:g}); "

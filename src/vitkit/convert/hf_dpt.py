@@ -97,7 +97,9 @@ def dpt_config_to_vitkit(hf_config: dict[str, Any], sd: dict[str, Tensor]) -> DP
         pos_interp="bilinear", eps=float(hf_config.get("layer_norm_eps", 1e-12)),
         drop_rate=float(hf_config.get("hidden_dropout_prob") or 0.0),
         attn_drop_rate=float(hf_config.get("attention_probs_dropout_prob") or 0.0),
-        preprocess=PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+        # DPTImageProcessor's defaults: resize (squash) to H × W, PIL bicubic, mean = std = 0.5
+        preprocess=PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic",
+                                    resize="squash"))
     taps = tuple(hf_config.get("backbone_out_indices") or (2, 5, 8, 11))
     factors = hf_config.get("reassemble_factors", (4, 2, 1, 0.5))
     stage_taps: tuple[int, ...] = ()

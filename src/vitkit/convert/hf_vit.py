@@ -24,8 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..config import PreprocessConfig
 from ..models.vit import ViTConfig
 from . import register_hf_converter
+
+# HF's ViTImageProcessor without a preprocessor_config.json: resize (squash) to H × W with PIL bilinear,
+# rescale by 1/255, normalise with mean = std = 0.5. `load_pretrained` then reads the file's values, if any.
+HF_VIT_PREPROCESS = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", resize="squash")
 
 # transformers ≥ 5 in-memory names → the saved (legacy) names
 _V5_NAMES = [
@@ -91,7 +96,7 @@ def vit_to_vitkit(hf_config: dict[str, Any],
         eps=float(hf_config.get("layer_norm_eps", 1e-12)),
         drop_rate=float(hf_config.get("hidden_dropout_prob", 0.0)),
         attn_drop_rate=float(hf_config.get("attention_probs_dropout_prob", 0.0)))
-    cfg.preprocess.label_names = labels
+    cfg.preprocess = PreprocessConfig(**HF_VIT_PREPROCESS, label_names=labels)
     if int(cfg.dim * cfg.mlp_ratio) != hidden:
         raise ValueError(f"intermediate_size {hidden} is not representable as mlp_ratio·{dim}")
     return cfg, _state_dict_to_vitkit(sd, cfg.depth)

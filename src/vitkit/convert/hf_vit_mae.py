@@ -14,6 +14,7 @@ sin-cos and cannot hold another table: one that differs is refused by strict loa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -78,7 +79,8 @@ def config_to_vitkit(hf: dict[str, Any]) -> MAEConfig:
         num_classes=0,
         dim=dim, depth=hf.get("num_hidden_layers", 12), num_heads=hf.get("num_attention_heads", 12),
         mlp_ratio=hf.get("intermediate_size", 3072) / dim, qkv_bias=hf.get("qkv_bias", True),
-        pos_embed="sincos", eps=hf.get("layer_norm_eps", 1e-12), preprocess=IMAGENET_PREPROCESS)
+        pos_embed="sincos", eps=hf.get("layer_norm_eps", 1e-12),
+        preprocess=dataclasses.replace(IMAGENET_PREPROCESS, resize="squash", interpolation="bilinear"))
     return MAEConfig(encoder=encoder, decoder_dim=ddim, decoder_depth=hf.get("decoder_num_hidden_layers", 8),
                      decoder_num_heads=hf.get("decoder_num_attention_heads", 16),
                      decoder_mlp_ratio=hf.get("decoder_intermediate_size", 2048) / ddim,

@@ -80,7 +80,7 @@ def open_image(source: ImageSource, *, channels: int = 3, background: tuple[int,
                     img.draft(None, (min_side, min_side))
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_mode(img, channels, background)
+                return convert_mode(img, channels, background)
     except FileNotFoundError:
         raise
     except Image.UnidentifiedImageError:
@@ -134,17 +134,18 @@ def decode_array(source: ImageSource, *, channels: int = 3, size: int | tuple[in
     return np.array(array, order="C", copy=True) if not array.flags.writeable else np.ascontiguousarray(array)
 
 
-def resize_image(img: Image.Image, size: int | tuple[int, int], crop_pct: float = 1.0) -> Image.Image:
+def resize_image(img: Image.Image, size: int | tuple[int, int], crop_pct: float = 1.0,
+                 resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
     """Resize with antialiasing: int → shorter side to size/crop_pct then centre crop; (h, w) → exact."""
     if isinstance(size, int):
         scale = size / crop_pct / min(img.size)
         w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
         if (w, h) != img.size:
-            img = img.resize((w, h), Image.Resampling.BICUBIC)
+            img = img.resize((w, h), resample)
         left, top = (w - size) // 2, (h - size) // 2
         return img.crop((left, top, left + size, top + size)) if (w, h) != (size, size) else img
     h, w = size
-    return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.BICUBIC)
+    return img if img.size == (w, h) else img.resize((w, h), resample)
 
 
 def _check_pixels(img: Image.Image) -> None:
@@ -164,8 +165,9 @@ def _is_empty(source: ImageSource) -> bool:
     return False
 
 
-def _to_mode(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
-    """Convert any Pillow mode to ``RGB`` or ``L`` (see the module docstring for the rules)."""
+def convert_mode(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
+    """Convert any Pillow mode to ``RGB`` or ``L`` (see the module docstring for the rules); `open_image` and
+    `vitkit.transforms_for` (for images given as Pillow images or arrays) use it."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         img = Image.fromarray(_high_depth_to_uint8(np.asarray(img)))  # 2-D uint8 -> "L"
     elif img.mode == "1":

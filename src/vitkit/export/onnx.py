@@ -76,8 +76,11 @@ class ExportTarget:
     patch_size: int
 
 
-def export_target(model: nn.Module, labels: list[str] | None = None) -> ExportTarget:
-    """The module to export for `model` and how to describe it (see the module docstring).
+def export_target(model: nn.Module, labels: list[str] | None = None,
+                  source: Path | None = None) -> ExportTarget:
+    """The module to export for `model` and how to describe it (see the module docstring). A classifier's
+    labels: `labels`, else those saved with it (`saved_label_names`: its config, else the run of `source`),
+    else the class indices.
 
     Raises:
         UsageError: a model vitkit cannot export (anything without a ViT encoder).
@@ -91,8 +94,10 @@ def export_target(model: nn.Module, labels: list[str] | None = None) -> ExportTa
                             names, model.encoder.patch_size)
     if isinstance(model, VisionTransformer) and model.config.num_classes > 0:
         cfg = model.config
+        from ..infer.images import saved_label_names
+
         k = cfg.num_classes
-        names = labels or list(cfg.preprocess.label_names)
+        names = labels or saved_label_names(model, source)
         return ExportTarget(model, "classifier", "logits", cfg, cfg,
                             names if len(names) == k else [str(i) for i in range(k)], model.patch_size)
     encoder = model if isinstance(model, VisionTransformer) else getattr(model, "encoder", None)
@@ -165,11 +170,14 @@ def export_onnx(model: nn.Module | str | Path, path: str | Path, *, dynamic: boo
     require_onnx_packages("onnx", "onnxscript")
     import onnx
 
+    source = None
     if not isinstance(model, nn.Module):
+        from ..rundir import resolve_model_path
         from ..weights import load_pretrained
 
-        model = load_pretrained(model)
-    target = export_target(model, labels)
+        source = resolve_model_path(model)
+        model = load_pretrained(source)
+    target = export_target(model, labels, source)
     module = copy.deepcopy(target.module).float().cpu().eval()  # the caller's model stays where it is
     enc = target.encoder
     images = torch.randn(2, enc.in_chans, *enc.image_size)  # batch 2: 0/1 sizes would be specialised

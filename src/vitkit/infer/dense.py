@@ -1,11 +1,14 @@
-"""Depth and segmentation inference on image files: `vitkit depth` and `vitkit segment` as library calls, plus
-the colouring they use (numpy + Pillow only, on top of `vitkit.viz.colormap`).
+"""Depth and segmentation inference: the depth-estimation and image-segmentation pipelines, `vitkit depth`
+and `vitkit segment` on top of them, and the colouring they use (numpy + Pillow only, on top of
+`vitkit.viz.colormap`).
 
+    vitkit.pipeline("depth-estimation", "runs/depth")(image)  # {"depth": (H, W) float32, "kind": ...}
     predict_depth_files("runs/depth", ["a.jpg"], "out/")  # out/a_depth.png (coloured) + a_depth.npy (raw)
     predict_segment_files("runs/seg", ["a.jpg"], "out/")   # out/a_overlay.png + a_mask.png (index PNG)
 
-Images are resized to the nearest multiple of the patch (keeping the aspect ratio, longer side at most
-`max_side`), predicted, and the prediction resized back to the file's own size.
+Images are resized as `Preprocess.dense_size` says (vitkit's models: the nearest multiple of the patch,
+keeping the aspect ratio, longer side at most `max_side`; models imported from HF: the model's size, as HF
+does), predicted, and the prediction resized back to the image's own size.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor
 
-from .images import FileOutputs, load_model_for, write_each_image
+from ..errors import require
+from .images import FileOutputs, write_each_image
+from .pipeline import Pipeline, class_names
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +76,80 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, num_classes: int, alph
     return np.round(blended).astype(np.uint8)
 
 
-def _model_input(image: np.ndarray, patch: int, max_side: int) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) → uint8 (1, 3, h, w), sides multiples of the patch, longer side ≤ max_side."""
-    from PIL import Image
+class DensePipeline(Pipeline):
+    """A DPT on images of any size: each is resized as `Preprocess.dense_size` says, predicted (images of one
+    input size share a forward pass), and the prediction resized back (bilinear) to the image's own size."""
 
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    th, tw = (max(patch, round(s * scale / patch) * patch) for s in (h, w))
-    resized = np.asarray(Image.fromarray(image).resize((tw, th), Image.BICUBIC))
-    return torch.from_numpy(np.array(resized)).permute(2, 0, 1)[None]
-
-
-@torch.no_grad()
-def predict_dense(model: nn.Module, image: np.ndarray, max_side: int = 512) -> np.ndarray:
-    """Run a DPT on one RGB uint8 image (H, W, 3): depth (H, W) float32, or class logits (K, H, W), at the
-    image's own size."""
-    from ..data.transforms import normalize
-
-    pre = model.config.encoder.preprocess
-    device = next(model.parameters()).device
-    images = normalize(_model_input(image, model.encoder.patch_size, max_side).to(device), pre.mean, pre.std)
-    pred = model(images).float()
-    if pred.ndim == 3:  # depth (1, h, w)
-        return F.interpolate(pred[:, None], size=image.shape[:2], mode="bilinear")[0, 0].cpu().numpy()
-    return F.interpolate(pred, size=image.shape[:2], mode="bilinear")[0].cpu().numpy()  # logits (K, H, W)
+    def predict(self, images: Sequence[Any], max_side: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(the image RGB uint8 (H, W, 3), its prediction at (H, W): depth (H, W) or logits (K, H, W))."""
+        require(isinstance(max_side, int) and max_side >= 1,
+                f"max_side must be an integer ≥ 1 (got {max_side!r})")
+        patch = self.model.encoder.patch_size
+        loaded = [self.preprocess.load_dense(image, patch, max_side) for image in images]
+        preds: list[Tensor | None] = [None] * len(loaded)
+        for shape in {tuple(x.shape) for _, x in loaded}:
+            index = [i for i, (_, x) in enumerate(loaded) if tuple(x.shape) == shape]
+            with self.running():
+                out = self.model(torch.stack([loaded[i][1] for i in index]).to(self.device)).float()
+            for i, pred in zip(index, out, strict=True):
+                preds[i] = pred
+        return [(rgb, _at_size(pred, rgb.shape[:2])) for (rgb, _), pred in zip(loaded, preds, strict=True)]
 
 
-def _read(path: str | Path) -> np.ndarray:
-    from ..data.decode import decode_array
+def _at_size(pred: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """depth (h, w) or logits (K, h, w) → the same at `size`, bilinear, float32 numpy."""
+    x = pred[None, None] if pred.ndim == 2 else pred[None]  # (1, 1 | K, h, w)
+    return F.interpolate(x, size=size, mode="bilinear").squeeze(0).squeeze(0).cpu().numpy()
 
-    return np.ascontiguousarray(decode_array(path, channels=3).transpose(1, 2, 0))  # (3, H, W) → (H, W, 3)
+
+class DepthPipeline(DensePipeline):
+    """depth-estimation: ``{"depth": float32 (H, W) at the image's size, "kind": "depth" | "disparity"}``
+    (what the head predicts, the model's `depth_output`); option ``colorize=True`` adds ``"image"``: RGB
+    uint8, near = bright (`depth_image`)."""
+
+    task = "depth-estimation"
+    kinds = ("depth",)
+    wanted = "a DPT depth model"
+    defaults: ClassVar[dict[str, Any]] = {"max_side": 512, "colorize": False, "cmap": "magma"}
+
+    def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
+        kind = self.model.config.depth_output
+        results = []
+        for _, depth in self.predict(images, options["max_side"]):
+            result = {"depth": depth.astype(np.float32), "kind": kind}
+            if options["colorize"]:
+                result["image"] = depth_image(result, options["cmap"])
+            results.append(result)
+        return results
+
+
+def depth_image(result: dict[str, Any], cmap: str = "magma") -> np.ndarray:
+    """A depth-estimation result coloured: RGB uint8 (H, W, 3), near = bright."""
+    return colorize_depth(as_disparity(result["depth"], result["kind"]), cmap)
+
+
+class SegmentationPipeline(DensePipeline):
+    """image-segmentation: ``{"labels": int64 (H, W) class indices at the image's size, "class_names",
+    "present": the names of the classes found, in index order, "overlay": RGB uint8 (H, W, 3)}`` (class
+    colours blended over the image at option `alpha`)."""
+
+    task = "image-segmentation"
+    kinds = ("segment",)
+    wanted = "a DPT segmentation model"
+    defaults: ClassVar[dict[str, Any]] = {"max_side": 512, "alpha": 0.5}
+
+    def labels(self) -> list[str]:
+        return class_names(self.model.config.encoder.preprocess.label_names, self.model.config.num_classes)
+
+    def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
+        names, k = self.labels(), self.model.config.num_classes
+        results = []
+        for rgb, logits in self.predict(images, options["max_side"]):
+            labels = logits.argmax(0).astype(np.int64)  # (K, H, W) → (H, W)
+            results.append({"labels": labels, "class_names": names,
+                            "present": [names[i] for i in np.unique(labels).tolist()],
+                            "overlay": overlay_labels(rgb, labels, k, options["alpha"])})
+        return results
 
 
 def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path,
@@ -109,13 +159,13 @@ def predict_depth_files(checkpoint: str | Path, images: Sequence[str | Path], ou
     says). Returns the written paths; unreadable files are listed in `unreadable`."""
     from ..viz.colormap import save_png
 
-    model, _ = load_model_for(checkpoint, ("depth",), "a DPT depth model", device)
+    pipe = DepthPipeline.from_checkpoint(checkpoint, device=device, batch_size=1, max_side=max_side,
+                                         colorize=True, cmap=cmap)
 
     def write(path: Path, prefix: Path) -> list[Path]:
-        depth = predict_dense(model, _read(path), max_side).astype(np.float32)
-        np.save(f"{prefix}_depth.npy", depth)
-        shown = colorize_depth(as_disparity(depth, model.config.depth_output), cmap)
-        return [save_png(shown, f"{prefix}_depth.png"), Path(f"{prefix}_depth.npy")]
+        result = pipe(path)
+        np.save(f"{prefix}_depth.npy", result["depth"])
+        return [save_png(result["image"], f"{prefix}_depth.png"), Path(f"{prefix}_depth.npy")]
 
     return write_each_image(images, out_dir, write)
 
@@ -129,20 +179,19 @@ def predict_segment_files(checkpoint: str | Path, images: Sequence[str | Path], 
 
     from ..viz.colormap import save_png
 
-    model, _ = load_model_for(checkpoint, ("segment",), "a DPT segmentation model", device)
-    k = model.config.num_classes
+    pipe = SegmentationPipeline.from_checkpoint(checkpoint, device=device, batch_size=1, max_side=max_side,
+                                                alpha=alpha)
+    k = pipe.model.config.num_classes
 
     def write(path: Path, prefix: Path) -> list[Path]:
-        image = _read(path)
-        labels = predict_dense(model, image, max_side).argmax(0).astype(np.uint8)
-        mask = Image.fromarray(labels, mode="P")
+        result = pipe(path)
+        mask = Image.fromarray(result["labels"].astype(np.uint8), mode="P")
         mask.putpalette(label_palette(k).reshape(-1).tolist())
         mask.save(f"{prefix}_mask.png")
-        return [save_png(overlay_labels(image, labels, k, alpha), f"{prefix}_overlay.png"),
-                Path(f"{prefix}_mask.png")]
+        return [save_png(result["overlay"], f"{prefix}_overlay.png"), Path(f"{prefix}_mask.png")]
 
     written = write_each_image(images, out_dir, write)
-    names = model.config.encoder.preprocess.label_names
+    names = pipe.model.config.encoder.preprocess.label_names
     if names:
         log.info("classes: %s", ", ".join(f"{i}={n}" for i, n in enumerate(names)))
     return written

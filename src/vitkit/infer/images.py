@@ -3,8 +3,8 @@ command that reads image files or a checkpoint shares.
 
 * What a checkpoint holds (`model_kind`, `load_model_for`): commands refuse a model they cannot use with one
   line that says what it is and which command takes it.
-* Images → model input (`storage_size`, `model_input`): eval and predict decode at the same storage size and
-  then go through the same function, so an image scores the same in both.
+* Images → model input (`infer.preprocess`: `transforms_for`, `model_input`): eval and predict decode at the
+  same storage size and then go through the same function, so an image scores the same in both.
 * Image files (`expand_images`, `map_images`): folders expand to the images under them; a file that cannot be
   read is logged on one line and set aside, and the other files are still processed.
 
@@ -32,10 +32,8 @@ from ..data import (
     ImageLoader,
     UnreadableImage,
     build_datasets,
-    decode_image,
 )
 from ..data.datasets import BUILTIN_PREFIX, builtin_name
-from ..data.transforms import normalize, resize_images
 from ..engine.checkpoint import STATE_JSON
 from ..engine.distributed import resolve_device
 from ..engine.metrics import classification_summary
@@ -46,6 +44,7 @@ from ..models.mpp import MaskedPatchPrediction
 from ..models.probe import LinearProbe
 from ..models.vit import VisionTransformer
 from ..rundir import RunDir, resolve_model_path, run_of
+from .preprocess import Preprocess, model_input, preprocessed, transforms_for
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +142,7 @@ class Classifier:
 def load_classifier(checkpoint: str | Path, device: str | torch.device = "auto") -> Classifier:
     """The classifier a ``--checkpoint`` value names; a linear probe is folded into a plain ViT classifier.
 
-    Label names come from the model's config, else from its run's summary (a linear probe's exported
-    classifier), else the class indices.
+    Label names: see `saved_label_names`; the class indices where there are none.
 
     Raises:
         UsageError: the checkpoint holds no classifier (an MAE, an encoder, a DPT); the message says what
@@ -153,36 +151,27 @@ def load_classifier(checkpoint: str | Path, device: str | torch.device = "auto")
     model, path = load_model_for(checkpoint, ("classifier", "probe"), "a classifier", resolve_device(device))
     if isinstance(model, LinearProbe):
         model = model.to_classifier().eval()
+    return Classifier(model, path, saved_label_names(model, path) or
+                      [str(i) for i in range(model.config.num_classes)])
+
+
+def saved_label_names(model: VisionTransformer, path: Path | None) -> list[str]:
+    """A classifier's class names: from its config, else from its run's summary (a linear probe's exported
+    classifier); [] when neither names every class."""
     k = model.config.num_classes
     names = list(model.config.preprocess.label_names)
-    if len(names) != k:
-        run = run_of(path)
-        names = list(((run.read_summary() if run else {}).get("val") or {}).get("labels") or [])
-    return Classifier(model, path, names if len(names) == k else [str(i) for i in range(k)])
+    run = run_of(path) if path is not None and len(names) != k else None
+    if run is not None:
+        names = list(((run.read_summary() or {}).get("val") or {}).get("labels") or [])
+    return names if len(names) == k else []
 
 
-# ---- images → model input (eval and predict alike) ---------------------------------------------------------
-def storage_size(cfg: Any) -> int:
-    """The side images are decoded at before `model_input`: the model's longer side over ``crop_pct``."""
-    return round(max(cfg.image_size) / cfg.preprocess.crop_pct)
-
-
-def model_input(images: Tensor, cfg: Any) -> Tensor:
-    """uint8 images (B, C, H, W) → the model's input (B, C, h, w): scaled, keeping the aspect ratio, to cover
-    (h, w) / crop_pct (nothing to do at `storage_size`), centre-cropped to (h, w), normalised."""
-    pre, (h, w) = cfg.preprocess, cfg.image_size
-    scale = max(h / pre.crop_pct / images.shape[-2], w / pre.crop_pct / images.shape[-1])
-    size = (max(h, round(images.shape[-2] * scale)), max(w, round(images.shape[-1] * scale)))
-    images = resize_images(images, size, pre.interpolation)  # returns `images` when already that size
-    top, left = (size[0] - h) // 2, (size[1] - w) // 2
-    return normalize(images[..., top:top + h, left:left + w], pre.mean, pre.std)  # (B, C, h, w)
-
-
-def input_transform(cfg: Any) -> Callable[[Any, torch.Generator], Any]:
-    """`model_input` as a batch transform of (images, targets) for `predict_logits`."""
+# ---- images → model input (eval and predict alike: `infer.preprocess`) -------------------------------------
+def input_transform(preprocess: Preprocess) -> Callable[[Any, torch.Generator], Any]:
+    """`model_input` as a batch transform of (images at storage size, targets) for `predict_logits`."""
     def transform(batch: Any, generator: torch.Generator) -> Any:
         images, targets = batch
-        return model_input(images, cfg), targets
+        return model_input(images, preprocess.config, preprocess.image_size), targets
 
     return transform
 
@@ -293,7 +282,7 @@ def _data_key(path: str | None) -> str:
 
 
 def eval_dataset(model_path: Path, data: str | None, split: str | None, channels: int,
-                 image_size: int) -> tuple[Dataset, list[str], str, str]:
+                 image_size: int | None, **fields: Any) -> tuple[Dataset, list[str], str, str]:
     """The images `vitkit eval` scores: (dataset, class names, split, where the data is).
 
     The checkpoint's own run's data (`data` None, or the same folder or built-in name) is split as in
@@ -309,7 +298,7 @@ def eval_dataset(model_path: Path, data: str | None, split: str | None, channels
     own = run is not None and (data is None or _data_key(data) == _data_key(section.get("path")))
     split = split or ("val" if own else "all")
     require(split in SPLITS, f"unknown split {split!r}; one of {', '.join(SPLITS)}")
-    cfg = data_config(section if own else {"path": data, "val_fraction": 0.0}, channels, image_size)
+    cfg = data_config(section if own else {"path": data, "val_fraction": 0.0}, channels, image_size, **fields)
     splits = build_datasets(cfg, progress=False)
     where = cfg.path or f"{DEFAULT_BUILTIN} (built-in)"
     if split == "val":
@@ -339,49 +328,48 @@ def evaluate_checkpoint(checkpoint: str | Path | Classifier, data: str | None = 
         ``data``, ``checkpoint`` (the model path) and ``checkpoint_description`` (what it is).
     """
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
-    model, cfg = classifier.model, classifier.model.config
-    dataset, classes, split, where = eval_dataset(classifier.path, data, split, cfg.in_chans,
-                                                  storage_size(cfg))
+    model, preprocess = classifier.model, transforms_for(classifier.model)
+    if preprocess.config.resize == "crop":  # the datasets decode at the storage size themselves
+        dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels,
+                                                      preprocess.storage_size)
+    else:  # native sizes, each image squashed by `Preprocess.load` as `vitkit predict` does
+        dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels, None,
+                                                      in_memory="never")
+        dataset = preprocessed(dataset, preprocess)
     names = classifier.label_names
     if list(classes) != names[: len(classes)]:
         raise UsageError(f"the data's classes {classes} differ from the checkpoint's labels {names}")
     device = next(model.parameters()).device
-    logits, targets = predict_logits(FlipTTA(model) if flip_tta else model, dataset, input_transform(cfg),
-                                     device, amp, batch_size)
+    logits, targets = predict_logits(FlipTTA(model) if flip_tta else model, dataset,
+                                     input_transform(preprocess), device, amp, batch_size)
     return {**classification_summary(logits, targets, names), "split": split, "data": where,
             "checkpoint": str(classifier.path), "checkpoint_description": classifier.describe()}
 
 
 # ---- prediction --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def image_logits(model: VisionTransformer, path: str | Path) -> Tensor:
-    """fp32 logits (K,) of one image file, preprocessed as `evaluate_checkpoint` preprocesses its images."""
-    cfg = model.config
-    image = decode_image(path, channels=cfg.in_chans, size=storage_size(cfg))  # uint8 (C, H, W)
+def image_logits(model: VisionTransformer, image: Any) -> Tensor:
+    """fp32 logits (K,) of one image (see `infer.preprocess.INPUTS`), preprocessed as `evaluate_checkpoint`
+    preprocesses its images (`transforms_for`)."""
     device = next(model.parameters()).device
-    return model(model_input(image[None].to(device), cfg)).float()[0].cpu()
+    return model(transforms_for(model)(image)[None].to(device)).float()[0].cpu()
 
 
 def predict_images(checkpoint: str | Path | Classifier, images: Sequence[str | Path], *, top_k: int = 5,
                    device: str = "auto") -> FileOutputs:
     """Top-k labels with probabilities per image file (folders: the images under them), as
-    ``{"image", "top": [{"label", "index", "prob"}]}``; unreadable files are listed in `unreadable`."""
+    ``{"image", "top": [{"label", "index", "prob"}]}`` (the image-classification pipeline's results; classes
+    without names are their indices); unreadable files are listed in `unreadable`."""
+    from .pipeline import ClassificationPipeline
+
     require(top_k >= 1, f"top-k must be ≥ 1 (got {top_k})")
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
-    return predict_files(images, lambda path: image_logits(classifier.model, path), classifier.label_names,
-                         top_k)
-
-
-def predict_files(images: Sequence[str | Path], logits_of: Callable[[Path], Tensor], names: Sequence[str],
-                  top_k: int) -> FileOutputs:
-    """`predict_images` for any classifier: `logits_of(path)` gives an image file's logits (K,)."""
-    require(top_k >= 1, f"top-k must be ≥ 1 (got {top_k})")
+    pipe = ClassificationPipeline(classifier.model, device=next(classifier.model.parameters()).device,
+                                  path=classifier.path, batch_size=1, top_k=top_k,
+                                  label_names=classifier.label_names)
 
     def predict(path: Path) -> dict[str, Any]:
-        probs = logits_of(path).softmax(-1)
-        top = probs.topk(min(top_k, probs.numel()))
-        return {"image": str(path),
-                "top": [{"label": names[i], "index": i, "prob": p}
-                        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=False)]}
+        return {"image": str(path), "top": [{"label": t["label"], "index": t["index"], "prob": t["score"]}
+                                            for t in pipe(path)]}
 
     return map_images(expand_images(images), predict)

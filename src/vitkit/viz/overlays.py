@@ -17,24 +17,29 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
-from ..data.decode import decode_image
-from ..errors import UsageError, require
-from ..infer.images import (
-    ENCODER_KINDS,
-    FileOutputs,
-    describe_model,
-    load_model_for,
-    map_images,
-    write_each_image,
-)
+from ..errors import require
+from ..infer.images import ENCODER_KINDS, FileOutputs, map_images, write_each_image
+from ..infer.pipeline import Pipeline, class_names
+from ..infer.preprocess import fit_to_model, to_pil, transforms_for, vision_encoder
 from ..models.vit import VisionTransformer
 from .analysis import attention_rollout, fuse_heads, patch_map, patch_map_title
-from .colormap import add_caption, image_grid, overlay, save_png, to_rgb_uint8, upscale
+from .colormap import (
+    add_caption,
+    image_grid,
+    normalize_map,
+    overlay,
+    resize_map,
+    save_png,
+    to_rgb_uint8,
+    upscale,
+)
 from .record import record_attention
 
 log = logging.getLogger(__name__)
@@ -50,20 +55,6 @@ class AttentionMaps:
     predictions: list[tuple[int, float]] | None
 
 
-def vision_encoder(model: nn.Module) -> VisionTransformer:
-    """The ViT that sees the image: the model itself, or its public `encoder` (MAE, MPP, DPT, linear probe).
-
-    Raises:
-        UsageError: the model has none (the message says what it is).
-    """
-    if isinstance(model, VisionTransformer):
-        return model
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, VisionTransformer):
-        return encoder
-    raise UsageError(f"the model is {describe_model(model)[0]}, without a ViT encoder to show")
-
-
 def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
     """uint8 images (B, C, H, W) → float, standardised with the model's preprocess mean/std (a single-value
     mean/std is repeated over the channels)."""
@@ -76,11 +67,10 @@ def normalize_images(images: Tensor, encoder: VisionTransformer) -> Tensor:
 
 
 def load_images(paths: Sequence[str | os.PathLike], encoder: VisionTransformer) -> FileOutputs:
-    """Decode image files to uint8 (C, H, W) at the model's input size and channel count, one per readable
-    file; unreadable ones are logged and listed in `unreadable` (see `infer.images.map_images`)."""
-    size = tuple(encoder.config.image_size)
-    return map_images([Path(p) for p in paths],
-                      lambda path: decode_image(path, channels=encoder.config.in_chans, size=size))
+    """Image files as the model sees them (`transforms_for`), uint8 (C, H, W), one per readable file;
+    unreadable ones are logged and listed in `unreadable` (see `infer.images.map_images`)."""
+    preprocess = transforms_for(encoder)
+    return map_images([Path(p) for p in paths], lambda path: preprocess.pixels([path])[0])
 
 
 def _rollout(weights: list[Tensor], layer: int, fusion: str, discard: float) -> tuple[Tensor, list[str]]:
@@ -172,32 +162,98 @@ def overlay_panel(image: np.ndarray, maps: np.ndarray, titles: Sequence[str], al
     return add_caption(panel, "; ".join(sorted(shows)), height=16) if shows else panel
 
 
+class AttentionPipeline(Pipeline):
+    """attention: each image → ``{"map": float32 (H, W) in [0, 1] at the image's size (0 outside the part the
+    model sees when its preprocessing crops), "grid": [gh, gw], "patch_map": float32 (gh, gw) (the raw map
+    on the patch grid), "overlay": RGB uint8 (H, W, 3), "titles": [what the map is: what it shows],
+    "prediction": the classifier's top-1 {"label", "index", "score"} or None}``.
+
+    Options: ``method`` "rollout" (through every layer) or "cls" (one layer); ``layer`` (for "cls", negative
+    counts from the end); ``head`` (for "cls": one head; None = the heads' mean); ``discard_ratio``
+    (rollout); ``alpha`` (overlay opacity). Models without [CLS] show the mean attention each patch receives
+    (`analysis.patch_map`).
+    """
+
+    task = "attention"
+    kinds = ENCODER_KINDS
+    wanted = "a model with a ViT encoder"
+    defaults: ClassVar[dict[str, Any]] = {"method": "rollout", "layer": -1, "head": None,
+                                          "discard_ratio": 0.9, "alpha": 0.55}
+
+    def attention(self, images: Sequence[Any], method: str, layer: int = -1, head_fusion: str = "mean",
+                  discard_ratio: float = 0.9) -> tuple[list[Image.Image], Tensor, AttentionMaps]:
+        """(the images as Pillow images at their own size, what the model sees: uint8 (B, C, H, W), and
+        `compute_attention_maps` of it, for any of `ATTENTION_METHODS`)."""
+        channels = self.preprocess.channels
+        originals = [to_pil(image, channels) for image in images]
+        pixels = fit_to_model(torch.stack([self.preprocess.load(image) for image in originals]),
+                              self.preprocess.config, self.preprocess.image_size)  # (B, C, H, W)
+        encoder = vision_encoder(self.model)
+        with self.running():
+            result = compute_attention_maps(self.model, normalize_images(pixels, encoder).to(self.device),
+                                            method, layer, head_fusion, discard_ratio)
+        return originals, pixels, result
+
+    def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
+        method, head = options["method"], options["head"]
+        require(method in ("rollout", "cls"), f"method must be 'rollout' or 'cls' (got {method!r})")
+        require(head is None or method == "cls", "head picks one head of one layer: use method='cls'")
+        originals, _, result = self.attention(images, "heads" if head is not None else method,
+                                              options["layer"], "mean", options["discard_ratio"])
+        maps, titles = result.maps, result.titles
+        if head is not None:
+            require(isinstance(head, int) and -maps.shape[1] <= head < maps.shape[1],
+                    f"head {head!r} is out of range: the layer has {maps.shape[1]} heads")
+            maps, titles = maps[:, [head]], [titles[head]]
+        names = self.labels()
+        return [self._result(image, maps[b, 0].numpy(), titles, options["alpha"],
+                             None if result.predictions is None else result.predictions[b], names)
+                for b, image in enumerate(originals)]
+
+    def _result(self, image: Image.Image, patch_values: np.ndarray, titles: list[str], alpha: float,
+                prediction: tuple[int, float] | None, names: list[str]) -> dict[str, Any]:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        H, W = rgb.shape[:2]
+        top, left, height, width = self.preprocess.region((H, W))
+        y, x = min(H - 1, max(0, round(top))), min(W - 1, max(0, round(left)))
+        h, w = min(H - y, max(1, round(height))), min(W - x, max(1, round(width)))
+        full = np.zeros((H, W), np.float32)
+        full[y:y + h, x:x + w] = resize_map(normalize_map(patch_values), (h, w))  # the part the model sees
+        top1 = None if prediction is None else {"label": class_name(prediction[0], names),
+                                                "index": prediction[0], "score": prediction[1]}
+        return {"map": full, "grid": list(patch_values.shape), "patch_map": patch_values.astype(np.float32),
+                "overlay": overlay(rgb, full, alpha), "titles": list(titles), "prediction": top1}
+
+    def labels(self) -> list[str]:
+        encoder = vision_encoder(self.model)
+        k = encoder.config.num_classes if self.model is encoder else 0
+        return class_names(encoder.config.preprocess.label_names, k)
+
+
 def save_attention_overlays(model: nn.Module | str | os.PathLike, paths: Sequence[str | os.PathLike],
                             out_dir: str | os.PathLike, method: str = "rollout", layer: int = -1,
                             head_fusion: str = "mean", discard_ratio: float = 0.9,
                             alpha: float = 0.55) -> FileOutputs:
-    """`vitkit attention`: one PNG per image, ``OUT/<stem>_<method>.png``: the input, then its overlays.
+    """`vitkit attention`: one PNG per image, ``OUT/<stem>_<method>.png``: what the model sees (the image
+    preprocessed as `transforms_for` says), then its overlays (one per head for "heads").
 
     `model` is a model or a ``--checkpoint`` value (anything with a ViT encoder); folders in `paths` stand for
-    the images under them. Images are resized to the model's input size. Returns the written paths;
-    unreadable files are listed in `unreadable`.
+    the images under them. Returns the written paths; unreadable files are listed in `unreadable`.
     """
-    if not isinstance(model, nn.Module):
-        model, _ = load_model_for(model, ENCODER_KINDS, "a model with a ViT encoder")
-    encoder = vision_encoder(model)
-    device = next(model.parameters()).device
-    size = tuple(encoder.config.image_size)
-    log.info("attention maps show the %s", patch_map_title(encoder.num_prefix_tokens))
+    if isinstance(model, nn.Module):
+        pipe = AttentionPipeline(model, device=next(model.parameters()).device)
+    else:
+        pipe = AttentionPipeline.from_checkpoint(model, device="cpu")
+    names = pipe.labels()
+    log.info("attention maps show the %s", patch_map_title(vision_encoder(pipe.model).num_prefix_tokens))
 
     def write(path: Path, prefix: Path) -> list[Path]:
-        image = decode_image(path, channels=encoder.config.in_chans, size=size)  # uint8 (C, H, W)
-        images = normalize_images(image[None], encoder).to(device)  # (1, C, H, W)
-        result = compute_attention_maps(model, images, method, layer, head_fusion, discard_ratio)
+        _, pixels, result = pipe.attention([path], method, layer, head_fusion, discard_ratio)
         caption = None
         if result.predictions is not None:
             index, p = result.predictions[0]
-            caption = f"pred {class_name(index, encoder.config.preprocess.label_names)} ({p:.0%})"
-        panel = overlay_panel(to_rgb_uint8(image.numpy()), result.maps[0].numpy(), result.titles, alpha,
+            caption = f"pred {class_name(index, names)} ({p:.0%})"
+        panel = overlay_panel(to_rgb_uint8(pixels[0].numpy()), result.maps[0].numpy(), result.titles, alpha,
                               caption)
         return [save_png(panel, f"{prefix}_{method}.png")]
 
