@@ -23,9 +23,12 @@ Shapes: B batch · C channels · H, W image sides · T tokens · D width · K cl
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +155,21 @@ def onnx_metadata(target: ExportTarget, dynamic: bool) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's noise that says nothing about this model: a warning per torchvision operator
+    it would register (torchvision is optional) and torch-internal deprecation warnings."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(model: nn.Module | str | Path, path: str | Path, *, dynamic: bool = False,
                 opset: int | None = None, labels: list[str] | None = None) -> Path:
     """Export `model` (a module or anything `vitkit.load_pretrained` reads) to an ONNX file at `path`.
@@ -184,7 +202,7 @@ def export_onnx(model: nn.Module | str | Path, path: str | Path, *, dynamic: boo
     shapes = dynamic_shapes(target, dynamic)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(module, (images,), dynamo=True, input_names=[INPUT_NAME],
                                     output_names=[target.output], dynamic_shapes=shapes,
                                     opset_version=opset, verbose=False)
