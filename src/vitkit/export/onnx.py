@@ -179,7 +179,8 @@ def export_onnx(model: nn.Module | str | Path, path: str | Path, *, dynamic: boo
     Args:
         dynamic: dynamic height and width as well as batch (sides stay multiples of the patch).
         opset: ONNX opset version; None = the exporter's default.
-        labels: class names for a classifier (default: its config's `label_names`, else the indices).
+        labels: class names for a classifier (default: those saved with it, `saved_label_names`, else the
+            class indices).
 
     Raises:
         UsageError: the onnx / onnxscript packages are missing, the model cannot be exported, or a dynamic
