@@ -18,14 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (preprocessing and labels in its metadata)",
                        description="Export a classifier, encoder (also an MAE's) or DPT model to ONNX with "
                                    "the dynamo exporter, then check onnxruntime against torch on random "
-                                   "inputs.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "inputs.")
     p.add_argument("checkpoint", metavar="CKPT", help=f"the model: {ACCEPTED}; {RUN_PICKS}")
-    p.add_argument("--format", default="onnx", help=f"output format, one of: {', '.join(FORMATS)}")
+    p.add_argument("--format", default="onnx",
+                   help=f"output format, one of: {', '.join(FORMATS)} (default: onnx)")
     p.add_argument("--out", metavar="PATH", default=None, help="output file (default: model.onnx in the "
                    "checkpoint's folder, or beside a weights file)")
     p.add_argument("--dynamic", action="store_true",
-                   help="dynamic height and width (multiples of the patch) as well as batch")
+                   help="dynamic height and width (multiples of the patch) as well as batch "
+                   "(default: only the batch is dynamic)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the onnxruntime-vs-torch check (batch 1 and 5, and a second size if dynamic)")
