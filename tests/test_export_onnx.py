@@ -24,6 +24,7 @@ from vitkit.cli.main import main  # noqa: E402
 from vitkit.config import PreprocessConfig, config_to_dict  # noqa: E402
 from vitkit.errors import UsageError  # noqa: E402
 from vitkit.export import export_onnx, onnx_max_abs_diff, read_onnx_metadata  # noqa: E402
+from vitkit.export.onnx import export_target  # noqa: E402
 from vitkit.infer.onnx import OnnxClassifier  # noqa: E402
 from vitkit.models.dpt import DPT, DPTConfig  # noqa: E402
 from vitkit.models.mae import MAEConfig, MaskedAutoencoder  # noqa: E402
@@ -39,11 +40,19 @@ TRUNK = ResNetV2Config(layers=(1, 1), channels=(16, 32), stem_width=8, num_group
 
 
 def _randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Give zero-initialised weights (heads, [CLS]; not biases) random values, so outputs differ by input."""
+    """Give zero-initialised weights (heads, [CLS]; not biases) random values, so outputs differ by input;
+    a DPT's convolutions get LeCun-normal weights and positive biases, so its ReLU-ended depth is not ~0."""
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim > 1 and not p.any():
                 p.normal_(std=0.5)
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and isinstance(model, DPT):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="linear")  # std 1/√fan_in
+                if m.bias is not None:
+                    m.bias.fill_(0.1)
+        if isinstance(model, DPT) and model.config.task == "depth":
+            model.head.conv3.weight.abs_()  # on ReLU features: depth > 0 everywhere before the final ReLU
     return model.eval()
 
 
@@ -69,6 +78,9 @@ def _check_against_torch(model: torch.nn.Module, path, sizes) -> None:
     for batch, h, w in sizes:
         images = torch.randn(batch, 3, h, w, generator=gen)
         assert onnx_max_abs_diff(model, path, images) <= TOL, (batch, h, w)
+    with torch.no_grad():  # the outputs compared are not ~0 (an absolute tolerance would then say nothing)
+        out = export_target(model).module(images)
+    assert out.abs().mean() > 0.05 and (out != 0).float().mean() > 0.3
 
 
 FIXED = [(1, 32, 32), (5, 32, 32)]
