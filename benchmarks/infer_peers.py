@@ -279,7 +279,10 @@ def main() -> None:
                            for c in candidates_for(name, runners, model.config, b)]
         rows = run_candidates(candidates, args.rounds, args.warmup, "cpu")  # warm-up first: compile times
         lat = latencies([c for c in candidates if c.batch == 1], args.latency_calls)
-        agree = {name: agreement(runners, images, max(args.batch_sizes)) for name, runners, images in checks}
+        timed = {(r["model"], r["impl"]) for r in rows}  # a candidate that failed to compile was dropped
+        agree = {name: agreement({k: v for k, v in runners.items() if (name, k) in timed}, images,
+                                 max(args.batch_sizes))
+                 for name, runners, images in checks}
     for row in rows:
         p50, p99 = lat.get((row["model"], row["impl"]), (None, None)) if row["batch"] == 1 else (None, None)
         row["p50_ms"], row["p99_ms"] = (None, None) if p50 is None else (round(p50, 2), round(p99, 2))
