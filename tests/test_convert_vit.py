@@ -163,6 +163,7 @@ def test_vitkit_to_hf_parity(case, tmp_path):
     (dict(fc_norm=True), "fc_norm"),
     (dict(representation_size=16), "pre-logits"),
     (dict(pos_embed="sincos"), "sin-cos"),
+    (dict(qk_norm=True), "QK-norm"),
 ])
 def test_hf_export_refuses_what_hf_cannot_express(tmp_path, overrides, problem):
     model = vitkit.create_model("vit_tiny_patch4_32", dim=32, depth=1, num_heads=2, **overrides)

@@ -59,8 +59,8 @@ def test_encoder_is_used_through_its_public_intermediates(monkeypatch):
     seen = []
     original = model.encoder.forward_stages_and_intermediates
     monkeypatch.setattr(model.encoder, "forward_stages_and_intermediates",
-                        lambda images, layers, norm=False: seen.append(list(layers))
-                        or original(images, layers))
+                        lambda images, layers, **kw: seen.append(list(layers))
+                        or original(images, layers, **kw))
     model(torch.randn(1, 3, 32, 32))
     assert seen == [[3, 1, 0, 2]]
 
@@ -97,7 +97,9 @@ def test_hybrid_dpt_taps_resnet_stages():
     model = DPT(cfg).eval()
     with torch.no_grad():
         taps = model.forward_taps(torch.randn(1, 3, 64, 96))
-        assert [tuple(t.shape) for t in taps[:2]] == [(1, 256, 16, 24), (1, 512, 8, 12)]
+        assert [tuple(t.shape) for t in taps.maps] == [(1, 256, 16, 24), (1, 512, 8, 12), (1, 64, 4, 6),
+                                                        (1, 64, 4, 6)]
+        assert taps.readout[:2] == [None, None] and taps.readout[2].shape == (1, 64)
         assert model(torch.randn(1, 3, 64, 96)).shape == (1, 64, 96)
 
 

@@ -36,6 +36,7 @@ def tiny_overrides(cfg) -> dict:
             out[name] = value
     if hasattr(cfg, "block_taps") or hasattr(cfg, "stage_taps"):  # DPT: keep the encoder deep enough to tap
         out.setdefault("encoder", {}).update(dim=32, num_heads=2)
+        out["encoder"].pop("depth", None)  # the taps name blocks up to the preset's depth
     return out
 
 
@@ -53,10 +54,10 @@ def test_forward_gradients_intermediates(name):
     model = tiny_vit(name).train()
     images = images_for(model, batch=2)
     tokens = model.forward_features(images)
-    T = model.num_prefix_tokens + math.prod(model.pos_embed.grid)
+    T = model.num_prefix_tokens + math.prod(model.patch_grid(images))
     assert tokens.shape == (2, T, 32)
     logits = model.forward_head(tokens)
-    assert logits.shape == (2, model.config.num_classes)
+    assert logits.shape == (2, model.config.num_classes or model.num_features)  # no head: pooled features
     (logits.sum() + tokens.square().mean()).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
@@ -85,7 +86,9 @@ def test_attention_rows_paths_and_masks(name):
         allowed = torch.rand(1, 1, T, T) > 0.3
         allowed[..., 0] = True
         bias = torch.zeros(1, 1, T, T).masked_fill(~allowed, float("-inf"))
-        assert (model.forward_tokens(tokens, allowed) - model.forward_tokens(tokens, bias)).abs().max() < 1e-5
+        grid = model.patch_grid(images)  # RoPE needs it
+        boolean, additive = (model.forward_tokens(tokens, m, grid=grid) for m in (allowed, bias))
+        assert (boolean - additive).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("name", VIT_NAMES)

@@ -37,7 +37,7 @@ def randomize(model):
 def test_save_pretrained_writes_config_with_architecture_and_preprocessing(tmp_path):
     model = tiny(preprocess={"label_names": tuple("abcdefghij")})
     out = vitkit.save_pretrained(model, tmp_path / "ckpt")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "vit" and config["dim"] == 32 and config["image_size"] == [32, 32]
     assert config["preprocess"]["mean"] == [0.4914, 0.4822, 0.4465]

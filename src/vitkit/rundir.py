@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunFailure, UsageError
+from .hub import download, is_hub_name, pinned_name
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG = "config.json"  # a model directory: config.json + weights (vitkit or HF transformers)
 ACCEPTED = ("a run directory (RUN, from `vitkit train --out RUN`), RUN/checkpoints/best or "
             "RUN/checkpoints/last, a vitkit or HF transformers model directory (config.json + weights), "
-            "or a weights file (.safetensors, .pth, .bin, .npz in the timm, JAX or MAE layout)")
+            "a weights file (.safetensors, .pth, .bin, .npz in the timm, JAX or MAE layout), or a Hugging "
+            "Face Hub name hf-hub:ORG/NAME[@REVISION] (vitkit, HF transformers or timm repo)")
 
 
 class RunDir:
@@ -247,12 +249,15 @@ def resolve_model_path(value: str | Path, prefer: tuple[str, ...] = ("best", "la
 
     A run directory resolves to its exported classifier (a linear probe's, as a plain ViT) if it has one,
     else to RUN/checkpoints/<name> for the first of `prefer` that holds a model; a model directory or a
-    weights file is returned as it is (a checkpoint's own ``model.safetensors`` as its directory).
+    weights file is returned as it is (a checkpoint's own ``model.safetensors`` as its directory); a hub name
+    ``hf-hub:ORG/NAME[@REVISION]`` resolves to its snapshot in the Hugging Face cache (`vitkit.hub.download`).
 
     Raises:
         UsageError: the value names nothing, or a folder that is neither a run nor a model directory; the
             message lists what is accepted.
     """
+    if is_hub_name(value):
+        return download(str(value))
     path = Path(value).expanduser()
     if not path.exists():
         raise UsageError(f"{value}: no such file or folder; expected {ACCEPTED}")
@@ -274,6 +279,14 @@ def resolve_model_path(value: str | Path, prefer: tuple[str, ...] = ("best", "la
                          "a checkpoint folder")
     raise UsageError(f"{value} is a folder but neither a run nor a model directory (no {MODEL_CONFIG}); "
                      f"expected {ACCEPTED}")
+
+
+def model_reference(value: str | Path) -> str:
+    """What a resolved run config records for a ``--from`` / ``init`` value: the model path
+    `resolve_model_path` finds, made absolute; for a hub name, that name pinned to the commit it resolved to
+    (``hf-hub:ORG/NAME@<commit>``), so the run reads the same weights again."""
+    path = resolve_model_path(value).resolve()
+    return pinned_name(str(value), path) if is_hub_name(value) else str(path)
 
 
 def run_of(model_path: str | Path) -> RunDir | None:

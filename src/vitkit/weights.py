@@ -1,10 +1,11 @@
-"""Saving and loading weights: vitkit directories, HF transformers directories, timm state dicts, JAX .npz.
+"""Saving and loading weights: vitkit, HF transformers and timm directories, timm state dicts, JAX .npz, and
+any of these by Hugging Face Hub name (``hf-hub:ORG/NAME``, `vitkit.hub`).
 
 A vitkit checkpoint is a directory with ``config.json`` (``{"vitkit_version", "model_type", **config
-fields}``, preprocessing included) and ``model.safetensors``. `load_pretrained` also reads foreign layouts
-through the converters registered in `vitkit.convert`, adapts what it may (position embeddings resampled to
-the config's grid; a new zero head only when ``num_classes=`` asks for it) and reports every key it did not
-load one-to-one.
+fields}``, preprocessing included), ``model.safetensors`` and a ``README.md`` model card
+(`vitkit.model_card`). `load_pretrained` also reads foreign layouts through the converters registered in
+`vitkit.convert`, adapts what it may (position embeddings resampled to the config's grid; a new zero head
+only when ``num_classes=`` asks for it) and reports every key it did not load one-to-one.
 
 Files are read safely: safetensors and ``.npz`` (object arrays refused) never run code; ``.pth/.bin`` load
 with ``torch.load(weights_only=True)``, and a pickle that needs more globals is refused unless the caller
@@ -27,14 +28,18 @@ from torch import Tensor, nn
 
 from . import convert
 from .checkpoint_files import UnsafeCheckpointError, read_state_dict, write_safetensors
-from .config import replace_config
+from .config import flatten_config, replace_config
+from .convert.timm_hub import is_timm_config, timm_dir_to_vitkit
 from .errors import UsageError
+from .hub import is_hub_name, pretrained_name
 from .layers import LearnedPosEmbed, resample_pos_embed
+from .model_card import ModelCard, write_model_card
+from .models import registry
 from .models.registry import build_model, config_from_json_dict, config_to_json_dict
 from .rundir import ACCEPTED, resolve_model_path
 
-__all__ = ["LoadReport", "UnsafeCheckpointError", "load_checkpoint", "load_pretrained", "read_state_dict",
-           "save_pretrained"]
+__all__ = ["LoadReport", "ModelCard", "UnsafeCheckpointError", "create_model", "load_checkpoint",
+           "load_pretrained", "read_state_dict", "save_pretrained"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +85,17 @@ class LoadReport:
 
 
 # ---- saving ------------------------------------------------------------------------------------------------
-def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitkit") -> Path:
-    """Write ``config.json`` + ``model.safetensors`` to `directory` (created if needed) and return it.
+def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitkit",
+                    card: ModelCard | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` and a ``README.md`` model card to `directory` (created if
+    needed) and return it.
 
     Args:
         model: a vitkit model with a registered ``.config`` dataclass.
         format: "vitkit", or "hf" for a directory HF transformers loads with its own classes (e.g.
             ``ViTForImageClassification.from_pretrained``); raises ValueError for a model HF cannot express.
+        card: how the model was made (license, dataset, metrics, recipe) for the card; None: a card
+            describing the model alone, license "other". A README.md that vitkit did not write is kept.
     """
 
     from . import __version__
@@ -104,6 +113,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, format: str = "vitk
     write_safetensors(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     if format == "hf":
         _write_hf_preprocessor(model.config, directory)
+    params = sum(p.numel() for p in model.parameters())
+    write_model_card(directory, model.config, params, card, format)
     return directory
 
 
@@ -130,6 +141,45 @@ def _write_hf_preprocessor(config: Any, directory: Path) -> None:
 
 
 # ---- loading -----------------------------------------------------------------------------------------------
+def create_model(name: str, pretrained: bool | str | Path = False, **overrides: Any) -> nn.Module:
+    """Build preset `name` (``vitkit.models.create_model``), with weights when `pretrained` asks for them.
+
+    Args:
+        pretrained: False: fresh weights. True: the preset's known weights on the Hugging Face Hub
+            (`vitkit.hub.PRETRAINED`; UsageError for a preset without). A path or ``hf-hub:ORG/NAME``: those
+            weights; a bare weights file is read into the preset (which gives what the file does not store,
+            such as the heads); a model directory or repo must hold the preset's architecture.
+        **overrides: config fields; ``num_classes`` different from the weights' puts a new zero head on.
+            With weights, the model comes back in eval mode (as `load_pretrained`).
+    """
+    if pretrained is False:
+        return registry.create_model(name, **overrides)
+    source = pretrained_name(name) if pretrained is True else pretrained
+    num_classes = overrides.pop("num_classes", None)
+    path = resolve_model_path(source)
+    if path.is_file():  # a bare state dict: read into the preset, which says what the file does not
+        return load_pretrained(path, num_classes=num_classes, model=name, **overrides)
+    preset = {"model": name} if is_timm_config(_read_config_json(path)) else {}  # heads from the preset
+    model = load_pretrained(path, num_classes=num_classes, **preset, **overrides)
+    wanted = registry.get_model_config(name, **overrides, **(
+        {} if num_classes is None else {"num_classes": num_classes}))
+    _check_architecture(model.config, wanted, f"{source} does not hold a {name}")
+    return model
+
+
+def _check_architecture(config: Any, wanted: Any, what: str) -> None:
+    """UsageError unless `config` builds the same tensors and heads as `wanted`."""
+    with torch.device("meta"):
+        have = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+        want = {k: tuple(v.shape) for k, v in build_model(wanted).state_dict().items()}
+    heads, wanted_heads = ([(k, v) for k, v in flatten_config(config_to_json_dict(c)).items()
+                            if k.endswith("num_heads")] for c in (config, wanted))
+    differ = sorted(set(have.items()) ^ set(want.items()), key=str)[:4]
+    if differ or heads != wanted_heads:
+        found = ", ".join(f"{k} {v}" for k, v in differ) or f"heads {heads} vs {wanted_heads}"
+        raise UsageError(f"{what} (differences: {found}); load it with vitkit.load_pretrained instead")
+
+
 def load_pretrained(path: str | Path, *, strict: bool = True, num_classes: int | None = None,
                     allow_pickle: Iterable[str] = (), format: str | None = None,
                     **overrides: Any) -> nn.Module:
@@ -147,9 +197,11 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
 
     Sources: a run directory (its exported classifier, else checkpoints/best, else last; see
     `vitkit.rundir.resolve_model_path`); a vitkit directory; an HF transformers ``save_pretrained``
-    directory (any model_type with a registered converter); a state-dict file (.safetensors,
-    .pth/.pt/.bin/.ckpt, .npz) in a registered layout (timm ViT, the JAX release's .npz, ...), detected
-    from its keys or named by `format`.
+    directory (any model_type with a registered converter); a timm directory (config.json naming an
+    ``architecture`` that is a vitkit preset, `vitkit.convert.timm_hub`); a Hugging Face Hub name
+    ``hf-hub:ORG/NAME[@REVISION]`` holding any of these (fetched into the HF cache, `vitkit.hub`); a
+    state-dict file (.safetensors, .pth/.pt/.bin/.ckpt, .npz) in a registered layout (timm ViT, the JAX
+    release's .npz, ...), detected from its keys or named by `format`.
 
     Position embeddings stored for another grid than the model's (e.g. ``image_size=384`` given) are resampled
     with the config's `pos_interp` mode. A checkpoint head of another size is an error unless `num_classes`
@@ -157,7 +209,7 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
     off), as HF's ``from_pretrained`` returns it; call ``.train()`` before fine-tuning (the Trainer does).
 
     Args:
-        path: a run, model or checkpoint directory, or a weights file.
+        path: a run, model or checkpoint directory, a weights file, or ``hf-hub:ORG/NAME[@REVISION]``.
         strict: raise if any model key is missing or any checkpoint key unused.
         num_classes: classes of the returned model's head; replaces the checkpoint's head if it differs
             (0 removes it).
@@ -171,7 +223,8 @@ def load_checkpoint(path: str | Path, *, strict: bool = True, num_classes: int |
         ValueError: unreadable/unsafe files or shape mismatches; a `UsageError` (a ValueError) when strict and
             keys are missing or unexpected.
     """
-    path = Path(path) if format else resolve_model_path(path)  # `format` names a bare state dict's layout
+    # `format` names a bare state dict's layout: the path is a file
+    path = Path(path) if format and not is_hub_name(path) else resolve_model_path(path)
     report = LoadReport(format="", path=str(path))
     report.format, ckpt_cfg, state, overrides = _read_checkpoint(path, format, tuple(allow_pickle),
                                                                  dict(overrides), report)
@@ -203,6 +256,9 @@ def _read_checkpoint(path: Path, format: str | None, allow_pickle: tuple[str, ..
     if data is not None:
         if _is_vitkit_config(data):
             return "vitkit", config_from_json_dict(data), state, overrides
+        if is_timm_config(data):  # a timm directory: the architecture's preset gives the heads
+            preset = overrides.pop("model", None)
+            return "timm-dir", *timm_dir_to_vitkit(data, state, preset), overrides
         model_type = data.get("model_type")
         cfg, state = convert.get_hf_converter(model_type).to_vitkit(data, state)
         return f"hf:{model_type}", _with_hf_preprocessing(cfg, path), state, overrides

@@ -18,6 +18,8 @@ SUBCOMMAND_MODULES = [
     "vitkit.cli.ssl",
     "vitkit.cli.bench",
     "vitkit.cli.export",
+    "vitkit.cli.serve",
+    "vitkit.cli.shards",
 ]
 
 

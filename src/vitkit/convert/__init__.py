@@ -80,6 +80,10 @@ def _import_converters() -> None:
     """Import every converter module once (each registers itself on import). One line per module."""
     from . import (
         hf_bit,  # noqa: F401  HF "bit" (BiT ResNetV2)
+        hf_deit,  # noqa: F401  HF "deit" (distilled)
+        hf_depth_anything,  # noqa: F401  HF "depth_anything" (DPT on DINOv2)
+        hf_dinov2,  # noqa: F401  HF "dinov2", "dinov2_with_registers"
+        hf_dinov3,  # noqa: F401  HF "dinov3_vit"
         hf_dpt,  # noqa: F401  HF "dpt" (DPT depth / segmentation, ViT and hybrid)
         hf_vit,  # noqa: F401  HF "vit"
         hf_vit_mae,  # noqa: F401  HF "vit_mae"

@@ -41,8 +41,9 @@ _DEPTH_HEAD = [("conv1", "head.0"), ("conv2", "head.2"), ("conv3", "head.4"), ("
 _SEG_HEAD = [("conv", "head.0"), ("norm", "head.1"), ("classifier", "head.4")]
 
 
-def _neck_prefixes(num_levels: int, task: str) -> list[tuple[str, str]]:
-    """(vitkit prefix, HF prefix) pairs for the reassemble, fusion and head modules."""
+def neck_prefixes(num_levels: int) -> list[tuple[str, str]]:
+    """(vitkit prefix, HF prefix) pairs for the reassemble and fusion modules (DPT and Depth Anything name
+    them alike)."""
     pairs: list[tuple[str, str]] = []
     for i in range(num_levels):
         hf = f"neck.reassemble_stage.layers.{i}."
@@ -54,12 +55,19 @@ def _neck_prefixes(num_levels: int, task: str) -> list[tuple[str, str]]:
         pairs.append((f"fusion.{i}.proj.", f"{hf}projection."))
         for unit, hf_unit in (("rcu1", "residual_layer1"), ("rcu2", "residual_layer2")):
             pairs += [(f"fusion.{i}.{unit}.{a}.", f"{hf}{hf_unit}.{b}.") for a, b in _RCU]
+    return pairs
+
+
+def _neck_prefixes(num_levels: int, task: str) -> list[tuple[str, str]]:
+    """(vitkit prefix, HF prefix) pairs for the reassemble, fusion and head modules of an HF DPT."""
+    pairs = neck_prefixes(num_levels)
     pairs += [(f"head.{a}.", f"head.{b}.") for a, b in (_DEPTH_HEAD if task == "depth" else _SEG_HEAD)]
     pairs += [(f"aux_head.{a}.", f"auxiliary_head.{b}.") for a, b in _SEG_HEAD]
     return pairs
 
 
-def _rename(sd: dict[str, Tensor], pairs: list[tuple[str, str]]) -> dict[str, Tensor]:
+def rename_prefixes(sd: dict[str, Tensor], pairs: list[tuple[str, str]]) -> dict[str, Tensor]:
+    """Keys starting with a pair's first prefix get its second instead (the first matching pair wins)."""
     out = {}
     for key, value in sd.items():
         for src, dst in pairs:
@@ -84,7 +92,8 @@ def dpt_config_to_vitkit(hf_config: dict[str, Any], sd: dict[str, Tensor]) -> DP
     """The DPTConfig of an HF DPT config.json (state dict used to tell depth from segmentation)."""
     if hf_config.get("backbone_config") and not hf_config.get("is_hybrid"):
         raise ValueError("HF DPT with a separate backbone (DINOv2, BEiT, Swin …) is not supported; "
-                         "vitkit loads ViT and hybrid (BiT) DPTs")
+                         "vitkit loads ViT and hybrid (BiT) DPTs, and DPTs on DINOv2 as HF Depth Anything "
+                         "(model_type 'depth_anything')")
     if hf_config.get("head_in_index", -1) != -1:
         raise ValueError("HF DPT with head_in_index != -1 is not supported")
     patch, dim = int(hf_config.get("patch_size", 16)), hf_config["hidden_size"]
@@ -154,14 +163,26 @@ def dpt_to_vitkit(hf_config: dict[str, Any],
     levels = len(cfg.features)
     unused = "neck.fusion_stage.layers.0.residual_layer1."  # HF's coarsest fusion layer never uses it
     rest = {k: v for k, v in rest.items() if not k.startswith(unused)}
-    out.update(_rename(rest, [(hf, ours) for ours, hf in _neck_prefixes(levels, cfg.task)]))
+    out.update(rename_prefixes(rest, [(hf, ours) for ours, hf in _neck_prefixes(levels, cfg.task)]))
     return cfg, out
+
+
+def on_dinov2(cfg: Any) -> bool:
+    """True for a DPTConfig that HF would express as Depth Anything rather than DPT: a DINOv2-style encoder
+    (LayerScale, SwiGLU, registers) or taps through the final norm."""
+    if not isinstance(cfg, DPTConfig):
+        return False
+    enc = cfg.encoder
+    return (cfg.tap_norm or enc.layer_scale_init is not None or enc.mlp == "swiglu"
+            or enc.num_register_tokens > 0)
 
 
 def vitkit_to_dpt(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """DPTConfig + vitkit state dict → HF DPT config.json dict + state dict."""
     if not isinstance(cfg, DPTConfig):
         raise TypeError(f"the HF 'dpt' exporter handles DPTConfig, not {type(cfg).__name__}")
+    if on_dinov2(cfg):
+        raise TypeError("a DPT on a DINOv2 encoder (or with normed taps) exports as HF Depth Anything")
     enc = cfg.encoder
     hybrid = enc.backbone is not None
     if hybrid and (cfg.stage_taps != (0, 1) or cfg.readout != "project" or enc.patch_size != 1):
@@ -208,8 +229,8 @@ def vitkit_to_dpt(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
     if hybrid:
         for p in ("weight", "bias"):
             out[f"dpt.embeddings.projection.{p}"] = out.pop(f"dpt.embeddings.patch_embeddings.projection.{p}")
-    out.update(_rename({k: v for k, v in state_dict.items() if not k.startswith("encoder.")},
-                       _neck_prefixes(len(cfg.features), cfg.task)))
+    out.update(rename_prefixes({k: v for k, v in state_dict.items() if not k.startswith("encoder.")},
+                               _neck_prefixes(len(cfg.features), cfg.task)))
     coarsest = "neck.fusion_stage.layers.0."
     for key in [k for k in out if k.startswith(coarsest + "residual_layer2.")]:
         out[key.replace("residual_layer2.", "residual_layer1.")] = out[key].clone()

@@ -18,7 +18,6 @@ strict=False`` to drop it.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from torch import Tensor
 from ..config import PreprocessConfig
 from ..models.vit import ViTConfig
 from . import register_hf_converter
+from .hf_common import hf_cls_and_positions, refuse_unless_exportable, rename_keys
 
 # HF's ViTImageProcessor without a preprocessor_config.json: resize (squash) to H × W with PIL bilinear,
 # rescale by 1/255, normalise with mean = std = 0.5. `load_pretrained` then reads the file's values, if any.
@@ -54,12 +54,7 @@ _BLOCK = {
 
 
 def _legacy_names(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in _V5_NAMES:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _V5_NAMES)
 
 
 def _hf_image_size(value: Any) -> tuple[int, int]:
@@ -143,6 +138,10 @@ def vitkit_to_vit(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
     """
     if not isinstance(cfg, ViTConfig):
         raise TypeError(f"the HF 'vit' exporter handles ViTConfig, not {type(cfg).__name__}")
+    later = {"LayerScale": cfg.layer_scale_init is not None, "SwiGLU": cfg.mlp != "gelu",
+             "registers": cfg.num_register_tokens, "[DIST]": cfg.distilled, "RoPE": cfg.rope is not None}
+    if any(later.values()):  # DeiT / DINOv2 / DINOv3 parts: their exporters claim the model
+        raise TypeError(f"a ViT with {', '.join(k for k, v in later.items() if v)} is not HF's plain ViT")
     _check_exportable(cfg)
     classify = cfg.num_classes > 0
     labels = cfg.preprocess.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_classes))
@@ -150,7 +149,7 @@ def vitkit_to_vit(cfg: Any, state_dict: dict[str, Tensor]) -> tuple[dict[str, An
     hf_config: dict[str, Any] = {
         "model_type": "vit", "architectures": ["ViTForImageClassification" if classify else "ViTModel"],
         "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
-        "intermediate_size": int(cfg.dim * cfg.mlp_ratio), "hidden_act": "gelu",
+        "intermediate_size": cfg.mlp_width, "hidden_act": "gelu",
         "hidden_dropout_prob": cfg.drop_rate, "attention_probs_dropout_prob": cfg.attn_drop_rate,
         "initializer_range": 0.02, "layer_norm_eps": cfg.eps, "image_size": gh if gh == gw else [gh, gw],
         "patch_size": cfg.patch_size, "num_channels": cfg.in_chans, "qkv_bias": cfg.qkv_bias,
@@ -179,18 +178,14 @@ def _check_exportable(cfg: ViTConfig) -> None:
         problems.append("a pre-logits layer under a classifier (HF's classifier sits directly on [CLS]; "
                         "save with num_classes=0 to export it as ViTModel's pooler)")
     if cfg.pos_embed != "learn":
-        problems.append("fixed sin-cos position embeddings (HF's ViT learns them)")
-    if problems:
-        raise ValueError("HF transformers' ViT cannot express this model: " + "; ".join(problems)
-                         + ". Save it in vitkit format instead (format='vitkit').")
+        problems.append("fixed sin-cos or no position embeddings (HF's ViT learns them)")
+    if cfg.qk_norm:
+        problems.append("QK-norm")
+    refuse_unless_exportable("ViT", problems)
 
 
 def _state_dict_from_vitkit(sd: dict[str, Tensor], cfg: ViTConfig) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {
-        "embeddings.cls_token": sd["cls_token"],
-        # (1, 1, D) + (1, N, D) → (1, 1 + N, D)
-        "embeddings.position_embeddings": torch.cat([sd["cls_pos_embed"], sd["pos_embed.weight"]], dim=1),
-    }
+    out = hf_cls_and_positions(sd)
     for p in ("weight", "bias"):
         out[f"embeddings.patch_embeddings.projection.{p}"] = sd[f"patch_embed.proj.{p}"]
         out[f"layernorm.{p}"] = sd[f"norm.{p}"]

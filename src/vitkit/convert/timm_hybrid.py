@@ -6,6 +6,10 @@ stem.norm, stages.i.blocks.j.*, norm}`` and ``patch_embed.proj`` pass through un
 (``pos_embed`` with the [CLS] position first, blocks, head) is the plain timm ViT layout
 (`timm_vit.timm_to_vitkit`).
 
+A stem-only trunk (timm's ``vit_tiny_r_s16_p8_*``, R+Ti/16: ``_resnetv2(layers=())``) is timm's bare stem
+module, so its keys lack the ``stem.`` level: ``patch_embed.backbone.{conv, norm}`` are read as
+``patch_embed.backbone.stem.{conv, norm}`` of a ResNetV2 with ``layers=()`` (stride 4).
+
 Read off the shapes: stage depths and widths, stem width, input channels, block type (a stem norm means the
 post-activation "bottleneck" of the ViT hybrids, none means BiT's "preact"). Not stored, so assumed: timm's
 hybrid defaults — TF-SAME padding for "bottleneck" (``padding_same=True``), symmetric for "preact" — and
@@ -27,12 +31,23 @@ from . import register_state_dict_format
 from .timm_vit import timm_to_vitkit  # the generic "timm" detector rejects hybrids, so order does not matter
 
 _TRUNK = "patch_embed.backbone."
-_REQUIRED = (f"{_TRUNK}stem.conv.weight", "patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight")
+_REQUIRED = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight")
+_STEM_ONLY = f"{_TRUNK}conv.weight"  # timm's stem-only trunk: the stem module itself
 
 
 def is_timm_hybrid(state_dict: dict[str, Tensor]) -> bool:
-    """True for a timm hybrid ViT: the timm ViT layout with a ResNetV2 trunk under patch_embed.backbone."""
-    return all(k in state_dict for k in _REQUIRED)
+    """True for a timm hybrid ViT: the timm ViT layout with a ResNetV2 trunk (or its stem) under
+    patch_embed.backbone."""
+    trunk = f"{_TRUNK}stem.conv.weight" in state_dict or _STEM_ONLY in state_dict
+    return trunk and all(k in state_dict for k in _REQUIRED)
+
+
+def _stem_only_to_resnetv2(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """patch_embed.backbone.{conv, norm}.* (timm's bare stem) → patch_embed.backbone.stem.{conv, norm}.*"""
+    if _STEM_ONLY not in sd:
+        return sd
+    stem = (f"{_TRUNK}conv.", f"{_TRUNK}norm.")
+    return {(f"{_TRUNK}stem.{k[len(_TRUNK):]}" if k.startswith(stem) else k): v for k, v in sd.items()}
 
 
 def infer_resnetv2_config(state_dict: dict[str, Tensor], prefix: str = "") -> ResNetV2Config:
@@ -43,8 +58,8 @@ def infer_resnetv2_config(state_dict: dict[str, Tensor], prefix: str = "") -> Re
         if m:
             stage, block = int(m[1]), int(m[2])
             depths[stage] = max(depths.get(stage, 0), block + 1)
-    if not depths:
-        raise ValueError(f"no ResNetV2 stages under {prefix!r}")
+    if not depths and f"{prefix}stem.conv.weight" not in state_dict:
+        raise ValueError(f"no ResNetV2 stem or stages under {prefix!r}")
     n = len(depths)
     channels = tuple(state_dict[f"{prefix}stages.{i}.blocks.0.conv3.weight"].shape[0] for i in range(n))
     stem = state_dict[f"{prefix}stem.conv.weight"]  # (stem_width, C, 7, 7)
@@ -57,6 +72,7 @@ def infer_resnetv2_config(state_dict: dict[str, Tensor], prefix: str = "") -> Re
 
 def timm_hybrid_to_vitkit(sd: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[Any, dict[str, Tensor]]:
     """timm hybrid ViT state dict → (ViTConfig with `backbone`, vitkit state dict)."""
+    sd = _stem_only_to_resnetv2(sd)
     overrides = dict(overrides)
     if "model" not in overrides:
         backbone = infer_resnetv2_config(sd, _TRUNK)

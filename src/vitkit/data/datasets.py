@@ -6,8 +6,10 @@
 * ``DATA/`` with ``DATA/train/<class>/`` and ``DATA/val/<class>/`` (also ``valid``/``validation``);
 * ``DATA/train/<class>/`` alone, or ``DATA/<class>/``: a seeded stratified split (`val_fraction`,
   `split_seed`);
-* ``.tar`` shards (a file, a directory of them, or a brace pattern ``shards-{000..009}.tar``): WebDataset
-  (the ``webdataset`` extra); give the held-out shards in `val_path`.
+* WebDataset ``.tar`` shards (a file, a directory of them, a glob, a brace list ``shards-{000..009}.tar``
+  or a ``pipe:`` command; see `vitkit.data.shards`), streamed; give the held-out shards in `val_path`;
+* ``hf:/path/to/saved``: a Hugging Face ``datasets`` directory written by ``save_to_disk`` (the
+  ``hfdatasets`` extra; see `vitkit.data.hfdata`).
 
 Folders whose decoded size (N · C · H · W bytes at the storage size) is under `memory_limit_gb` are decoded
 once, in parallel, into `InMemoryImages`; larger ones stream from disk through DataLoader workers.
@@ -28,6 +30,8 @@ from torch.utils.data import Dataset
 from ..errors import UsageError, require
 from .builtin import BUILTIN_DATASETS, DEFAULT_BUILTIN, load_builtin
 from .folder import ImageFolder, InMemoryImages, find_samples
+from .hfdata import HF_PREFIX
+from .shards import is_pipe, looks_like_shards
 from .split import split_indices
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,10 @@ class DataConfig:
         num_workers: DataLoader workers when streaming from disk.
         decode_workers: processes for the one-off in-memory decode; None = all usable CPUs.
         background: RGB colour transparent pixels are composited over.
+        shuffle_buffer: WebDataset shards: samples each DataLoader worker shuffles within (0 = read order).
+        samples_per_epoch: WebDataset shards: samples in a training epoch over all ranks (None = the count
+            in the shard index); every rank yields ``samples_per_epoch // global batch`` batches.
+        image_column, label_column: ``hf:`` datasets: the columns to read (None = detected).
     """
 
     path: str | None = None
@@ -69,6 +77,10 @@ class DataConfig:
     num_workers: int = 2
     decode_workers: int | None = None
     background: tuple[int, int, int] = (255, 255, 255)
+    shuffle_buffer: int = 1000
+    samples_per_epoch: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
 
 
 @dataclasses.dataclass
@@ -100,7 +112,11 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> DataSplits:
     name = builtin_name(path)
     if name is not None:
         return _builtin_splits(name, cfg)
-    if _is_shards(path):
+    if path.startswith(HF_PREFIX):
+        from .hfdata import build_hf_splits
+
+        return build_hf_splits(cfg)
+    if looks_like_shards(path):
         from .webdataset import build_webdataset_splits
 
         return build_webdataset_splits(cfg)
@@ -167,14 +183,23 @@ def resolve_data(cfg: DataConfig, channels: int, image_size: int | None) -> Data
             raise UsageError(f"the built-in {name!r} set has a fixed held-out split of {fraction:.0%}; "
                              f"remove data.val_fraction={cfg.val_fraction}, or export the set to a folder")
         changes.update(path=BUILTIN_PREFIX + name, val_fraction=fraction)
-    elif not _is_shards(path) and not Path(path).exists():
+    elif path.startswith(HF_PREFIX):
+        saved = _absolute(path[len(HF_PREFIX):])
+        changes.update(path=HF_PREFIX + saved, val_fraction=folder_val_fraction(cfg))
+    elif is_pipe(path):
+        changes.update(val_fraction=folder_val_fraction(cfg))
+    elif not looks_like_shards(path) and not Path(path).exists():
         raise UsageError(f"--data {path!r} is neither an existing path nor a built-in dataset "
                          f"{sorted(BUILTIN_DATASETS)}")
     else:
-        changes.update(path=os.path.abspath(os.path.expanduser(path)), val_fraction=folder_val_fraction(cfg))
-    if cfg.val_path is not None:
-        changes["val_path"] = os.path.abspath(os.path.expanduser(cfg.val_path))
+        changes.update(path=_absolute(path), val_fraction=folder_val_fraction(cfg))
+    if cfg.val_path is not None and not is_pipe(cfg.val_path):
+        changes["val_path"] = _absolute(cfg.val_path)
     return dataclasses.replace(cfg, **changes)
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _builtin_splits(name: str, cfg: DataConfig) -> DataSplits:
@@ -213,12 +238,3 @@ def _fits_in_memory(train: ImageFolder, val: ImageFolder | None, cfg: DataConfig
     log.info("decoded size %.2f GB %s the %.2f GB in-memory limit: %s", total / 2**30,
              "within" if fits else "over", cfg.memory_limit_gb, "in memory" if fits else "streaming")
     return fits
-
-
-def _is_shards(path: str) -> bool:
-    if "{" in path and path.endswith(".tar"):
-        return True
-    p = Path(path)
-    if p.is_file():
-        return p.suffix == ".tar"
-    return p.is_dir() and any(p.glob("*.tar")) and not any(c.is_dir() for c in p.iterdir())

@@ -38,8 +38,9 @@ _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionB
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-class UnreadableImage(Exception):
-    """An image that cannot be decoded; `path` names it and `reason` says why."""
+class UnreadableImage(ValueError):
+    """An image that cannot be decoded; `path` names it and `reason` says why (a ValueError, so the CLI
+    reports it on one line with exit code 2 under ``--strict-data``)."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")

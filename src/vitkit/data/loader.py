@@ -7,13 +7,14 @@ slices,
 so N processes see exactly the samples one process would see in the same step.
 
 In-memory datasets (`InMemoryImages`) are batched by tensor indexing in the calling process (no workers
-needed); file-backed ones (`ImageFolder`) go through a `torch.utils.data.DataLoader` with workers. Samples
-that could not be decoded are collected in `skipped` (path → reason) for the epoch summary.
+needed); file-backed ones (`ImageFolder`) go through a `torch.utils.data.DataLoader` with workers; WebDataset
+shards (`WebDatasetImages`) are streamed by `vitkit.data.stream.ShardLoader` (its docstring says how they
+are split, how long an epoch is and what resuming guarantees). Samples that could not be decoded are
+collected in `skipped` (path → reason) for the epoch summary.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import UsageError
 from .folder import SkippedSample, collate_samples
+from .stream import ShardLoader
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,12 @@ class ImageLoader:
         self.world_size = world_size
         self.pin_memory = pin_memory and torch.cuda.is_available()  # pinning needs an accelerator
         self.skipped: dict[str, str] = {s.path: s.reason for s in getattr(dataset, "skipped", ())}
+        self.stream: ShardLoader | None = None
+        if isinstance(dataset, IterableDataset):
+            self.stream = ShardLoader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                                      num_workers=num_workers, rank=rank, world_size=world_size,
+                                      pin_memory=self.pin_memory)
+            self.skipped = self.stream.skipped
         self._epoch = 0
         if len(self) == 0:
             raise UsageError(f"{len(dataset)} samples make no batch of {batch_size} x {world_size} "
@@ -67,6 +75,8 @@ class ImageLoader:
 
     def __len__(self) -> int:
         """Batches per epoch on each process."""
+        if self.stream is not None:
+            return len(self.stream)
         global_batch = self.batch_size * self.world_size
         n = len(self.dataset)
         return n // global_batch if self.drop_last else -(-n // global_batch)
@@ -101,11 +111,11 @@ class ImageLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this process's batches of `epoch`, starting at batch `start_batch` (for mid-epoch resume).
 
-        Iterable datasets (WebDataset shards) are read from the start and the first `start_batch` batches
-        dropped; their batches can be short where samples were skipped, and ranks read different shards.
+        WebDataset shards continue each worker's stream where batch `start_batch` left it (exactly so after
+        `load_state_dict`; see `vitkit.data.stream`).
         """
-        if isinstance(self.dataset, IterableDataset):
-            yield from itertools.islice(self._stream(epoch), start_batch, None)
+        if self.stream is not None:
+            yield from self.stream.epoch(epoch, start_batch)
             return
         batches = self.batch_indices(epoch)[start_batch:]
         if callable(getattr(self.dataset, "get_batch", None)):  # in memory: a batch is one tensor gather
@@ -121,20 +131,15 @@ class ImageLoader:
             if len(targets):
                 yield images, targets
 
-    def _stream(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        data = self.dataset
-        if hasattr(data, "for_epoch"):
-            data = data.for_epoch(epoch, self.rank, self.world_size, shuffle=self.shuffle, seed=self.seed)
-        loader = DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers,
-                            collate_fn=collate_samples, pin_memory=self.pin_memory)
-        yielded = 0
-        for images, targets, skipped in loader:
-            self._note_skipped(skipped)
-            if len(targets) and not (self.drop_last and len(targets) < self.batch_size):
-                yield images, targets
-                yielded += 1
-                if self.drop_last and yielded == len(self):
-                    return
+    def state_dict(self) -> dict[str, Any] | None:
+        """Where a streamed epoch stands (for checkpoints); None for map-style datasets, whose position is the
+        (epoch, batch) pair alone."""
+        return self.stream.state_dict() if self.stream is not None else None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` (a streamed dataset's position); nothing to restore otherwise."""
+        if self.stream is not None:
+            self.stream.load_state_dict(state)
 
     def _note_skipped(self, skipped: list[SkippedSample]) -> None:
         for sample in skipped:

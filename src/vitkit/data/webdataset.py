@@ -1,94 +1,72 @@
-"""WebDataset tar shards (the ``webdataset`` extra): samples ``<key>.<jpg|png|...>`` + ``<key>.cls``.
+"""WebDataset tar shards as a training set: samples ``<key>.<jpg|png|...>`` + ``<key>.cls``.
 
 Each sample holds one image (``jpg``, ``jpeg``, ``png``, ``webp``, ``bmp`` or ``gif``) decoded with
-`decode_image`, and its class index as text in ``cls`` (or ``label``). Class names come from a
-``classes.txt`` (one per line) beside the shards when there is one, else they are the indices.
+`decode_array`, and its class index as text in ``cls`` (or ``label``). Sources (files, directories, globs,
+brace lists, ``pipe:`` commands) and the index beside the shards are described in `vitkit.data.shards`.
 
-Shards are streamed, never held in memory. With ``shuffle`` the shard order of each epoch is seeded by
-``(seed, epoch)``; shards are divided between processes (by rank) and DataLoader workers, so every sample is
-read once per epoch when the shard count divides evenly. The ``webdataset`` package is imported only here.
+`WebDatasetImages` says *what* to read; `vitkit.data.stream` says *how*: which shards each rank and each
+DataLoader worker reads, the shuffle buffer, the epoch length every rank stops at, and resuming mid-epoch.
+`ImageLoader` serves these sets like any other (``len(loader)``, ``loader.epoch(e, start_batch=k)``).
+Shards are streamed, never held in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import tarfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
+from ..errors import UsageError
 from .decode import UnreadableImage, decode_array
-from .folder import IMAGE_EXTENSIONS, SkippedSample
+from .folder import SkippedSample
+from .shards import IMAGE_KEYS, LABEL_KEYS, expand_sources, load_index
 
 log = logging.getLogger(__name__)
-
-IMAGE_KEYS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-LABEL_KEYS = ("cls", "cls.txt", "label")
-
-
-def expand_shards(spec: str) -> list[str]:
-    """Shard paths from a directory (every ``*.tar``), a brace pattern (``a-{000..009}.tar``) or one file."""
-    path = Path(spec)
-    if path.is_dir():
-        shards = sorted(str(p) for p in path.glob("*.tar"))
-    elif "{" in spec:
-        from braceexpand import braceexpand  # installed with webdataset
-
-        shards = list(braceexpand(spec))
-    else:
-        shards = [spec]
-    missing = [s for s in shards if not Path(s).is_file()]
-    if not shards or missing:
-        detail = f"; missing {missing[:3]}" if missing else ""
-        raise FileNotFoundError(f"no WebDataset shards at {spec!r}{detail}")
-    return shards
-
-
-def scan_shards(shards: Sequence[str]) -> tuple[int, int]:
-    """(number of samples with an image, largest class index) found by reading the tar headers and labels."""
-    keys, largest = set(), -1
-    for shard in shards:
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext.lower() in IMAGE_KEYS:
-                    keys.add((shard, key))
-                elif ext.lower() in LABEL_KEYS:
-                    largest = max(largest, int(tar.extractfile(member).read().decode().strip()))
-    return len(keys), largest
 
 
 @dataclasses.dataclass
 class WebDatasetImages(IterableDataset):
-    """Iterable ``(image uint8 (C, H, W), target)`` from tar shards; unreadable images yield `SkippedSample`.
+    """``(image uint8 (C, H, W), target)`` samples from tar shards (see `vitkit.data.stream` for reading).
 
     Attributes:
-        shards: tar paths.
+        shards: shard URLs (paths or ``pipe:`` commands).
         classes: class names, index = target.
-        num_samples: samples across all shards (for progress and loader length).
+        shard_counts: samples per shard, or None when unknown (then `samples_per_epoch` must be given).
         channels, size, strict, background: as for `ImageFolder`.
-        shuffle: seeded shard order per epoch.
-        seed, epoch, rank, world_size: order and process split; see `for_epoch`.
+        shuffle_buffer: samples each DataLoader worker holds to shuffle from (0 = read order; shards are
+            still shuffled per epoch).
+        samples_per_epoch: the length of a training epoch in samples (None = the number of samples).
     """
 
     shards: list[str]
     classes: list[str]
-    num_samples: int
+    shard_counts: list[int] | None = None
     channels: int = 3
     size: int | tuple[int, int] | None = None
     strict: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
-    shuffle: bool = False
-    seed: int = 0
-    epoch: int = 0
-    rank: int = 0
-    world_size: int = 1
+    shuffle_buffer: int = 0
+    samples_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
+        if self.shard_counts is None and self.samples_per_epoch is None:
+            raise UsageError(f"{len(self.shards)} shards of unknown size: give data.samples_per_epoch")
+        if self.shuffle_buffer < 0:
+            raise UsageError(f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the shards (the declared epoch length when they were not counted)."""
+        return sum(self.shard_counts) if self.shard_counts is not None else int(self.samples_per_epoch)
+
+    @property
+    def epoch_samples(self) -> int:
+        """Samples in one training epoch, over all ranks."""
+        return self.samples_per_epoch or self.num_samples
 
     def __len__(self) -> int:
         return self.num_samples
@@ -97,65 +75,52 @@ class WebDatasetImages(IterableDataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def for_epoch(self, epoch: int, rank: int = 0, world_size: int = 1, shuffle: bool | None = None,
-                  seed: int | None = None) -> WebDatasetImages:
-        """A copy that reads `epoch`'s shard order and this process's share of the shards."""
-        return dataclasses.replace(self, epoch=epoch, rank=rank, world_size=world_size,
-                                   shuffle=self.shuffle if shuffle is None else shuffle,
-                                   seed=self.seed if seed is None else seed)
+    def __iter__(self):
+        raise TypeError("read WebDatasetImages through vitkit.data.ImageLoader (it splits shards over ranks "
+                        "and workers and can resume mid-epoch)")
 
-    def _my_shards(self) -> list[str]:
-        order = list(range(len(self.shards)))
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(len(self.shards), generator=generator).tolist()
-        mine = [self.shards[i] for i in order[self.rank::self.world_size]]
-        worker = get_worker_info()
-        return mine[worker.id::worker.num_workers] if worker is not None else mine
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int] | SkippedSample]:
-        import webdataset as wds
-
-        shards = self._my_shards()
-        if not shards:
-            return
-        keep = lambda urls: urls  # noqa: E731 - splitting is done above, reproducibly
-        stream = wds.WebDataset(shards, shardshuffle=False, nodesplitter=keep, workersplitter=keep,
-                                empty_check=False)
-        for sample in stream:
-            yield self._decode(sample)
-
-    def _decode(self, sample: dict) -> tuple[torch.Tensor, int] | SkippedSample:
+    def decode(self, sample: dict) -> tuple[torch.Tensor, int] | SkippedSample:
+        """One raw sample → (image, target), or `SkippedSample` when its image or label is bad."""
         name = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
-        image_key = next((k for k in sample if k.lower() in IMAGE_KEYS), None)
-        label_key = next((k for k in sample if k.lower() in LABEL_KEYS), None)
+        image_key = next((k for k in sample if k in IMAGE_KEYS), None)
+        label_key = next((k for k in LABEL_KEYS if k in sample), None)
         try:
             if image_key is None or label_key is None:
-                raise UnreadableImage(name, f"sample lacks an image or a label (has {sorted(sample)})")
-            target = int(bytes(sample[label_key]).decode().strip())
+                missing = "an image" if image_key is None else "a label (.cls)"
+                raise UnreadableImage(name, f"sample lacks {missing}; has {sorted(sample)}")
+            target = _label(sample[label_key], name, len(self.classes))
             image = decode_array(bytes(sample[image_key]), channels=self.channels, size=self.size,
                                  background=self.background, name=name)
         except UnreadableImage as e:
             if self.strict:
                 raise
-            log.warning("skipping unreadable sample %s: %s", e.path, e.reason)
+            log.warning("skipping bad sample %s: %s", e.path, e.reason)
             return SkippedSample(e.path, e.reason)
         return torch.from_numpy(image), target
 
 
-def open_shards(spec: str, *, classes: Sequence[str] | None = None, **kwargs) -> WebDatasetImages:
-    """`WebDatasetImages` over the shards `spec` names; other keyword arguments set its fields."""
-    shards = expand_shards(spec)
-    num_samples, largest = scan_shards(shards)
-    if classes is None:
-        names_file = Path(shards[0]).parent / "classes.txt"
-        if names_file.is_file():
-            classes = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-        else:
-            classes = [str(i) for i in range(largest + 1)]
-    if largest >= len(classes):
-        raise ValueError(f"{spec}: class index {largest} but only {len(classes)} class names")
-    return WebDatasetImages(list(shards), list(classes), num_samples, **kwargs)
+def _label(raw: bytes, name: str, num_classes: int) -> int:
+    try:
+        target = int(bytes(raw).decode().strip())
+    except (ValueError, UnicodeDecodeError):
+        raise UnreadableImage(name, f"label {bytes(raw)[:20]!r} is not a class index") from None
+    if not 0 <= target < num_classes:
+        raise UnreadableImage(name, f"class index {target} outside the {num_classes} classes")
+    return target
+
+
+def open_shards(spec: str, *, classes: Sequence[str] | None = None, count: bool = True,
+                **kwargs) -> WebDatasetImages:
+    """`WebDatasetImages` over the shards `spec` names; other keyword arguments set its fields.
+
+    With ``count=False`` shards without an index are not read up front (`samples_per_epoch` must be given).
+    """
+    shards = expand_sources(spec)
+    index = load_index(shards, classes, count=count)
+    data = WebDatasetImages(shards, index.classes, index.shard_counts, **kwargs)
+    log.info("%s: %d shards, %d classes, %s samples", spec, len(shards), len(index.classes),
+             index.num_samples if index.num_samples is not None else "uncounted")
+    return data
 
 
 def build_webdataset_splits(cfg):
@@ -163,7 +128,8 @@ def build_webdataset_splits(cfg):
     from .datasets import DataSplits
 
     opts = dict(channels=cfg.channels, size=cfg.image_size, strict=cfg.strict, background=cfg.background)
-    train = open_shards(cfg.path, shuffle=True, seed=cfg.split_seed, **opts)
+    train = open_shards(cfg.path, count=cfg.samples_per_epoch is None, shuffle_buffer=cfg.shuffle_buffer,
+                        samples_per_epoch=cfg.samples_per_epoch, **opts)
     val = open_shards(cfg.val_path, classes=train.classes, **opts) if cfg.val_path else None
     if val is None:
         log.warning("WebDataset shards are not split automatically; give held-out shards as data.val_path")

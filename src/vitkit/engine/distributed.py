@@ -98,3 +98,12 @@ def broadcast_object(obj: object) -> object:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """Every rank's `obj`, in rank order (``[obj]`` without a process group)."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

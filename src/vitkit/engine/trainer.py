@@ -32,6 +32,7 @@ from . import checkpoint as ckpt
 from .batches import batch_size_of, split_batch, to_device
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
 from .ema import ModelEMA
+from .loader_state import gather_loader_state, restore_loader_state
 from .logs import MetricsLog, Progress
 from .metrics import MeanMetrics
 from .optim import build_optimizer
@@ -77,8 +78,9 @@ class Trainer:
             log.warning("this CPU has no native bf16 (%s): bf16 autocast runs far slower than fp32 here; "
                         "pass --no-amp (amp=false)", torch.backends.cpu.get_cpu_capability())
         self.dist = init_distributed(self.device)
-        self.train_data = as_loader(train_data, cfg, self.dist, train=True)
-        self.val_data = as_loader(val_data, cfg, self.dist, train=False) if val_data is not None else None
+        pin = self.device.type == "cuda"  # uint8 batches go to the GPU pinned; augmentation runs there
+        self.train_data = as_loader(train_data, cfg, self.dist, train=True, pin_memory=pin)
+        self.val_data = as_loader(val_data, cfg, self.dist, False, pin) if val_data is not None else None
         self.model = model.to(self.device)
         o = cfg.optim
         self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.layer_decay, o.lr_scale)
@@ -254,12 +256,14 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         """Write RUN/checkpoints/last (and best: a copy, or the EMA weights) on the main process; others
         wait."""
+        data_state = gather_loader_state(self.train_data)  # collective: every rank calls save()
         if self.dist.is_main:
             tensors, meta = ckpt.pack_training_state(self.optimizer, self.ema)
             meta.update(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best=self.best,
                         best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total,
                         train_seconds=self.train_seconds,
                         config=config_to_dict(self.cfg))
+            meta["data"] = data_state  # a streamed dataset's per-rank, per-worker position
             last = ckpt.save_checkpoint(self.run.checkpoint("last"), self.model, tensors, meta)
             if best and self.cfg.best_weights == "ema":
                 ckpt.save_checkpoint(self.run.checkpoint("best"), self.ema.module, tensors, meta)
@@ -283,6 +287,7 @@ class Trainer:
         if not self.dist.is_main:  # only rank 0's generators are saved; the others reseed, tied to the step
             seed_everything(self.cfg.seed * 7919 + self.dist.rank * 104_729 + meta["step"])
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        restore_loader_state(self.train_data, meta.get("data"))
         self.best, self.nonfinite_total = meta["best"], meta["nonfinite_total"]
         self.best_epoch, self.train_seconds = meta.get("best_epoch"), meta.get("train_seconds", 0.0)
         if self.dist.is_main:
@@ -311,7 +316,7 @@ class Trainer:
         return bool(all_reduce_sum(flag).item())  # every rank stops at the same step
 
 
-def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
+def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool, pin_memory: bool = False) -> Any:
     """`data` if it is a loader (has an ``epoch`` method), else an ImageLoader over it for this process.
 
     A dataset may carry an ``epoch`` number (WebDataset shards do); only a callable ``epoch`` makes a loader.
@@ -324,7 +329,8 @@ def as_loader(data: Any, cfg: TrainConfig, info: DistInfo, train: bool) -> Any:
     if cfg.batch_size % info.world_size:
         raise UsageError(f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes")
     return ImageLoader(data, cfg.batch_size // info.world_size, shuffle=train, drop_last=train, seed=cfg.seed,
-                       num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size)
+                       num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size,
+                       pin_memory=pin_memory)
 
 
 def _local_rank() -> int:

@@ -3,9 +3,12 @@
 Shapes: B batch · T tokens · D width · H heads · d = D / H head width.
 
 The seed's attention: one fused qkv projection to 3·D, per-head scaled dot product with an optional mask,
-output projection; xavier-uniform weights and zero biases. The fused path runs
-`F.scaled_dot_product_attention`; the explicit path computes the weights itself and hands them back
-(`return_weights=True`) or to the observer that `vitkit.record_attention` installs for one ``with`` block.
+output projection; xavier-uniform weights and zero biases. Two optional parts, both modules handed in:
+a norm applied to each head's queries and keys (QK-norm, Dehghani et al., "Scaling Vision Transformers to
+22 Billion Parameters", 2023) and rotary position embeddings on the patch tokens (`rope.apply_rope`).
+The fused path runs `F.scaled_dot_product_attention`; the explicit path computes the weights itself and
+hands them back (`return_weights=True`) or to the observer that `vitkit.record_attention` installs for one
+``with`` block.
 
 Which kernel runs is decided per call by `use_explicit_attention` (device, dtype, sequence length): both
 compute the same function, so the choice is about speed and memory only.
@@ -19,7 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .rope import apply_rope
+
 AttentionObserver = Callable[[Tensor], None]
+NormFactory = Callable[[int], nn.Module]  # width → norm, e.g. functools.partial(nn.LayerNorm, eps=1e-6)
 
 
 def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -87,16 +93,21 @@ class Attention(nn.Module):
         qkv_bias: bias on the qkv projection.
         attn_drop: dropout on attention weights.
         proj_drop: dropout after the output projection.
+        qk_norm: builds the norm applied to each head's queries and keys (width d); None for none.
+
+    State-dict keys: qkv, proj, and q_norm / k_norm when `qk_norm` is given (timm's names).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
+                 proj_drop: float = 0.0, qk_norm: NormFactory | None = None) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = qk_norm(self.head_dim) if qk_norm else nn.Identity()
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -111,12 +122,17 @@ class Attention(nn.Module):
             if linear.bias is not None:
                 nn.init.zeros_(linear.bias)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None,
-                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """x (B, T, D), mask broadcastable to (B, H, T, T) → out (B, T, D) [, weights (B, H, T, T)]."""
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False,
+                rope: tuple[Tensor, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, T, D), mask broadcastable to (B, H, T, T) → out (B, T, D) [, weights (B, H, T, T)].
+
+        `rope`: (cos, sin), each (N, d), rotating the last N tokens' queries and keys (`apply_rope`)."""
         B, T, D = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, d)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         dropout_p = self.attn_drop if self.training else 0.0
         if return_weights or self.observer is not None or use_explicit_attention(q):
             out, weights = explicit_attention(q, k, v, mask, dropout_p)

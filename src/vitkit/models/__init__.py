@@ -6,6 +6,7 @@ from . import (
                        mae,  # noqa: F401  (registers the MAE type and presets)
                        mpp,  # noqa: F401  (registers masked patch prediction)
                        probe,  # noqa: F401  (registers the linear probe)
+                       vit_family,  # noqa: F401  (registers DeiT, DINOv2, DINOv3 and AugReg hybrid presets)
                        vit_presets,  # noqa: F401  (registers ViT presets)
 )
 from .registry import (

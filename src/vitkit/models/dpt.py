@@ -1,13 +1,14 @@
 """Dense Prediction Transformer (Ranftl et al., "Vision Transformers for Dense Prediction", ICCV 2021).
 
-images → ViT encoder (`forward_intermediates` at 4 taps; the hybrid taps its two early ResNet stages instead
-of the first two blocks) → reassemble (readout ignore / add / project, tokens → image-like map, 1×1
-projection, resample to strides 4/8/16/32, 3×3 conv to the fusion width) → fusion (RefineNet-style blocks with
-residual conv units, coarse to fine, each upsampling to the next map's size) → head (depth or segmentation) at
-input size.
+images → ViT-family encoder, read through the feature-map API (`vitkit.models.features`: block outputs as
+patch maps (B, D, gh, gw) with the [CLS] token apart; the hybrid taps its two early ResNet stages instead of
+the first two blocks; Depth Anything taps a DINOv2's normed blocks) → reassemble (readout ignore / add /
+project, 1×1 projection, resample to strides 4/8/16/32, 3×3 conv to the fusion width) → fusion
+(RefineNet-style blocks with residual conv units, coarse to fine, each upsampling to the next map's size) →
+head (depth or segmentation) at input size.
 
 Shapes: B batch · H, W image sides · p patch (total stride of the patch embedder) · (gh, gw) = (H/p, W/p)
-patch grid · N = gh·gw · P prefix tokens · T = P + N tokens · D encoder width · F fusion width · K classes.
+patch grid · D encoder width · F fusion width · K classes.
 
 Unlike the reference code and HF (which reshape tokens to a square and upsample by exactly ×2), every reshape
 uses the real patch grid and every upsampling targets the next feature map's size, so any input whose sides
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import replace_config
+from .features import FeatureMaps, forward_feature_maps, stage_and_block_levels
 from .vit import VisionTransformer, ViTConfig
 
 
@@ -35,21 +37,31 @@ class DPTConfig:
 
     stage_taps: ResNet stages of a hybrid encoder tapped directly (DPT-Hybrid: (0, 1)); () for a plain ViT.
     block_taps: encoder blocks tapped (ViT-B: 2, 5, 8, 11; ViT-L: 5, 11, 17, 23; hybrid: 8, 11).
-    features: reassembled width per tap, fine to coarse; strides: output stride per tap (4, 8, 16, 32).
-    task: which head `build_dpt` injects ("depth": non-negative (B, H, W); "segment": logits (B, K, H, W)).
+    tap_norm: pass tapped blocks through the encoder's final norm (DINOv2 backbones: Depth Anything); DPT's
+        own taps are pre-norm.
+    features: reassembled width per tap, fine to coarse; strides: output stride per tap (4, 8, 16, 32;
+        fractional for a patch that is not a power of two: DINOv2's 14 gives 3.5, 7, 14, 28, i.e. ×4, ×2,
+        ×1, ×0.5 the patch grid).
+    task: which head `build_heads` injects ("depth": non-negative (B, H, W); "segment": logits (B, K, H, W)).
+    depth_hidden: width of the depth head's last hidden conv. depth_estimation: "relative" ends the depth head
+        in ReLU, "metric" in a sigmoid (Depth Anything's metric models); either way times `max_depth`.
     """
 
     encoder: ViTConfig = field(default_factory=lambda: ViTConfig(image_size=(384, 384), num_classes=0))
     stage_taps: tuple[int, ...] = ()
     block_taps: tuple[int, ...] = (2, 5, 8, 11)
+    tap_norm: bool = False
     readout: Literal["ignore", "add", "project"] = "project"
     features: tuple[int, ...] = (96, 192, 384, 768)
-    strides: tuple[int, ...] = (4, 8, 16, 32)
+    strides: tuple[int | float, ...] = (4, 8, 16, 32)
     fusion_dim: int = 256
     fusion_batch_norm: bool = False
     fusion_bias: bool | None = None  # default: not fusion_batch_norm
     task: Literal["depth", "segment"] = "depth"
     depth_projection: bool = False  # an extra 3×3 conv + ReLU before the depth head (HF `add_projection`)
+    depth_hidden: int = 32
+    depth_estimation: Literal["relative", "metric"] = "relative"
+    max_depth: float = 1.0
     # what the depth head's values mean (MiDaS / HF DPT: relative inverse depth), so tools colour near as
     # bright
     depth_output: Literal["disparity", "depth"] = "disparity"
@@ -68,64 +80,63 @@ class DPTConfig:
 
 # ---- reassemble --------------------------------------------------------------------------------------------
 class ReadoutIgnore(nn.Module):
-    """Drop the prefix ([CLS]) tokens: (B, P + N, D) → (B, N, D)."""
+    """Ignore the readout ([CLS]) token: the patch map (B, D, gh, gw) passes as it is."""
 
-    def __init__(self, dim: int, num_prefix: int) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        self.num_prefix = num_prefix
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        return tokens[:, self.num_prefix:]
+    def forward(self, maps: Tensor, readout: Tensor | None) -> Tensor:
+        return maps
 
 
 class ReadoutAdd(ReadoutIgnore):
-    """Add the readout ([CLS]) token to every patch token."""
+    """Add the readout token (B, D) to every patch."""
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        return tokens[:, self.num_prefix:] + tokens[:, :1]
+    def forward(self, maps: Tensor, readout: Tensor | None) -> Tensor:
+        return maps + readout[:, :, None, None]  # (B, D) → (B, D, 1, 1)
 
 
 class ReadoutProject(ReadoutIgnore):
-    """Concatenate the readout token to every patch token, then Linear(2D → D) + GELU."""
+    """Concatenate the readout token to every patch, then Linear(2D → D) + GELU."""
 
-    def __init__(self, dim: int, num_prefix: int) -> None:
-        super().__init__(dim, num_prefix)
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
         self.proj = nn.Linear(2 * dim, dim)
         self.act = nn.GELU()
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        patches = tokens[:, self.num_prefix:]
-        readout = tokens[:, :1].expand_as(patches)  # (B, N, D)
-        return self.act(self.proj(torch.cat([patches, readout], dim=-1)))  # (B, N, 2D) → (B, N, D)
+    def forward(self, maps: Tensor, readout: Tensor | None) -> Tensor:
+        both = torch.cat([maps, readout[:, :, None, None].expand_as(maps)], dim=1)  # (B, 2D, gh, gw)
+        return self.act(self.proj(both.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)  # Linear on (B, gh, gw, 2D)
 
 
 READOUTS: dict[str, type[ReadoutIgnore]] = {"ignore": ReadoutIgnore, "add": ReadoutAdd,
                                             "project": ReadoutProject}
 
 
-def build_readout(kind: str, dim: int, num_prefix: int) -> ReadoutIgnore:
+def build_readout(kind: str, dim: int, has_cls: bool) -> ReadoutIgnore:
+    """The readout module for `kind`; "add" and "project" read the [CLS] token (never a register)."""
     if kind not in READOUTS:
         raise ValueError(f"unknown readout {kind!r}; choose one of {', '.join(READOUTS)}")
-    if kind != "ignore" and num_prefix == 0:
+    if kind != "ignore" and not has_cls:
         raise ValueError(f"readout {kind!r} needs a [CLS] token; the encoder has none (use readout='ignore')")
-    return READOUTS[kind](dim, num_prefix)
+    return READOUTS[kind](dim)
 
 
-def build_resample(channels: int, patch: int, stride: int) -> nn.Module:
+def build_resample(channels: int, patch: int, stride: int | float) -> nn.Module:
     """Resample a map at stride `patch` to stride `stride`: transposed conv up, identity, or strided 3×3
     down."""
-    if patch % stride == 0:
-        up = patch // stride
-        return nn.ConvTranspose2d(channels, channels, up, stride=up) if up > 1 else nn.Identity()
-    if stride % patch == 0:
-        return nn.Conv2d(channels, channels, 3, stride=stride // patch, padding=1)
+    up, down = patch / stride, stride / patch
+    if up >= 1 and up == int(up):
+        return nn.ConvTranspose2d(channels, channels, int(up), stride=int(up)) if up > 1 else nn.Identity()
+    if down > 1 and down == int(down):
+        return nn.Conv2d(channels, channels, 3, stride=int(down), padding=1)
     raise ValueError(f"cannot resample patch stride {patch} to stride {stride}: one must divide the other")
 
 
 class TokenReassemble(nn.Module):
-    """Reassemble one tap of tokens (B, P + N, D) into a map (B, F, gh·p/s, gw·p/s)."""
+    """One block tap, a patch map (B, D, gh, gw) and its readout token → a map (B, F, gh·p/s, gw·p/s)."""
 
-    def __init__(self, readout: ReadoutIgnore, dim: int, features: int, patch: int, stride: int,
+    def __init__(self, readout: ReadoutIgnore, dim: int, features: int, patch: int, stride: int | float,
                  fusion_dim: int) -> None:
         super().__init__()
         self.readout = readout
@@ -133,10 +144,8 @@ class TokenReassemble(nn.Module):
         self.resample = build_resample(features, patch, stride)
         self.to_fusion = nn.Conv2d(features, fusion_dim, 3, padding=1, bias=False)
 
-    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
-        patches = self.readout(tokens)  # (B, N, D)
-        maps = patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)  # (B, N, D) → (B, D, gh, gw)
-        return self.to_fusion(self.resample(self.proj(maps)))
+    def forward(self, maps: Tensor, readout: Tensor | None) -> Tensor:
+        return self.to_fusion(self.resample(self.proj(self.readout(maps, readout))))
 
 
 class MapReassemble(nn.Module):
@@ -146,7 +155,7 @@ class MapReassemble(nn.Module):
         super().__init__()
         self.to_fusion = nn.Conv2d(features, fusion_dim, 3, padding=1, bias=False)
 
-    def forward(self, maps: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
+    def forward(self, maps: Tensor, readout: Tensor | None = None) -> Tensor:
         return self.to_fusion(maps)
 
 
@@ -186,19 +195,26 @@ class FeatureFusionBlock(nn.Module):
 
 # ---- heads: head(fused (B, F, h, w), size) → prediction ----------------------------------------------------
 class DepthHead(nn.Module):
-    """Conv(F → F/2) → upsample to `size` → Conv(→ 32) → ReLU → Conv(→ 1) → ReLU: depth (B, H, W) ≥ 0."""
+    """Conv(F → F/2) → upsample to `size` → Conv(→ hidden) → ReLU → Conv(→ 1) → ReLU (relative) or sigmoid
+    (metric) → × max_depth: depth (B, H, W) ≥ 0."""
 
-    def __init__(self, dim: int, hidden: int = 32, projection: bool = False) -> None:
+    def __init__(self, dim: int, hidden: int = 32, projection: bool = False,
+                 estimation: Literal["relative", "metric"] = "relative", max_depth: float = 1.0) -> None:
         super().__init__()
+        if estimation not in ("relative", "metric"):
+            raise ValueError(f"depth_estimation must be 'relative' or 'metric', not {estimation!r}")
         self.proj = nn.Conv2d(dim, dim, 3, padding=1) if projection else None
         self.conv1 = nn.Conv2d(dim, dim // 2, 3, padding=1)
         self.conv2 = nn.Conv2d(dim // 2, hidden, 3, padding=1)
         self.conv3 = nn.Conv2d(hidden, 1, 1)
+        self.act = nn.ReLU() if estimation == "relative" else nn.Sigmoid()
+        self.max_depth = max_depth
 
     def forward(self, fused: Tensor, size: tuple[int, int]) -> Tensor:
         x = fused if self.proj is None else F.relu(self.proj(fused))
         x = F.interpolate(self.conv1(x), size=size, mode="bilinear", align_corners=True)
-        return F.relu(self.conv3(F.relu(self.conv2(x)))).squeeze(1)  # (B, 1, H, W) → (B, H, W)
+        depth = self.act(self.conv3(F.relu(self.conv2(x)))) * self.max_depth
+        return depth.squeeze(1)  # (B, 1, H, W) → (B, H, W)
 
 
 class SegmentationHead(nn.Module):
@@ -221,7 +237,8 @@ class SegmentationHead(nn.Module):
 def build_heads(cfg: DPTConfig) -> tuple[nn.Module, nn.Module | None]:
     """The (head, auxiliary head) a config asks for."""
     if cfg.task == "depth":
-        return DepthHead(cfg.fusion_dim, projection=cfg.depth_projection), None
+        return DepthHead(cfg.fusion_dim, cfg.depth_hidden, cfg.depth_projection, cfg.depth_estimation,
+                         cfg.max_depth), None
     if cfg.task == "segment":
         aux = SegmentationHead(cfg.fusion_dim, cfg.num_classes, 0.1) if cfg.aux_head else None
         return SegmentationHead(cfg.fusion_dim, cfg.num_classes, cfg.head_dropout), aux
@@ -240,8 +257,8 @@ class DPTOutput:
 class DPT(nn.Module):
     """Encoder → reassemble → fusion → head. Heads are modules: pass your own, or let the config choose.
 
-    The encoder is used only through its public methods (`forward_intermediates`, and for a hybrid the patch
-    embedder's `forward_stages`), so any VisionTransformer checkpoint initialises it.
+    The encoder is read only through the feature-map API (`vitkit.models.features`, on its public
+    `forward_stages_and_intermediates`), so any ViT-family checkpoint (plain, hybrid, DINOv2) initialises it.
     """
 
     def __init__(self, cfg: DPTConfig, head: nn.Module | None = None,
@@ -249,13 +266,14 @@ class DPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.encoder = VisionTransformer(cfg.encoder)
-        patch, dim, prefix = self.encoder.patch_size, cfg.encoder.dim, self.encoder.num_prefix_tokens
+        patch, dim, has_cls = self.encoder.patch_size, cfg.encoder.dim, cfg.encoder.class_token
         if cfg.stage_taps and cfg.encoder.backbone is None:
             raise ValueError("stage_taps need a hybrid encoder (encoder.backbone set)")
+        self.levels = stage_and_block_levels(self.encoder, cfg.stage_taps, cfg.block_taps)
         n_stage = len(cfg.stage_taps)
         self.reassemble = nn.ModuleList(
             [MapReassemble(f, cfg.fusion_dim) for f in cfg.features[:n_stage]]
-            + [TokenReassemble(build_readout(cfg.readout, dim, prefix), dim, f, patch, s, cfg.fusion_dim)
+            + [TokenReassemble(build_readout(cfg.readout, dim, has_cls), dim, f, patch, s, cfg.fusion_dim)
                for f, s in zip(cfg.features[n_stage:], cfg.strides[n_stage:], strict=False)])
         last = len(cfg.features) - 1
         self.fusion = nn.ModuleList([FeatureFusionBlock(cfg.fusion_dim, i < last, cfg.fusion_batch_norm,
@@ -263,10 +281,9 @@ class DPT(nn.Module):
         default_head, default_aux = build_heads(cfg)
         self.head = head if head is not None else default_head
         self.aux_head = aux_head if aux_head is not None else default_aux
-        # DPT taps pre-norm tokens (as the paper and HF do): the encoder's final norms get no gradient, so
-        # they are
-        # frozen (kept in checkpoints for interop) and DDP does not wait for them.
-        self.encoder.norm.requires_grad_(False)
+        # DPT taps pre-norm tokens (as the paper and HF do): the encoder's final norms then get no gradient,
+        # so they are frozen (kept in checkpoints for interop) and DDP does not wait for them.
+        self.encoder.norm.requires_grad_(cfg.tap_norm)
         self.encoder.fc_norm.requires_grad_(False)
 
     def no_weight_decay(self) -> set[str]:
@@ -275,18 +292,17 @@ class DPT(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.encoder.set_grad_checkpointing(enable)
 
-    def forward_taps(self, images: Tensor) -> list[Tensor]:
-        """images (B, C, H, W) → raw taps, fine to coarse: ResNet stage maps (B, C_i, h_i, w_i) for a hybrid,
-        then block tokens (B, T, D). One encoder pass (`forward_stages_and_intermediates`) gives both."""
-        stages, tokens = self.encoder.forward_stages_and_intermediates(images, list(self.config.block_taps))
-        return [stages[i] for i in self.config.stage_taps] + tokens
+    def forward_taps(self, images: Tensor) -> FeatureMaps:
+        """images (B, C, H, W) → the taps, fine to coarse: ResNet stage maps (B, C_i, h_i, w_i) for a hybrid,
+        then block patch maps (B, D, gh, gw), each with its [CLS] readout token (B, D) or None. One encoder
+        pass."""
+        return forward_feature_maps(self.encoder, images, self.levels, norm=self.config.tap_norm)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """images (B, C, H, W) → the finest fused map (B, F, 2·H/s_0, 2·W/s_0) (H/2 × W/2 for stride 4)."""
-        p = self.encoder.patch_size
-        grid = (images.shape[-2] // p, images.shape[-1] // p)
-        maps = [r(t, grid)  # (B, F, h_i, w_i)
-                for r, t in zip(self.reassemble, self.forward_taps(images), strict=False)]
+        taps = self.forward_taps(images)
+        maps = [r(m, t)  # (B, F, h_i, w_i)
+                for r, m, t in zip(self.reassemble, taps.maps, taps.readout, strict=True)]
         x = self.fusion[-1](maps[-1], None, maps[-2].shape[-2:])
         for i in range(len(maps) - 2, -1, -1):
             size = maps[i - 1].shape[-2:] if i else (2 * maps[0].shape[-2], 2 * maps[0].shape[-1])

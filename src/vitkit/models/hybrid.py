@@ -50,7 +50,7 @@ class HybridEmbed(nn.Module):
         self.dim = dim
         self.feature_patch_size = feature_patch_size
         self.patch_size = self.backbone.stride * feature_patch_size
-        self.proj = nn.Conv2d(backbone_cfg.channels[-1], dim, kernel_size=feature_patch_size,
+        self.proj = nn.Conv2d(backbone_cfg.out_channels, dim, kernel_size=feature_patch_size,
                               stride=feature_patch_size)
         std = math.sqrt(1.0 / self.proj.weight[0].numel())  # lecun-normal over fan-in, as the conv PatchEmbed
         nn.init.trunc_normal_(self.proj.weight, std=std, a=-2 * std, b=2 * std)
@@ -61,6 +61,12 @@ class HybridEmbed(nn.Module):
         H_i = H / (4·2^i) (for R50 (3, 4, 9): strides 4, 8, 16)."""
         check_images(images, self.in_chans, self.patch_size)
         return self.backbone.forward_stages(images)
+
+    def stage_channels_and_strides(self) -> list[tuple[int, int]]:
+        """(C_i, stride s_i) of each map `forward_stages` returns: s_i = 4·2^i (the stem's 4, then ×2 a
+        stage); a stem-only trunk's one map is its stem's (stem_width, 4)."""
+        cfg = self.backbone.config
+        return [(c, 4 * 2 ** i) for i, c in enumerate(cfg.channels)] or [(cfg.stem_width, 4)]
 
     def embed_stages(self, stages: list[Tensor]) -> tuple[Tensor, tuple[int, int]]:
         """The output of `forward_stages` → tokens (B, N, D) from the last map (after the trunk's norm)."""

@@ -111,6 +111,9 @@ class MaskedAutoencoder(nn.Module):
         if not cfg.encoder.patchify_stem:
             raise ValueError("MAE masks patches, so it needs a patchify encoder; a hybrid (backbone) or "
                              "conv-stem encoder is not supported")
+        if cfg.encoder.rope is not None or cfg.encoder.distilled:
+            raise ValueError("vitkit's MAE encoder cannot use RoPE (it would need the kept patches' places) "
+                             "or a distillation token; registers and LayerScale are fine")
         self.config = cfg
         self.encoder = VisionTransformer(cfg.encoder)
         self.patch_size = self.encoder.patch_size
@@ -127,7 +130,7 @@ class MaskedAutoencoder(nn.Module):
         B, N, _ = tokens.shape
         masking = random_masking(B, N, mask_ratio, noise=noise, device=tokens.device)
         tokens = gather_tokens(tokens, masking.ids_keep)  # (B, K, D)
-        latent = self.encoder.forward_tokens(self.encoder.add_cls(tokens))  # (B, P + K, D)
+        latent = self.encoder.forward_tokens(self.encoder.add_prefix_tokens(tokens))  # (B, P + K, D)
         return latent, masking, grid
 
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor, grid: tuple[int, int]) -> Tensor:

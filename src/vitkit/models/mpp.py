@@ -168,8 +168,9 @@ class MaskedPatchPrediction(nn.Module):
         tokens, grid = self.encoder.embed(images)  # (B, N, D), no positions yet
         tokens, kind = corrupt_patches(tokens, self.mask_token, cfg.corrupt_ratio, cfg.mask_prob,
                                        cfg.random_prob, generator)
-        tokens = self.encoder.add_cls(self.encoder.add_pos_embed(tokens, grid))
-        tokens = self.encoder.forward_tokens(tokens)[:, self.encoder.num_prefix_tokens:]  # (B, N, D)
+        tokens = self.encoder.add_prefix_tokens(self.encoder.add_pos_embed(tokens, grid))
+        tokens = self.encoder.forward_tokens(tokens, grid=grid)
+        tokens = tokens[:, self.encoder.num_prefix_tokens:]  # (B, P + N, D) → (B, N, D)
         pred = self.head(tokens)  # (B, N, K)
         target = self.targets(images)
         corrupted = kind != KEEP

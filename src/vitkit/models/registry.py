@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +71,29 @@ def build_model(config: Any) -> nn.Module:
     return _TYPES[model_type_of(config)].build(config)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, features_only: bool = False, out_indices: Sequence[int] | None = None,
+                 **overrides: Any) -> nn.Module:
     """Build preset `name`, with config fields overridden by keyword (nested: ``encoder={"dim": 64}``).
+
+    With `features_only`, a ViT-family preset (plain, hybrid, DINOv2) is built without its head and wrapped
+    in a `vitkit.models.features.FeatureBackbone`: forward gives one map (B, C_i, H / s_i, W / s_i) per entry
+    of `out_indices` (block indices; a hybrid numbers its ResNet stages first, then its blocks; None: four
+    levels, DPT's taps) and `feature_info` gives each map's channels and stride.
 
     Raises:
         KeyError: unknown name (close matches listed) or unknown config field.
-        TypeError: an override of the wrong type.
+        TypeError: an override of the wrong type, or `features_only` on a model that is not a ViT.
     """
-    return build_model(get_model_config(name, **overrides))
+    if not features_only:
+        if out_indices is not None:
+            raise ValueError("out_indices needs features_only=True")
+        return build_model(get_model_config(name, **overrides))
+    from .features import FeatureBackbone  # features imports the ViT, whose module imports this registry
+
+    model = build_model(get_model_config(name, **overrides))
+    if hasattr(model, "reset_classifier") and "num_classes" not in overrides:
+        model.reset_classifier(0)  # a backbone needs no head
+    return FeatureBackbone(model, out_indices)
 
 
 def config_to_json_dict(config: Any) -> dict[str, Any]:

@@ -65,14 +65,19 @@ class ResNetV2Config:
 
     def __post_init__(self) -> None:
         self.layers, self.channels = tuple(self.layers), tuple(self.channels)
-        if not self.layers or len(self.layers) != len(self.channels):
+        if len(self.layers) != len(self.channels):
             raise ValueError(f"ResNetV2Config needs one width per stage: layers={self.layers}, "
                              f"channels={self.channels}")
 
     @property
     def stride(self) -> int:
         """Total stride of the last stage: 4 for the stem, ×2 for every stage after the first."""
-        return 4 * 2 ** (len(self.layers) - 1)
+        return 4 * 2 ** max(len(self.layers) - 1, 0)
+
+    @property
+    def out_channels(self) -> int:
+        """Width of the last map: the last stage's, or the stem's for a stem-only trunk (layers=())."""
+        return self.channels[-1] if self.channels else self.stem_width
 
 
 def make_div(value: float, divisor: int = 8) -> int:
@@ -242,14 +247,15 @@ class ResNetV2(nn.Module):
     def forward_stages(self, images: Tensor) -> list[Tensor]:
         """images (B, C, H, W) → every stage's output (B, channels[i], H / s_i, W / s_i), s_i = 4·2^i.
 
-        The last map is taken before the final "preact" norm (as HF's BitBackbone feature maps)."""
+        The last map is taken before the final "preact" norm (as HF's BitBackbone feature maps). A stem-only
+        trunk (layers=()) returns the stem's map (stride 4) as its one stage."""
         check_images(images, self.in_chans, 1)
         x = self.stem(images)
         stages = []
         for stage in self.stages:
             x = stage(x)
             stages.append(x)
-        return stages
+        return stages or [x]
 
     def forward_features(self, images: Tensor) -> Tensor:
         """images (B, C, H, W) → last map (B, channels[-1], H / stride, W / stride), after the final norm."""

@@ -39,19 +39,21 @@ def vit_forward_flops(cfg: ViTConfig, image_size: tuple[int, int] | None = None,
             stem += 2 * h * w * 9 * c_in * c_out
             c_in = c_out
     n = (h // cfg.patch_size) * (w // cfg.patch_size)
-    t = tokens if tokens is not None else n + int(cfg.class_token)
-    d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
+    t = tokens if tokens is not None else n + cfg.num_prefix_tokens
+    d, hidden = cfg.dim, cfg.mlp_width
     patch = stem + 2 * n * c_in * cfg.patch_size ** 2 * d
-    per_block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * hidden
-    pre_logits = 2 * d * cfg.representation_size if cfg.representation_size else 0
-    head = pre_logits + 2 * (cfg.representation_size or d) * cfg.num_classes
+    mlp_matrices = 3 if cfg.mlp == "swiglu" else 2  # SwiGLU: gate, up and down projections
+    per_block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + mlp_matrices * 2 * t * d * hidden
+    pooled = 2 * d if cfg.pool == "cls+avg" else d
+    pre_logits = 2 * pooled * cfg.representation_size if cfg.representation_size else 0
+    head = pre_logits + 2 * (cfg.representation_size or pooled) * cfg.num_classes * (1 + int(cfg.distilled))
     return float(patch + cfg.depth * per_block + head)
 
 
 def mae_forward_flops(cfg: MAEConfig) -> float:
     """Forward FLOPs per image of an MAE: encoder on the visible patches + [CLS], then `mae_decoder_flops`."""
     enc = cfg.encoder
-    return vit_forward_flops(enc, tokens=_mae_visible(cfg) + int(enc.class_token)) + mae_decoder_flops(cfg)
+    return vit_forward_flops(enc, tokens=_mae_visible(cfg) + enc.num_prefix_tokens) + mae_decoder_flops(cfg)
 
 
 def mae_decoder_flops(cfg: MAEConfig) -> float:
@@ -59,9 +61,10 @@ def mae_decoder_flops(cfg: MAEConfig) -> float:
     tokens, and the pixel prediction."""
     enc = cfg.encoder
     n = (enc.image_size[0] // enc.patch_size) * (enc.image_size[1] // enc.patch_size)
-    prefix = int(enc.class_token)
+    prefix = enc.num_prefix_tokens
     dec = dataclasses.replace(enc, dim=cfg.decoder_dim, depth=cfg.decoder_depth,
-                              num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0)
+                              num_heads=cfg.decoder_num_heads, mlp_ratio=cfg.decoder_mlp_ratio, num_classes=0,
+                              mlp="gelu", mlp_hidden_dim=None)
     # decoder blocks on all N + P tokens: the block term of vit_forward_flops (its depth-0 value is the rest)
     blocks = vit_forward_flops(dec, tokens=n + prefix) - vit_forward_flops(dataclasses.replace(dec, depth=0),
                                                                            tokens=n + prefix)

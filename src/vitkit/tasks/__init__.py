@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..runconfig import TrainConfig, check_loop_config
 from ..rundir import RunDir
 from . import classify, dense, finetune, linprobe, pretrain
-from .base import TaskParts
+from .base import TaskParts, write_checkpoint_cards
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         if trainer.interrupted or not trainer.dist.is_main:
             return summary
         summary.update(task.summarise(parts, trainer, val))  # rank 0 alone: nothing collective from here
+        write_checkpoint_cards(parts, trainer, val)
         run_dir.write_summary(summary)
         if parts.cfg.report:
             write_figures(run_dir, summary)

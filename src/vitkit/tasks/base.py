@@ -21,18 +21,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import config_to_dict, replace_config
+from ..config import config_to_dict, flatten_config, replace_config
 from ..data import DataSplits, InMemoryImages, build_datasets, split_indices
 from ..data.datasets import resolve_data
 from ..engine.metrics import classification_summary
 from ..engine.trainer import BatchTransform, Trainer
 from ..errors import UsageError, require
 from ..infer.images import FlipTTA, predict_logits
+from ..model_card import METRIC_NAMES, ModelCard, write_model_card
 from ..models import ViTConfig
 from ..models.summary import vit_forward_flops
 from ..runconfig import TrainConfig
 
 log = logging.getLogger(__name__)
+
+# the settings a model card lists as the recipe (those present and set)
+RECIPE_KEYS = ("model", "task.kind", "task.method", "task.mask_ratio", "task.pool", "task.label_fraction",
+               "epochs", "batch_size", "optim.lr", "optim.weight_decay", "optim.warmup_epochs",
+               "optim.layer_decay", "optim.ema_decay", "augment.crop_scale", "augment.hflip",
+               "augment.auto_augment", "augment.mixup_alpha", "augment.cutmix_alpha",
+               "augment.label_smoothing", "data.image_size", "seed")
 
 
 @dataclass
@@ -139,3 +147,29 @@ def set_cpu_threads(threads: int | None, model_cfg: Any) -> None:
 def replace_task(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     """`cfg` with fields of its task section changed."""
     return dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, **changes))
+
+
+def run_card(cfg: TrainConfig, metrics: dict[str, Any], note: str) -> ModelCard:
+    """The model card facts of a run: its data (a folder by name: no local paths), recipe, and the held-out
+    `metrics` (those with a known name; an EMA's ``ema_`` prefix dropped) for the weights `note` names."""
+    data = cfg.data.path or "builtin"
+    dataset = data if data.startswith("builtin:") or "://" in data else data.rstrip("/").rpartition("/")[2]
+    flat = flatten_config(config_to_dict(cfg))
+    recipe = {k: flat[k] for k in RECIPE_KEYS if flat.get(k) not in (None, "", [], ())}
+    figures = {k.removeprefix("ema_"): float(v) for k, v in metrics.items()
+               if k.removeprefix("ema_") in METRIC_NAMES and isinstance(v, (int, float))}
+    init = getattr(cfg.task, "init", None) or getattr(cfg.task, "init_encoder", None)
+    return ModelCard(dataset=dataset, metrics=figures, metrics_note=note if figures else "", recipe=recipe,
+                     base_model=init)
+
+
+def write_checkpoint_cards(parts: TaskParts, trainer: Trainer, val: dict[str, Any]) -> None:
+    """Model cards with the run's facts in RUN/checkpoints/last (the last evaluation) and best (its score)."""
+    params = sum(p.numel() for p in parts.model.parameters())
+    config = parts.model.config
+    best = {trainer.select: trainer.best} if trainer.best is not None else {}
+    for name, metrics, note in (("last", val, f"held-out, epoch {trainer.epoch}"),
+                                ("best", best, f"held-out, best epoch {trainer.best_epoch}")):
+        folder = trainer.run.checkpoint(name)
+        if (folder / "config.json").is_file():
+            write_model_card(folder, config, params, run_card(parts.cfg, metrics, note))

@@ -23,11 +23,11 @@ from ..engine.trainer import Trainer
 from ..errors import UsageError, require
 from ..infer.dense import as_disparity, colorize_depth, colorize_labels
 from ..models import build_model, get_model_config
-from ..models.dpt import DPT, dpt_from_encoder
+from ..models.dpt import DPT, DPTConfig, dpt_from_encoder
 from ..objectives.depth import DepthObjective
 from ..objectives.segmentation import SegmentationObjective, evaluate_segmentation
 from ..runconfig import TrainConfig
-from ..rundir import resolve_model_path
+from ..rundir import model_reference
 from ..viz.colormap import image_grid, save_png, upscale
 from ..weights import load_pretrained
 from .base import TaskParts, replace_task, set_cpu_threads
@@ -40,13 +40,13 @@ def resolve_model(cfg: TrainConfig) -> TrainConfig:
     ``task.init_encoder`` as an absolute path; a model that is not a DPT is refused."""
     task = cfg.task
     if task.init_encoder:
-        path = resolve_model_path(task.init_encoder).resolve()
-        return replace_config(replace_task(cfg, init_encoder=str(path)), {"model": None})
+        init = model_reference(task.init_encoder)
+        return replace_config(replace_task(cfg, init_encoder=init), {"model": None})
     if cfg.model in (None, TrainConfig().model):
         return replace_config(cfg, {"model": DEFAULT_MODELS[task.kind]})
-    if not hasattr(get_model_config(cfg.model), "encoder") or not cfg.model.startswith("dpt"):
+    if not isinstance(get_model_config(cfg.model), DPTConfig):
         raise UsageError(f"--model {cfg.model!r} is not a DPT preset; "
-                         "choose one of vitkit.list_models('dpt_*'), "
+                         "choose one of vitkit.list_models('dpt_*') or list_models('depth_anything_*'), "
                          "or set task.init_encoder to start a DPT from a ViT or MAE encoder")
     return cfg
 
@@ -108,6 +108,10 @@ def build(cfg: TrainConfig) -> TaskParts:
         labels = train.tensors["labels"]
         num_classes = len(classes) or int(labels[labels != task.ignore_index].max()) + 1
     model = build_model_for(cfg, encoder, num_classes, size)
+    patch = model.encoder.patch_size
+    setting = "task.scene_size" if cfg.data.path is None and not cfg.data.image_size else "data.image_size"
+    require(size % patch == 0, f"image size {size} is not a multiple of the model's patch ({patch}): set "
+            f"{setting} to a multiple of {patch}")
     set_cpu_threads(cfg.threads, model.config.encoder)
     if task.kind == "segment":
         model.config.encoder.preprocess.label_names = tuple(classes)

@@ -18,7 +18,7 @@ from ..models import build_model, get_model_config
 from ..models.vit import VisionTransformer
 from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
-from ..rundir import resolve_model_path
+from ..rundir import model_reference
 from ..weights import load_pretrained
 from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, replace_task, set_cpu_threads
 
@@ -36,17 +36,18 @@ def load_encoder(checkpoint: str | Path, allow_pickle: tuple[str, ...] = ()) -> 
 
 
 def resolve_encoder(cfg: TrainConfig) -> tuple[TrainConfig, VisionTransformer]:
-    """(cfg recording exactly which encoder was used, the encoder): ``task.init`` as an absolute model path
-    and ``model`` None, or with no init a fresh ``model`` (+ ``model_args``), the from-scratch baseline."""
+    """(cfg recording exactly which encoder was used, the encoder): ``task.init`` as an absolute model path (a
+    hub name pinned to its commit) and ``model`` None, or with no init a fresh ``model`` (+ ``model_args``),
+    the from-scratch baseline."""
     task = cfg.task
     require(0.0 < task.label_fraction <= 1.0, f"label_fraction must be in (0, 1], got {task.label_fraction}")
     if task.init is None:
         require(cfg.model is not None, "training from scratch needs a model preset: give --model NAME")
         encoder = build_model(get_model_config(cfg.model, **{**cfg.model_args, "num_classes": 0}))
         return cfg, encoder
-    path = resolve_model_path(task.init).resolve()
-    encoder = load_encoder(path, tuple(task.allow_pickle))
-    return replace_config(replace_task(cfg, init=str(path)), {"model": None}), encoder
+    init = model_reference(task.init)
+    encoder = load_encoder(init, tuple(task.allow_pickle))
+    return replace_config(replace_task(cfg, init=init), {"model": None}), encoder
 
 
 def classifier_from_encoder(encoder: VisionTransformer, num_classes: int, pool: str = "avg",

@@ -21,7 +21,7 @@ from ..models.probe import LinearProbe, LinearProbeConfig
 from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
 from ..weights import load_pretrained, save_pretrained
-from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, set_cpu_threads
+from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, run_card, set_cpu_threads
 from .finetune import resolve_encoder
 
 
@@ -89,6 +89,9 @@ def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict
     as ``--checkpoint`` resolves to."""
     best = trainer.run.checkpoint("best")
     probe = load_pretrained(best) if trainer.best is not None else trainer.export_model()
-    path = save_pretrained(probe.to_classifier(), trainer.run.export("classifier"))
+    best_score = {trainer.select: trainer.best}
+    card = (run_card(parts.cfg, best_score, f"held-out, best epoch {trainer.best_epoch}")
+            if trainer.best is not None else run_card(parts.cfg, val, f"held-out, epoch {trainer.epoch}"))
+    path = save_pretrained(probe.to_classifier(), trainer.run.export("classifier"), card=card)
     return {**parts.info, **held_out_summary(parts, trainer), "classifier": str(path),
             "classifier_from": str(best if trainer.best is not None else trainer.run.checkpoint("last"))}

@@ -24,7 +24,7 @@ from ..objectives.mae import MAEObjective
 from ..objectives.mpp import MPPObjective
 from ..runconfig import TrainConfig, default_augment
 from ..weights import save_pretrained
-from .base import TaskParts, replace_task, set_cpu_threads
+from .base import TaskParts, replace_task, run_card, set_cpu_threads
 
 METHODS = {"mae": MAEConfig, "mpp": MPPConfig}
 
@@ -71,5 +71,6 @@ def build(cfg: TrainConfig) -> TaskParts:
 
 def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
     """The held-out loss, and the encoder exported to RUN/encoder."""
-    path = save_pretrained(trainer.export_model().export_encoder(), trainer.run.export("encoder"))
+    card = run_card(parts.cfg, val, f"{parts.cfg.task.method.upper()} loss, held-out, epoch {trainer.epoch}")
+    path = save_pretrained(trainer.export_model().export_encoder(), trainer.run.export("encoder"), card=card)
     return {"method": parts.cfg.task.method, "encoder": str(path)}

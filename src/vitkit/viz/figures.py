@@ -156,7 +156,8 @@ def write_figure7(model: nn.Module, out_dir: str | Path, images: Tensor | None =
 
     Returns:
         name → path of the panels written (the filter panel is skipped, with a log line, for a hybrid, whose
-        patch embedder is a ResNet rather than one linear filter bank).
+        patch embedder is a ResNet rather than one linear filter bank; the similarity panel for a RoPE
+        encoder, which has no position embeddings).
     """
     encoder = vision_encoder(model)
     out_dir = Path(out_dir)
@@ -168,10 +169,13 @@ def write_figure7(model: nn.Module, out_dir: str | Path, images: Tensor | None =
         log.warning("embedding filters skipped: %s has no linear patch projection",
                     type(encoder.patch_embed).__name__)
     pos = encoder.pos_embed
-    kind = "learned" if encoder.config.pos_embed == "learn" else "fixed sin-cos"
-    written["position_similarity"] = plot_position_similarity(
-        pos(pos.grid).detach().cpu(), pos.grid, out_dir / "position_similarity.png",
-        f"Position embedding similarity\n({kind}, {pos.grid[0]}×{pos.grid[1]} patches)")
+    if pos is None:
+        log.warning("position similarity skipped: the encoder adds no position embeddings (RoPE)")
+    else:
+        kind = "learned" if encoder.config.pos_embed == "learn" else "fixed sin-cos"
+        written["position_similarity"] = plot_position_similarity(
+            pos(pos.grid).detach().cpu(), pos.grid, out_dir / "position_similarity.png",
+            f"Position embedding similarity\n({kind}, {pos.grid[0]}×{pos.grid[1]} patches)")
     if images is None:
         h, w = encoder.config.image_size
         generator = torch.Generator().manual_seed(0)

@@ -1,0 +1,64 @@
+"""The model a server serves: one pipeline per endpoint the checkpoint's kind answers, all sharing one
+model, and the facts the page shows about it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import config_to_dict
+from ..engine.distributed import resolve_device
+from ..errors import UsageError
+from ..infer.images import describe_model, load_model_for, model_kind
+from ..infer.preprocess import vision_encoder
+from .endpoints import ENDPOINTS, ENDPOINTS_BY_KIND
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """The model behind the server: one pipeline per endpoint it answers (all sharing one model), what
+    ``GET /v1/model`` shows, and the encoder's (depth, heads) for checking attention options."""
+
+    pipelines: dict[str, Callable[..., Any]]
+    info: dict[str, Any]
+    encoder_shape: tuple[int, int] | None = None
+    what: str = "a model"
+
+
+def load_service(checkpoint: str | Path, device: str = "auto", dtype: str | None = None) -> Service:
+    """Load the checkpoint's model once and build a pipeline on it for every endpoint its kind answers
+    (`endpoints.ENDPOINTS_BY_KIND`).
+
+    Raises:
+        UsageError: the checkpoint holds a model the server cannot show (the message says what it is).
+    """
+    from ..infer.pipeline import pipeline
+
+    model, path = load_model_for(checkpoint, tuple(ENDPOINTS_BY_KIND), "a model vitkit serve can show",
+                                 resolve_device(device))
+    pipelines = {}
+    for name in ENDPOINTS_BY_KIND[model_kind(model)]:
+        try:
+            pipelines[name] = pipeline(ENDPOINTS[name].task, model, device=device, dtype=dtype, path=path)
+        except UsageError as e:  # this model cannot do the task after all
+            log.info("no /v1/%s: %s", name, e)
+    if not pipelines:
+        raise UsageError(f"{checkpoint} holds {describe_model(model)[0]}, for which the server has no "
+                         "endpoint; serve a classifier, an MAE or a DPT")
+    return service_of(pipelines)
+
+
+def service_of(pipelines: dict[str, Any]) -> Service:
+    """A `Service` over pipelines that share one model: ``GET /v1/model`` shows the first one's
+    `describe()` and the encoder's depth and heads."""
+    first = next(iter(pipelines.values()))
+    encoder = vision_encoder(first.model)
+    depth, heads = len(encoder.blocks), encoder.config.num_heads
+    info = {**first.describe(), "config": config_to_dict(first.model.config),
+            "encoder": {"depth": depth, "num_heads": heads}}
+    return Service(pipelines, info, (depth, heads), info.get("what", "a model"))
