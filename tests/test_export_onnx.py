@@ -30,7 +30,7 @@ from vitkit.models.dpt import DPT, DPTConfig  # noqa: E402
 from vitkit.models.mae import MAEConfig, MaskedAutoencoder  # noqa: E402
 from vitkit.models.registry import build_model, config_from_json_dict  # noqa: E402
 from vitkit.models.resnetv2 import ResNetV2Config  # noqa: E402
-from vitkit.models.vit import ViTConfig  # noqa: E402
+from vitkit.models.vit import RopeConfig, ViTConfig  # noqa: E402
 
 TOL = 1e-4
 PRE = PreprocessConfig(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), crop_pct=0.875,
@@ -66,6 +66,9 @@ def _model(kind: str) -> torch.nn.Module:
         "mae": lambda: MaskedAutoencoder(MAEConfig(encoder=ViTConfig(**TINY, num_classes=0,
                                                                      pos_embed="sincos"),
                                                    decoder_dim=16, decoder_depth=1, decoder_num_heads=2)),
+        "registers": lambda: build_model(ViTConfig(**TINY, num_classes=4, num_register_tokens=2,
+                                                   layer_scale_init=0.1, qk_norm=True)),
+        "rope": lambda: build_model(ViTConfig(**TINY, num_classes=4, pos_embed="none", rope=RopeConfig())),
         "depth": lambda: DPT(DPTConfig(**dpt)),
         "segment": lambda: DPT(DPTConfig(**dpt, task="segment", num_classes=3)),
     }
@@ -105,6 +108,8 @@ def exported(tmp_path_factory):
     ("vit", False), ("vit", True), ("hybrid", False), ("mae", True), ("depth", False), ("segment", False),
     pytest.param("depth", True, marks=pytest.mark.slow),
     pytest.param("segment", True, marks=pytest.mark.slow),
+    pytest.param("registers", True, marks=pytest.mark.slow),  # + LayerScale and QK-norm
+    pytest.param("rope", True, marks=pytest.mark.slow),  # rotary positions computed in the graph
 ])
 def test_onnxruntime_matches_torch(exported, kind, dynamic):
     model, path = exported(kind, dynamic)
