@@ -14,7 +14,10 @@ Method:
   rounds (`vitkit.bench.run_candidates`); each round closes with a bf16 and an fp32 square matmul, so the
   host's matmul peaks are measured under the same load. Throughput is the median round.
 * Batch-1 latency: --latency-calls warm calls per batch-1 candidate, interleaved call by call; p50 and p99.
-* Ratios: each vitkit candidate's img/s over the best peer's (HF or onnxruntime) at the same model and batch.
+* Ratios: each candidate's img/s over the best peer's (HF or onnxruntime; also over the best fp32 peer) at the
+  same model and batch.
+* Compile time = first call − median call. Inductor caches compiled graphs on disk, so a second run reports
+  less; set TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 to time a cold compile.
 * Agreement: every candidate's logits on --images real photos (the CIFAR-10 training JPEGs from
   ../shared/data, decoded and preprocessed as `vitkit predict` does, upsampled to 224) against vitkit fp32:
   top-1 agreement and max |logit difference|. The encoder weights are random (speed does not depend on
@@ -195,17 +198,21 @@ PEERS = ("hf-", "ort")
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """vs_best_peer: img/s over the fastest peer (HF or onnxruntime, int8 included) at the same model and
+    batch; vs_best_fp32_peer: over the fastest fp32 peer (the same numerics)."""
     for row in rows:
         peers = [r for r in rows if r["impl"].startswith(PEERS) and (r["model"], r["batch"]) ==
                  (row["model"], row["batch"])]
-        best = max(peers, key=lambda r: r["img_s"], default=None)
-        row["best_peer"] = best["impl"] if best else None
-        row["vs_best_peer"] = round(row["img_s"] / best["img_s"], 3) if best else None
+        fp32 = [r for r in peers if r["precision"] == "fp32"]
+        for key, group in (("best_peer", peers), ("best_fp32_peer", fp32)):
+            best = max(group, key=lambda r: r["img_s"], default=None)
+            row[key] = best["impl"] if best else None
+            row[f"vs_{key}"] = round(row["img_s"] / best["img_s"], 3) if best else None
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     cols = ["model", "impl", "precision", "batch", "img_s", "p50_ms", "p99_ms", "compile_s", "vs_best_peer",
-            "top1_agree", "max_logit_diff"]
+            "vs_best_fp32_peer", "top1_agree", "max_logit_diff"]
     table = [cols] + [["-" if r.get(c) is None else str(r[c]) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     for line in table:
