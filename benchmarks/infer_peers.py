@@ -242,7 +242,7 @@ def bound_targets(rows: list[dict[str, Any]], goal: float) -> list[dict[str, Any
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["vit_small_patch16_224", "vit_base_patch16_224"])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
@@ -262,34 +262,30 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.rounds, args.warmup, args.latency_calls, args.images = 3, 1, 20, min(args.images, 64)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not args.tarball.exists():
-        sys.exit(f"{args.tarball} not found (the CIFAR-10 JPEGs for the agreement check); pass --tarball")
-    rows, accuracy = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        candidates, checks = [], []
-        for name in args.models:
-            torch.manual_seed(0)
-            model = build_model(get_model_config(name, num_classes=10)).eval()
-            images, labels = cifar_images(args.tarball, args.images, model)
-            accuracy[name] = fit_head(model, images, labels)
-            peaks = measured_peaks(model.config.dim)
-            t0 = time.perf_counter()
-            runners = build_runners(name, model, args, Path(tmp), peaks)
-            print(f"{name}: built {len(runners)} candidates in {time.perf_counter() - t0:.0f}s; fitted head "
-                  f"top-1 {accuracy[name]:.1%} on {len(images) // 2} held-out CIFAR images "
-                  "(random encoder)", flush=True)
-            checks.append((name, runners, images))
-            candidates += [c for b in args.batch_sizes
-                           for c in candidates_for(name, runners, model.config, b)]
-        rows = run_candidates(candidates, args.rounds, args.warmup, "cpu")  # warm-up first: compile times
-        lat = latencies([c for c in candidates if c.batch == 1], args.latency_calls)
-        timed = {(r["model"], r["impl"]) for r in rows}  # a candidate that failed to compile was dropped
-        agree = {name: agreement({k: v for k, v in runners.items() if (name, k) in timed}, images,
-                                 max(args.batch_sizes))
-                 for name, runners, images in checks}
+    return args
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Build every candidate, time them in one interleaved run, then measure latency and agreement."""
+    candidates, checks, accuracy = [], [], {}
+    for name in args.models:
+        torch.manual_seed(0)
+        model = build_model(get_model_config(name, num_classes=10)).eval()
+        images, labels = cifar_images(args.tarball, args.images, model)
+        accuracy[name] = fit_head(model, images, labels)
+        t0 = time.perf_counter()
+        runners = build_runners(name, model, args, tmp, measured_peaks(model.config.dim))
+        print(f"{name}: built {len(runners)} candidates in {time.perf_counter() - t0:.0f}s; fitted head "
+              f"top-1 {accuracy[name]:.1%} on {len(images) // 2} held-out CIFAR images (random encoder)",
+              flush=True)
+        checks.append((name, runners, images))
+        candidates += [c for b in args.batch_sizes for c in candidates_for(name, runners, model.config, b)]
+    rows = run_candidates(candidates, args.rounds, args.warmup, "cpu")  # warm-up first: compile times
+    lat = latencies([c for c in candidates if c.batch == 1], args.latency_calls)
+    timed = {(r["model"], r["impl"]) for r in rows}  # a candidate that failed to compile was dropped
+    agree = {name: agreement({k: v for k, v in runners.items() if (name, k) in timed}, images,
+                             max(args.batch_sizes))
+             for name, runners, images in checks}
     for row in rows:
         p50, p99 = lat.get((row["model"], row["impl"]), (None, None)) if row["batch"] == 1 else (None, None)
         row["p50_ms"], row["p99_ms"] = (None, None) if p50 is None else (round(p50, 2), round(p99, 2))
@@ -298,6 +294,18 @@ def main() -> None:
         if row["precision"] == "int8":  # no int8 matmul peak is measured: a share of the bf16 one would lie
             row["frac_peak"] = row["frac_peak_best"] = None
     add_ratios(rows)
+    return rows, accuracy
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.tarball.exists():
+        sys.exit(f"{args.tarball} not found (the CIFAR-10 JPEGs for the agreement check); pass --tarball")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, _ = measure(args, Path(tmp))
     for row in rows:
         print(json.dumps(row))
     print_table(rows)

@@ -11,8 +11,8 @@ The graph comes from the dynamo exporter (``torch.onnx.export(..., dynamo=True)`
 The batch is always dynamic; ``dynamic=True`` makes height and width dynamic too (multiples of the patch),
 and then the position-embedding resampling is in the graph (an ONNX Resize). The TorchScript exporter
 (``dynamo=False``) is not used: it traces the patch grid as constants, so a dynamic-size graph from it fails
-on any other size. A dynamic export of a hybrid is slow (about 2–3 minutes for a 2-stage trunk on 2 busy CPU
-cores, against seconds for a static one): the exporter reasons symbolically about every TF-SAME padded
+on any other size. A dynamic export of a hybrid is slower (about 40 s for a tiny 2-stage trunk on one CPU
+core, against seconds for a static one): the exporter reasons symbolically about every TF-SAME padded
 convolution of the ResNet trunk.
 
 Metadata (ONNX ``metadata_props``, strings; see `METADATA_KEYS`): ``vitkit.preprocess`` (the encoder config's
