@@ -56,8 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("predict", help="top-k labels with probabilities for images",
-                       description="Classify image files with a trained classifier.")
-    add_checkpoint_argument(p, "the classifier")
+                       description="Classify image files with a trained classifier, or with an ONNX file "
+                                   "`vitkit export` wrote (run by onnxruntime alone).")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help=f"the classifier: {ACCEPTED}; {RUN_PICKS}")
+    source.add_argument("--onnx", metavar="MODEL.onnx",
+                        help="an exported classifier (`vitkit export CKPT --format onnx`); preprocessing "
+                             "and labels come from its metadata")
     add_images_argument(p)
     p.add_argument("--top-k", type=int, default=5, help="labels to show per image (≥ 1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
@@ -85,9 +90,16 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from ..infer.images import load_classifier, predict_images
 
-    classifier = load_classifier(args.checkpoint, args.device)
-    print(f"checkpoint {classifier.describe()}", file=sys.stderr)
-    rows = predict_images(classifier, args.images, top_k=args.top_k)
+    if args.onnx:
+        from ..infer.onnx import OnnxClassifier
+
+        onnx_classifier = OnnxClassifier(args.onnx, args.device)
+        print(f"onnx model {onnx_classifier.describe()}", file=sys.stderr)
+        rows = onnx_classifier.predict(args.images, top_k=args.top_k)
+    else:
+        classifier = load_classifier(args.checkpoint, args.device)
+        print(f"checkpoint {classifier.describe()}", file=sys.stderr)
+        rows = predict_images(classifier, args.images, top_k=args.top_k)
     if args.json:
         return print_outputs(rows, json.dumps)
     return print_outputs(rows, lambda r: r["image"] + ":  " + "  ".join(f"{t['label']} {t['prob']:.3f}"

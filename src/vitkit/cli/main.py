@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "vitkit.cli.dense",
     "vitkit.cli.ssl",
     "vitkit.cli.bench",
+    "vitkit.cli.export",
     "vitkit.cli.serve",
     "vitkit.cli.shards",
 ]

@@ -36,9 +36,10 @@ def resample_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[i
     """Resample patch position embeddings (1, N_old, D) on a 2-D grid to (1, N_new, D).
 
     `mode` is any `F.interpolate` mode for 4-D input ("bicubic", "bilinear", "nearest", "area");
-    align_corners is False, as in HF transformers and timm.
+    align_corners is False, as in HF transformers and timm. A grid traced as symbolic sizes (ONNX or
+    torch.export with dynamic height and width) always resamples, so the graph holds the resize for any size.
     """
-    if tuple(old_grid) == tuple(new_grid):
+    if _is_static(new_grid) and tuple(old_grid) == tuple(new_grid):
         return pos
     if pos.shape[1] != old_grid[0] * old_grid[1]:
         raise ValueError(f"{pos.shape[1]} position embeddings do not form a {old_grid[0]}×{old_grid[1]} grid")
@@ -47,6 +48,11 @@ def resample_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[i
     kwargs = {} if mode in ("nearest", "area") else {"align_corners": False, "antialias": antialias}
     grid = F.interpolate(grid.float(), size=tuple(new_grid), mode=mode, **kwargs).to(pos.dtype)
     return grid.permute(0, 2, 3, 1).reshape(1, -1, dim)  # (1, D, gh', gw') → (1, N', D)
+
+
+def _is_static(grid: tuple[int, int]) -> bool:
+    """True for a grid of plain ints; False when traced with symbolic sizes (`torch.SymInt`)."""
+    return not any(isinstance(side, torch.SymInt) for side in grid)
 
 
 class LearnedPosEmbed(nn.Module):
@@ -76,6 +82,6 @@ class SinCosPosEmbed(nn.Module):
         self.register_buffer("weight", sincos_pos_embed_2d(dim, self.grid)[None], persistent=False)
 
     def forward(self, grid: tuple[int, int]) -> Tensor:
-        if tuple(grid) == self.grid:
+        if _is_static(grid) and tuple(grid) == self.grid:
             return self.weight
         return sincos_pos_embed_2d(self.dim, tuple(grid))[None].to(self.weight)

@@ -13,7 +13,6 @@ Padding comes in two flavours, named after what they do:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch.nn.functional as F
@@ -23,8 +22,12 @@ Padding = Literal["same", "symmetric"]
 
 
 def same_padding(size: int, kernel_size: int, stride: int, dilation: int = 1) -> int:
-    """Total TF-SAME padding along one side of length `size` (output side ceil(size / stride))."""
-    return max((math.ceil(size / stride) - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
+    """Total TF-SAME padding along one side of length `size` (output side ceil(size / stride)).
+
+    Integer arithmetic (ceil as a negated floor division): a symbolic `size` (ONNX export with dynamic height
+    and width) stays an integer expression, which halves the time the exporter spends on a hybrid's trunk.
+    """
+    return max((-(-size // stride) - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
 
 
 def pad_same(x: Tensor, kernel_size: int, stride: int, dilation: int = 1, value: float = 0.0) -> Tensor:
