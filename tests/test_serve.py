@@ -89,7 +89,8 @@ def test_classify_on_onnx_equals_the_onnx_pipeline(classifier):
     assert info["engines"] == {"classify": "onnx", "attention": "torch"}
     got = body["predictions"]
     for engine, tol in (("onnx", 1e-6), ("torch", 1e-4)):
-        want = vitkit.pipeline("image-classification", classifier, device="cpu", engine=engine)(image, top_k=3)
+        pipe = vitkit.pipeline("image-classification", classifier, device="cpu", engine=engine)
+        want = pipe(image, top_k=3)
         assert [p["index"] for p in got] == [r["index"] for r in want]
         np.testing.assert_allclose([p["score"] for p in got], [r["score"] for r in want], rtol=0, atol=tol)
 

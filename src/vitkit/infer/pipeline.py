@@ -130,7 +130,8 @@ class Pipeline:
                 "checkpoint": None if self.path is None else str(self.path),
                 "parameters": sum(p.numel() for p in self.model.parameters()),
                 "image_size": list(self.preprocess.image_size), "patch_size": encoder.patch_size,
-                "device": str(self.device), "engine": self.engine, "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device), "engine": self.engine,
+                "dtype": str(self.dtype).removeprefix("torch."),
                 "batch_size": self.batch_size, "labels": self.labels(),
                 "preprocessing": self.preprocess.to_dict(), "options": dict(self.options)}
 

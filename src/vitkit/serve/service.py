@@ -1,6 +1,7 @@
 """The model a server serves: one pipeline per endpoint the checkpoint's kind answers, all sharing one
-model, and the facts the page shows about it. The classify endpoint can run on onnxruntime (`classify_engine`);
-the others need what only torch gives (attention weights, masking, dense heads) and run on torch."""
+model, and the facts the page shows about it. The classify endpoint can run on onnxruntime
+(`classify_engine`); the others need what only torch gives (attention weights, masking, dense heads) and run
+on torch."""
 
 from __future__ import annotations
 
