@@ -284,6 +284,8 @@ def test_onnx_engine_refusals(saved, monkeypatch):
     assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="image-classification only"):
         vitkit.pipeline("attention", path, device="cpu", engine="onnx")
+    with pytest.raises(UsageError, match="OnnxClassifier"):
+        vitkit.pipeline("image-classification", path.parent / "model.onnx", device="cpu")
     with pytest.raises(UsageError, match="engine 'tf'"):
         vitkit.pipeline("image-classification", path, device="cpu", engine="tf")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed

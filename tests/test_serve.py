@@ -23,6 +23,7 @@ from live_server import live_server, raw_request  # noqa: E402
 import vitkit  # noqa: E402
 from vitkit.cli.main import main  # noqa: E402
 from vitkit.config import PreprocessConfig  # noqa: E402
+from vitkit.errors import UsageError  # noqa: E402
 from vitkit.models import VisionTransformer, ViTConfig  # noqa: E402
 from vitkit.serve import ServeConfig, Service, create_app, load_service  # noqa: E402
 
@@ -93,6 +94,17 @@ def test_classify_on_onnx_equals_the_onnx_pipeline(classifier):
         want = pipe(image, top_k=3)
         assert [p["index"] for p in got] == [r["index"] for r in want]
         np.testing.assert_allclose([p["score"] for p in got], [r["score"] for r in want], rtol=0, atol=tol)
+
+
+def test_onnx_engine_mistakes_are_refused(classifier, monkeypatch):
+    import sys
+
+    with pytest.raises(UsageError, match="float32 only"):
+        load_service(classifier, device="cpu", dtype="bfloat16", engine="onnx")
+    assert load_service(classifier, device="cpu", dtype="bfloat16").info["engines"]["classify"] == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: refused, not left out
+    with pytest.raises(UsageError, match=r"pip install 'vitkit\[onnx\]'"):
+        load_service(classifier, device="cpu", engine="onnx")
 
 
 def test_model_and_health(service):

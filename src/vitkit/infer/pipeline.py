@@ -222,5 +222,7 @@ def pipeline(task: str, checkpoint: str | Path | nn.Module, *, device: str | tor
         kwargs["engine"] = engine
     if isinstance(checkpoint, nn.Module):
         return cls(checkpoint, **kwargs)
+    require(Path(checkpoint).suffix != ".onnx", f"{checkpoint} is an ONNX file: run it with "
+            "vitkit.infer.onnx.OnnxClassifier (the same results); engine='onnx' takes the checkpoint")
     return cls.from_checkpoint(checkpoint, **kwargs)
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..config import config_to_dict
 from ..engine.distributed import resolve_device
 from ..errors import UsageError, require
+from ..export.onnx import require_onnx_packages
 from ..infer.images import describe_model, load_model_for, model_kind
 from ..infer.preprocess import vision_encoder
 from .endpoints import ENDPOINTS, ENDPOINTS_BY_KIND
@@ -39,8 +40,17 @@ ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 def classify_engine(engine: str, device: str, dtype: str | None) -> str:
     """The engine of the classify endpoint: `engine`, or for auto onnx when the onnx packages are installed
-    and the model runs in float32 on the CPU (where onnxruntime is the faster), else torch."""
+    and the model runs in float32 on the CPU (where onnxruntime is the faster), else torch.
+
+    Raises:
+        UsageError: onnx asked without the onnx packages or with a dtype other than float32 (checked here:
+            `load_service` leaves out an endpoint whose pipeline refuses the model, which is not the case).
+    """
     require(engine in ENGINE_CHOICES, f"engine {engine!r} is not one of {', '.join(ENGINE_CHOICES)}")
+    if engine == "onnx":
+        require(dtype in (None, "float32"), f"--engine onnx runs float32 only, not {dtype}; "
+                "use --engine torch")
+        require_onnx_packages(*ONNX_PACKAGES)
     if engine != "auto":
         return engine
     installed = all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
