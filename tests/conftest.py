@@ -1,5 +1,5 @@
 """Shared test setup: slow tests run only with --runslow or VITKIT_SLOW=1; a fixed seed; torch's process-wide
-settings restored after every test."""
+settings restored after every test; vitkit's cache (ONNX exports) in a temporary folder, not the user's."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _vitkit_cache(tmp_path_factory):
+    """``VITKIT_CACHE`` in a temporary folder for the whole session (module fixtures export into it too)."""
+    before = os.environ.get("VITKIT_CACHE")
+    os.environ["VITKIT_CACHE"] = str(tmp_path_factory.mktemp("vitkit_cache"))
+    yield
+    if before is None:
+        os.environ.pop("VITKIT_CACHE", None)
+    else:
+        os.environ["VITKIT_CACHE"] = before
 
 
 @pytest.fixture(autouse=True)

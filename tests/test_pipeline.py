@@ -240,3 +240,55 @@ def test_a_one_channel_model_reads_colour_images(rgb):
     torch.testing.assert_close(pre(rgb), pre(grey))  # Pillow's RGB → L, whatever the input kind
     result = vitkit.pipeline("attention", model, device="cpu")(rgb)
     assert result["overlay"].shape == (*rgb.shape[:2], 3)
+
+
+def test_onnx_engine_agrees_with_torch_and_reuses_its_export(saved, rgb, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vitkit.export import onnx as export
+
+    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
+    _, path = saved
+    images = [rgb, rgb[::-1], rgb[:, ::-1], rgb[:10]]
+    want = vitkit.pipeline("image-classification", path, device="cpu", top_k=3)(images)
+    pipe = vitkit.pipeline("image-classification", path, device="cpu", top_k=3, engine="onnx", batch_size=3)
+    got = pipe(images)
+    assert len({r[0]["index"] for r in want}) > 1  # the head tells these images apart
+    for a, b in zip(got, want, strict=True):
+        assert [t["label"] for t in a] == [t["label"] for t in b]
+        np.testing.assert_allclose([t["score"] for t in a], [t["score"] for t in b], rtol=0, atol=1e-4)
+    assert pipe.describe()["engine"] == "onnx" and pipe.describe()["labels"] == ["cat", "dog", "fox"]
+    files = list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))
+    assert len(files) == 1 and [p.name for p in files[0].parent.parent.iterdir()] == [files[0].parent.name]
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr("vitkit.infer.onnx.export_onnx", no_export)
+    again = vitkit.pipeline("image-classification", path, device="cpu", top_k=3, engine="onnx")(images)
+    assert again == got  # the cached file, same numbers
+    other = vitkit.load_pretrained(path)
+    with torch.no_grad():
+        other.head.bias.add_(1.0)  # the same config with other weights: another file
+    monkeypatch.setattr("vitkit.infer.onnx.export_onnx", export.export_onnx)
+    vitkit.pipeline("image-classification", other, device="cpu", engine="onnx")
+    assert len(list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))) == 2
+
+
+def test_onnx_engine_refusals(saved, monkeypatch):
+    import sys
+
+    _, path = saved
+    with pytest.raises(UsageError, match="float32 only") as info:
+        vitkit.pipeline("image-classification", path, device="cpu", dtype="bfloat16", engine="onnx")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="image-classification only"):
+        vitkit.pipeline("attention", path, device="cpu", engine="onnx")
+    with pytest.raises(UsageError, match="OnnxClassifier"):
+        vitkit.pipeline("image-classification", path.parent / "model.onnx", device="cpu")
+    with pytest.raises(UsageError, match="engine 'tf'"):
+        vitkit.pipeline("image-classification", path, device="cpu", engine="tf")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(UsageError, match=r"pip install 'vitkit\[onnx\]'") as info:
+        vitkit.pipeline("image-classification", path, device="cpu", engine="onnx")
+    assert "\n" not in str(info.value)

@@ -23,6 +23,7 @@ from live_server import live_server, raw_request  # noqa: E402
 import vitkit  # noqa: E402
 from vitkit.cli.main import main  # noqa: E402
 from vitkit.config import PreprocessConfig  # noqa: E402
+from vitkit.errors import UsageError  # noqa: E402
 from vitkit.models import VisionTransformer, ViTConfig  # noqa: E402
 from vitkit.serve import ServeConfig, Service, create_app, load_service  # noqa: E402
 
@@ -51,7 +52,7 @@ def classifier(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(classifier) -> Service:
-    return load_service(classifier, device="cpu")
+    return load_service(classifier, device="cpu", engine="torch")  # exact parity with the torch pipeline
 
 
 def upload(client: TestClient, endpoint: str, image: bytes, **fields) -> object:
@@ -76,12 +77,43 @@ def test_classify_equals_the_offline_pipeline(service, classifier, tmp_path):
         assert body["latency_ms"] > 0 and body["options"] == {"top_k": 3}
 
 
+def test_classify_on_onnx_equals_the_onnx_pipeline(classifier):
+    """engine auto on the CPU: classify runs on onnxruntime, attention on torch; results equal the offline
+    onnx pipeline's (1e-6) and the torch pipeline's (1e-4)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    image = png_bytes(seed=3)
+    with TestClient(create_app(load_service(classifier, device="cpu"))) as client:
+        info = client.get("/v1/model").json()
+        body = upload(client, "classify", image, top_k=3).json()
+        assert upload(client, "attention", image).status_code == 200
+    assert info["engines"] == {"classify": "onnx", "attention": "torch"}
+    got = body["predictions"]
+    for engine, tol in (("onnx", 1e-6), ("torch", 1e-4)):
+        pipe = vitkit.pipeline("image-classification", classifier, device="cpu", engine=engine)
+        want = pipe(image, top_k=3)
+        assert [p["index"] for p in got] == [r["index"] for r in want]
+        np.testing.assert_allclose([p["score"] for p in got], [r["score"] for r in want], rtol=0, atol=tol)
+
+
+def test_onnx_engine_mistakes_are_refused(classifier, monkeypatch):
+    import sys
+
+    with pytest.raises(UsageError, match="float32 only"):
+        load_service(classifier, device="cpu", dtype="bfloat16", engine="onnx")
+    assert load_service(classifier, device="cpu", dtype="bfloat16").info["engines"]["classify"] == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: refused, not left out
+    with pytest.raises(UsageError, match=r"pip install 'vitkit\[onnx\]'"):
+        load_service(classifier, device="cpu", engine="onnx")
+
+
 def test_model_and_health(service):
     with TestClient(create_app(service)) as client:
         info = client.get("/v1/model").json()
         health = client.get("/healthz").json()
     assert info["labels"] == list(LABELS) and info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["endpoints"] == ["classify", "attention"] == health["endpoints"]
+    assert info["engines"] == {"classify": "torch", "attention": "torch"} and info["engine"] == "torch"
     assert info["encoder"] == {"depth": 2, "num_heads": 2} and info["parameters"] > 0
     assert info["preprocessing"]["image_size"] == [16, 16]
     assert info["config"]["depth"] == 2 and info["config"]["patch_size"] == 4

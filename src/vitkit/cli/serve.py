@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto, cuda when available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="run the model under this autocast dtype (default: float32; float16 on CUDA only)")
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
+                   help="what runs /v1/classify: onnx (onnxruntime, on the model exported once to "
+                        "~/.cache/vitkit/onnx), torch, or auto: onnx when the onnx extra is installed and "
+                        "the model runs in float32 on the CPU, else torch; the other endpoints always run "
+                        "on torch (default: auto)")
     p.set_defaults(func=run_serve)
 
 
@@ -64,12 +69,14 @@ def run_serve(args: argparse.Namespace) -> int:
                          args.max_pixels, args.max_side)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be in 1..65535 (got {args.port})")
-    service = load_service(args.checkpoint, args.device, args.dtype)
+    service = load_service(args.checkpoint, args.device, args.dtype, args.engine)
     if not is_loopback(args.host):
         print(f"vitkit serve: warning: listening on {args.host} makes the server reachable from other "
               "machines, without authentication", file=sys.stderr)
-    print(f"vitkit serve: {service.what} on http://{args.host}:{args.port}/ "
-          f"(endpoints: {', '.join(service.pipelines)})", file=sys.stderr)
+    engines = service.info.get("engines", {})
+    endpoints = ", ".join(f"{name} ({engines.get(name, 'torch')})" for name in service.pipelines)
+    print(f"vitkit serve: {service.what} on http://{args.host}:{args.port}/ (endpoints: {endpoints})",
+          file=sys.stderr)
     uvicorn.run(create_app(service, config), host=args.host, port=args.port, log_level="info",
                 server_header=False)
     return 0

@@ -10,25 +10,38 @@ from its checkpoint.
     logits = classifier.logits(batch)                  # normalised float images (B, C, H, W) → (B, K)
     rows = classifier.predict(["photos/"], top_k=5)    # what `vitkit predict --onnx` prints
 
+`onnx_engine(model, device, dtype)` is what ``vitkit.pipeline(..., engine="onnx")`` runs: the model exported
+once (static size, dynamic batch) into ``$VITKIT_CACHE/onnx`` (default ``~/.cache/vitkit/onnx``), in a folder
+named by a hash of its config, weights and the vitkit and torch versions, and reused while it reads back.
+
 Shapes: B batch · C channels · (H, W) image · K classes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import PreprocessConfig, config_from_dict
 from ..errors import UsageError, require
-from ..export.onnx import INPUT_NAME, read_onnx_metadata, require_onnx_packages
+from ..export.onnx import INPUT_NAME, export_onnx, read_onnx_metadata, require_onnx_packages
+from ..models.registry import config_to_json_dict
 from .images import FileOutputs, expand_images, map_images
+from .pipeline import top_classes
 from .preprocess import Preprocess, split_inputs
+
+log = logging.getLogger(__name__)
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -90,6 +103,10 @@ class OnnxModel:
         array = images.detach().cpu().float().numpy() if isinstance(images, Tensor) else images
         return self.session.run([self.output], {INPUT_NAME: np.ascontiguousarray(array, np.float32)})[0]
 
+    def forward(self, images: Tensor) -> Tensor:
+        """Preprocessed float images (B, C, H, W) → the graph's output as an fp32 tensor on the CPU."""
+        return torch.from_numpy(self.run(images))
+
 
 def preprocess_from_metadata(metadata: dict[str, str]) -> Preprocess:
     """The `Preprocess` an exported file's metadata describes: its PreprocessConfig, input size, channels."""
@@ -123,15 +140,11 @@ class OnnxClassifier(OnnxModel):
 
     def __call__(self, inputs: Any, top_k: int = 5) -> list:
         """One image → its top-k ``[{"label", "index", "score"}]``; a list of images → one such list each."""
-        require(top_k >= 1, f"top_k must be ≥ 1 (got {top_k})")
         images, single = split_inputs(inputs)
         results = []
         for start in range(0, len(images), self.batch_size):
-            probs = self.logits(self.preprocess(images[start:start + self.batch_size])).softmax(-1)
-            top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-            results += [[{"label": self.labels[i], "index": i, "score": p}
-                         for p, i in zip(values, indices, strict=True)]
-                        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+            logits = self.logits(self.preprocess(images[start:start + self.batch_size]))
+            results += top_classes(logits, self.labels, top_k)
         return results[0] if single else results
 
     def predict(self, images: Sequence[str | Path], top_k: int = 5) -> FileOutputs:
@@ -144,3 +157,67 @@ class OnnxClassifier(OnnxModel):
                                                 for t in self(path, top_k=top_k)]}
 
         return map_images(expand_images(images), predict)
+
+
+def onnx_engine(model: nn.Module, device: torch.device, dtype: torch.dtype) -> OnnxModel:
+    """`model` (a classifier) as an onnxruntime session on `device`, from its cached export (`cached_export`).
+
+    Raises:
+        UsageError: the onnx packages are missing, or a dtype other than float32 was asked.
+    """
+    name = str(dtype).removeprefix("torch.")
+    require(dtype == torch.float32, f"the onnx engine runs float32 only, not {name}; use engine='torch' "
+            f"for {name}")
+    require_onnx_packages("onnx", "onnxscript", "onnxruntime")
+    return OnnxModel(cached_export(model), device=str(device))
+
+
+def onnx_cache() -> Path:
+    """Where exported models are cached: ``$VITKIT_CACHE/onnx``, by default ``~/.cache/vitkit/onnx``."""
+    return Path(os.environ.get("VITKIT_CACHE") or Path.home() / ".cache" / "vitkit") / "onnx"
+
+
+def model_digest(model: nn.Module) -> str:
+    """A hash of what an export of `model` depends on: its config, every weight and buffer, and the vitkit
+    and torch versions (a checkpoint overwritten in place gets a new one)."""
+    from .. import __version__
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(config_to_json_dict(model.config), sort_keys=True).encode())
+    digest.update(f"vitkit {__version__} torch {torch.__version__}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_export(model: nn.Module) -> Path:
+    """The ONNX file of `model` in `onnx_cache()`: reused when present and readable, else exported (static
+    size, dynamic batch) into a temporary folder that is then renamed into place."""
+    folder = onnx_cache() / model_digest(model)
+    path = folder / "model.onnx"
+    if _readable(path, model):
+        return path
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # an unreadable earlier export
+    scratch = Path(tempfile.mkdtemp(prefix=f"{folder.name}.", dir=folder.parent))
+    try:
+        log.info("exporting %s to ONNX once, into %s", type(model).__name__, folder)
+        export_onnx(model, scratch / "model.onnx")
+        try:
+            scratch.rename(folder)
+        except OSError:  # another process put its export there first
+            if not _readable(path, model):
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def _readable(path: Path, model: nn.Module) -> bool:
+    """Whether `path` is a vitkit export of a model with `model`'s config."""
+    try:
+        config = json.loads(read_onnx_metadata(path)["vitkit.config"])
+    except Exception:  # missing, partial or foreign: export again
+        return False
+    return config == json.loads(json.dumps(config_to_json_dict(model.config)))

@@ -11,11 +11,15 @@ mae-reconstruction (`viz.reconstruction`), attention (`viz.overlays`). Every pip
 `transforms_for` (the checkpoint's saved preprocessing), batches by `batch_size`, and runs under
 `torch.inference_mode` on `device`; ``dtype=torch.bfloat16`` (or ``"bfloat16"``) runs under bf16 autocast,
 the default keeps fp32. Accepted images: see `infer.preprocess.INPUTS`.
+
+``engine="onnx"`` (image-classification only, fp32) runs the model through onnxruntime instead of torch: the
+model is exported once to an ONNX file cached by its config and weights (`infer.onnx.onnx_engine`), and
+images get the same preprocessing and results in the same format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +31,7 @@ from ..engine.distributed import resolve_device
 from ..errors import UsageError, require
 from .preprocess import INPUTS, Preprocess, split_inputs, transforms_for, vision_encoder
 
+ENGINES = ("torch", "onnx")
 TASKS = ("image-classification", "depth-estimation", "image-segmentation", "mae-reconstruction", "attention")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -52,6 +57,7 @@ class Pipeline:
     kinds: ClassVar[tuple[str, ...]]
     wanted: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    engine: str = "torch"  # what runs the model (`ENGINES`)
 
     def __init__(self, model: nn.Module, *, device: str | torch.device = "auto",
                  dtype: str | torch.dtype | None = None, batch_size: int = 8, path: str | Path | None = None,
@@ -124,9 +130,19 @@ class Pipeline:
                 "checkpoint": None if self.path is None else str(self.path),
                 "parameters": sum(p.numel() for p in self.model.parameters()),
                 "image_size": list(self.preprocess.image_size), "patch_size": encoder.patch_size,
-                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device), "engine": self.engine,
+                "dtype": str(self.dtype).removeprefix("torch."),
                 "batch_size": self.batch_size, "labels": self.labels(),
                 "preprocessing": self.preprocess.to_dict(), "options": dict(self.options)}
+
+
+def top_classes(logits: Tensor, label_names: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+    """Logits (B, K) → per image its `top_k` classes ``{"label", "index", "score"}`` (softmax, best first)."""
+    require(isinstance(top_k, int) and top_k >= 1, f"top_k must be an integer ≥ 1 (got {top_k!r})")
+    probs = logits.float().softmax(-1).cpu()  # (B, K)
+    top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [[{"label": label_names[i], "index": i, "score": p} for p, i in zip(values, indices, strict=True)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
 
 def class_names(names: Sequence[str], num_classes: int) -> list[str]:
@@ -143,8 +159,10 @@ class ClassificationPipeline(Pipeline):
     wanted = "a classifier (a ViT with a head, or a linear probe)"
     defaults = {"top_k": 5}
 
-    def __init__(self, model: nn.Module, *, label_names: Sequence[str] | None = None, **kwargs: Any) -> None:
-        """`label_names`: one name per class, instead of the checkpoint's (`saved_label_names`)."""
+    def __init__(self, model: nn.Module, *, label_names: Sequence[str] | None = None, engine: str = "torch",
+                 **kwargs: Any) -> None:
+        """`label_names`: one name per class, instead of the checkpoint's (`saved_label_names`). `engine`:
+        torch runs the model itself; onnx runs its cached ONNX export in onnxruntime (`onnx_engine`)."""
         from ..models.probe import LinearProbe
         from .images import saved_label_names
 
@@ -155,20 +173,21 @@ class ClassificationPipeline(Pipeline):
         names = saved_label_names(self.model, self.path) if label_names is None else list(label_names)
         require(label_names is None or len(names) == k, f"label_names has {len(names)} names for {k} classes")
         self.label_names = class_names(names, k)
+        require(engine in ENGINES, f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+        self.engine = engine
+        self.logits: Callable[[Tensor], Tensor] = self.model  # images (B, C, H, W) → logits (B, K)
+        if engine == "onnx":
+            from .onnx import onnx_engine
+
+            self.logits = onnx_engine(self.model, self.device, self.dtype).forward
 
     def labels(self) -> list[str]:
         return list(self.label_names)
 
     def _run(self, images: Sequence[Any], options: dict[str, Any], first: int) -> list[Any]:
-        top_k = options["top_k"]
-        require(isinstance(top_k, int) and top_k >= 1, f"top_k must be an integer ≥ 1 (got {top_k!r})")
         with self.running():
-            logits = self.model(self.model_inputs(images))
-        probs = logits.float().softmax(-1).cpu()  # (B, K)
-        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        return [[{"label": self.label_names[i], "index": i, "score": p}
-                 for p, i in zip(values, indices, strict=True)]
-                for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+            logits = self.logits(self.model_inputs(images))
+        return top_classes(logits, self.label_names, options["top_k"])
 
 
 def _pipeline_class(task: str) -> type[Pipeline]:
@@ -190,13 +209,20 @@ def _pipeline_class(task: str) -> type[Pipeline]:
 
 
 def pipeline(task: str, checkpoint: str | Path | nn.Module, *, device: str | torch.device = "auto",
-             dtype: str | torch.dtype | None = None, batch_size: int = 8, **task_options: Any) -> Pipeline:
+             dtype: str | torch.dtype | None = None, batch_size: int = 8, engine: str = "torch",
+             **task_options: Any) -> Pipeline:
     """A `Pipeline` for `task` (one of `TASKS`) on a model, or a checkpoint (anything ``--checkpoint`` takes:
     a run directory, a checkpoint directory or file, an HF directory); `task_options` become the defaults
-    of every call (e.g. ``top_k=3``)."""
+    of every call (e.g. ``top_k=3``). `engine` (`ENGINES`): onnx runs image-classification in onnxruntime."""
     cls = _pipeline_class(task)
     kwargs = dict(device=device, dtype=dtype, batch_size=batch_size, **task_options)
+    if engine != "torch":
+        require(cls is ClassificationPipeline, f"engine={engine!r} runs image-classification only; "
+                f"{task} runs on torch (engine='torch')")
+        kwargs["engine"] = engine
     if isinstance(checkpoint, nn.Module):
         return cls(checkpoint, **kwargs)
+    require(Path(checkpoint).suffix != ".onnx", f"{checkpoint} is an ONNX file: run it with "
+            "vitkit.infer.onnx.OnnxClassifier (the same results); engine='onnx' takes the checkpoint")
     return cls.from_checkpoint(checkpoint, **kwargs)
 
