@@ -254,6 +254,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
     p.add_argument("--bound-goal", type=float, default=1.3,
                    help="target: batch-1 p50 latency ≤ this × the peak bound (issue 18: 1.3)")
+    p.add_argument("--peak-n", type=int, default=None,
+                   help="side of the per-round peak matmuls (default: ~4·D; 1024 keeps rounds short where bf16 "
+                        "is emulated: a 3072³ bf16 matmul takes over a minute there)")
     p.add_argument("--force-bf16", action="store_true", help="run bf16 even where it is emulated")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-hf", action="store_true")
@@ -280,7 +283,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], 
               flush=True)
         checks.append((name, runners, images))
         candidates += [c for b in args.batch_sizes for c in candidates_for(name, runners, model.config, b)]
-    rows = run_candidates(candidates, args.rounds, args.warmup, "cpu")  # warm-up first: compile times
+    rows = run_candidates(candidates, args.rounds, args.warmup, "cpu",  # warm-up first: compile times
+                          peak_n=args.peak_n)
     lat = latencies([c for c in candidates if c.batch == 1], args.latency_calls)
     timed = {(r["model"], r["impl"]) for r in rows}  # a candidate that failed to compile was dropped
     agree = {name: agreement({k: v for k, v in runners.items() if (name, k) in timed}, images,
