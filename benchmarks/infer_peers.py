@@ -255,8 +255,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bound-goal", type=float, default=1.3,
                    help="target: batch-1 p50 latency ≤ this × the peak bound (issue 18: 1.3)")
     p.add_argument("--peak-n", type=int, default=None,
-                   help="side of the per-round peak matmuls (default: ~4·D; 1024 keeps rounds short where bf16 "
-                        "is emulated: a 3072³ bf16 matmul takes over a minute there)")
+                   help="side of the per-round peak matmuls (default: ~4·D; 1024 keeps rounds short "
+                        "where bf16 is emulated: a 3072³ bf16 matmul takes over a minute there)")
     p.add_argument("--force-bf16", action="store_true", help="run bf16 even where it is emulated")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-hf", action="store_true")
