@@ -57,17 +57,19 @@ def train_step_state(model_name: str, batch: int, device: torch.device, shard: b
     """Bytes of (parameters, gradients, optimizer state) this rank holds after one training step."""
     from vitkit.engine.fsdp import mixed_precision, shard_model
     from vitkit.engine.optim import build_optimizer
+    from vitkit.engine.runtime import native_bf16
     from vitkit.models import create_model
 
-    torch.manual_seed(0)
+    amp = native_bf16(device)  # emulated bf16 (a CPU without avx512_bf16/AMX) would take hours for ViT-L: fp32
+    torch.manual_seed(0)       # there; the fp32 parameters, gradients and AdamW states measured are the same
     model = create_model(model_name).to(device)
     if shard:
-        shard_model(model, mixed_precision(True, torch.bfloat16))
+        shard_model(model, mixed_precision(amp, torch.bfloat16))
     optimizer = build_optimizer(model, 1e-4, fused=device.type == "cuda")
     size = model.config.image_size
     images = torch.randn(batch, model.config.in_chans, *size, device=device)
     targets = torch.zeros(batch, dtype=torch.long, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         loss = F.cross_entropy(model(images), targets)
     loss.backward()
     optimizer.step()
