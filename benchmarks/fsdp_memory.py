@@ -60,8 +60,10 @@ def train_step_state(model_name: str, batch: int, device: torch.device, shard: b
     from vitkit.engine.runtime import native_bf16
     from vitkit.models import create_model
 
-    amp = native_bf16(device)  # emulated bf16 (a CPU without avx512_bf16/AMX) would take hours for ViT-L: fp32
-    torch.manual_seed(0)       # there; the fp32 parameters, gradients and AdamW states measured are the same
+    # Emulated bf16 (a CPU without avx512_bf16/AMX) would take hours for ViT-L: fp32 there; the fp32
+    # parameters, gradients and AdamW states measured are the same.
+    amp = native_bf16(device)
+    torch.manual_seed(0)
     model = create_model(model_name).to(device)
     if shard:
         shard_model(model, mixed_precision(amp, torch.bfloat16))
