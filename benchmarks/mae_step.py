@@ -1,7 +1,7 @@
 """Cost of an MAE training step at 75% masking vs a full-token ViT step of the same encoder, with FLOP ratios.
 
-Times forward + backward of four steps, interleaved round-robin by the `vitkit.bench` harness with a bf16 and
-an fp32 matmul in every round that give the machine's peak in the same run:
+Times forward + backward of four steps, interleaved (a random order per round) by the `vitkit.bench` harness,
+with a bf16 and an fp32 matmul in every round that give the machine's peak in the same run:
   * the MAE encoder on the visible 25% of patches (+[CLS]) vs the same encoder on all patches;
   * the whole MAE step (encoder + decoder + loss) vs a ViT classification step (encoder + head on all tokens);
 and prints the measured time ratios next to the analytic forward-FLOP ratios (`vitkit.models.summary`).

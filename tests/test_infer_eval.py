@@ -106,7 +106,7 @@ def test_eval_and_predict_preprocess_alike(tmp_path, crop_pct):
     model = tiny_classifier(crop_pct).eval()
     vitkit.save_pretrained(model, tmp_path / "model")
     pre = transforms_for(model)
-    dataset, _, split, _ = eval_dataset(tmp_path / "model", str(test), None, pre.channels, pre.storage_size)
+    dataset, _, split, _ = eval_dataset(tmp_path / "model", str(test), None, pre)
     eval_logits, targets = predict_logits(model, dataset, input_transform(pre), torch.device("cpu"))
     files = sorted(test.glob("*/*.png"))  # the folder's sample order: classes, then files, sorted
     assert split == "all" and targets.tolist() == [0, 0, 0, 1, 1, 1]

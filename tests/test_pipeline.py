@@ -275,6 +275,31 @@ def test_onnx_engine_agrees_with_torch_and_reuses_its_export(saved, rgb, tmp_pat
     assert len(list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))) == 2
 
 
+def test_an_exported_onnx_file_is_a_classification_pipeline(saved, rgb, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vitkit.export import export_onnx
+
+    _, path = saved
+    onnx_path = export_onnx(path, tmp_path / "model.onnx")
+    images = [rgb, rgb[::-1], rgb[:, ::-1]]
+    want = vitkit.pipeline("image-classification", path, device="cpu", top_k=2)(images)
+    pipe = vitkit.pipeline("image-classification", onnx_path, device="cpu", top_k=2, batch_size=2)
+    got = pipe(images)
+    assert len({r[0]["index"] for r in want}) > 1
+    for a, b in zip(got, want, strict=True):
+        assert [t["label"] for t in a] == [t["label"] for t in b] and len(a) == 2
+        np.testing.assert_allclose([t["score"] for t in a], [t["score"] for t in b], rtol=0, atol=1e-4)
+    assert len(pipe(rgb, top_k=1)) == 1  # one image → one result; a call's top_k wins
+    for task, kwargs, message in (("depth-estimation", {}, "image-classification only"),
+                                  ("image-classification", {"dtype": "bfloat16"}, "float32 only"),
+                                  ("image-classification", {"topk": 3}, "no option topk")):
+        with pytest.raises(UsageError, match=message):
+            vitkit.pipeline(task, onnx_path, device="cpu", **kwargs)
+    with pytest.raises(FileNotFoundError, match="no such ONNX file"):
+        vitkit.pipeline("image-classification", tmp_path / "none.onnx", device="cpu")
+
+
 def test_onnx_engine_refusals(saved, monkeypatch):
     import sys
 
@@ -284,8 +309,6 @@ def test_onnx_engine_refusals(saved, monkeypatch):
     assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="image-classification only"):
         vitkit.pipeline("attention", path, device="cpu", engine="onnx")
-    with pytest.raises(UsageError, match="OnnxClassifier"):
-        vitkit.pipeline("image-classification", path.parent / "model.onnx", device="cpu")
     with pytest.raises(UsageError, match="engine 'tf'"):
         vitkit.pipeline("image-classification", path, device="cpu", engine="tf")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed

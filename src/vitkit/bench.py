@@ -1,11 +1,11 @@
 """Side-by-side speed benchmark: vitkit against HF transformers, timed interleaved in one process.
 
 Every candidate (vitkit, HF with ``attn_implementation="sdpa"`` and ``"eager"``, optionally vitkit with
-compiled blocks) is built from the same config, warmed up, then timed round-robin: each round runs every
-candidate once, in a rotating order, together with a square bf16 and fp32 matmul that gives the hardware peak
-under the same load. Throughput is the median over rounds; the FLOP count (`models.summary.forward_flops`,
-training = 3 × forward) turns it into TFLOP/s and a fraction of that peak. Rows are plain dicts (one JSON line
-each); `format_table` prints them.
+compiled blocks) is built from the same config, warmed up, then timed in rounds: each round runs every
+candidate once, in a new seeded random order, then a square bf16 and fp32 matmul that give the hardware
+peak under the same load. Throughput is the median over rounds; the FLOP count
+(`models.summary.forward_flops`, training = 3 × forward) turns it into TFLOP/s and a fraction of that peak.
+Rows are plain dicts (one JSON line each); `format_table` prints them.
 
     rows = run_benchmark(BenchConfig("vit_tiny_patch4_32", batch_sizes=(256,), precision="bf16",
                                      mode="train"))
@@ -331,10 +331,19 @@ def warm_up(candidates: Sequence[Candidate], warmup: int, device: torch.device) 
     return ready
 
 
+def shuffled_orders(n: int, rounds: int, seed: int = 0) -> list[list[int]]:
+    """`rounds` seeded random orders of n candidates. Not a rotation: rotating a fixed list keeps every
+    candidate behind the same neighbour each round, and a neighbour that leaves the CPU busy (onnxruntime's
+    spinning threads) would slow the same candidate every time."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=generator).tolist() for _ in range(rounds)]
+
+
 def time_interleaved(candidates: Sequence[Candidate], rounds: int, device: torch.device,
                      peak_n: int) -> dict[str, list[float]]:
-    """Time `rounds` round-robin rounds of warmed-up candidates in a rotating order, each round closed by a
-    bf16 and an fp32 n×n matmul (repeated to last ≥ 50 ms); return each round's matmul TFLOP/s by dtype."""
+    """Time `rounds` rounds of warmed-up candidates, each in a new random order (`shuffled_orders`), each
+    closed by a bf16 and an fp32 n×n matmul (repeated to last ≥ 50 ms); return each round's matmul TFLOP/s
+    by dtype."""
     matmuls = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         run, flops = matmul_step(peak_n, dtype, device)
@@ -345,9 +354,9 @@ def time_interleaved(candidates: Sequence[Candidate], rounds: int, device: torch
         reps = max(1, round(0.05 / max(time.perf_counter() - t0, 1e-6)))
         matmuls[name] = (run, flops, reps)
     peaks: dict[str, list[float]] = {name: [] for name in matmuls}
-    for r in range(rounds):
-        k = r % len(candidates)
-        for c in list(candidates[k:]) + list(candidates[:k]):
+    for r, order in enumerate(shuffled_orders(len(candidates), rounds)):
+        for i in order:
+            c = candidates[i]
             c.times.append(time_call(c.step, device))
         for name, (run, flops, reps) in matmuls.items():
             t0 = time.perf_counter()

@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="time a model's training step or inference (optionally against HF transformers)",
         description="Time a training step (forward + cross-entropy/MAE loss + backward + AdamW) or "
-                    "inference, interleaved round-robin with the HF transformers equivalents (--hf) and "
+                    "inference, interleaved (random order per round) with the HF transformers equivalents "
+                    "(--hf) and "
                     "a square bf16 / fp32 matmul that gives the peak. Prints one JSON line per candidate, "
                     "then a table.")
     p.add_argument("model", help="registered model name (see `vitkit models`), a ViT or an MAE")

@@ -29,6 +29,7 @@ from ..data import (
     DEFAULT_BUILTIN,
     IMAGE_EXTENSIONS,
     DataConfig,
+    DataSplits,
     ImageLoader,
     UnreadableImage,
     build_datasets,
@@ -281,9 +282,24 @@ def _data_key(path: str | None) -> str:
     return BUILTIN_PREFIX + name if name is not None else str(Path(path).expanduser().resolve())
 
 
-def eval_dataset(model_path: Path, data: str | None, split: str | None, channels: int,
-                 image_size: int | None, **fields: Any) -> tuple[Dataset, list[str], str, str]:
-    """The images `vitkit eval` scores: (dataset, class names, split, where the data is).
+def eval_splits(section: dict[str, Any], preprocess: Preprocess, **fields: Any) -> DataSplits:
+    """The splits of the data a run config's ``data`` section describes, each image decoded as `preprocess`
+    reads it: "crop" at its storage size (shorter side, centre square), "squash" from the native size, one
+    image at a time (`preprocessed`). Batches of either go through `input_transform(preprocess)`.
+    `fields` override the section (e.g. ``in_memory="never"``)."""
+    if preprocess.config.resize == "crop":
+        cfg = data_config(section, preprocess.channels, preprocess.storage_size, **fields)
+        return build_datasets(cfg, progress=False)
+    cfg = data_config(section, preprocess.channels, None, **{**fields, "in_memory": "never"})
+    splits = build_datasets(cfg, progress=False)
+    return DataSplits(preprocessed(splits.train, preprocess),
+                      None if splits.val is None else preprocessed(splits.val, preprocess), splits.classes)
+
+
+def eval_dataset(model_path: Path, data: str | None, split: str | None, preprocess: Preprocess
+                 ) -> tuple[Dataset, list[str], str, str]:
+    """The images `vitkit eval` scores, decoded as `preprocess` reads them (`eval_splits`): (dataset, class
+    names, split, where the data is).
 
     The checkpoint's own run's data (`data` None, or the same folder or built-in name) is split as in
     training and scored on "val" by default; any other data is scored whole ("all") by default.
@@ -298,9 +314,9 @@ def eval_dataset(model_path: Path, data: str | None, split: str | None, channels
     own = run is not None and (data is None or _data_key(data) == _data_key(section.get("path")))
     split = split or ("val" if own else "all")
     require(split in SPLITS, f"unknown split {split!r}; one of {', '.join(SPLITS)}")
-    cfg = data_config(section if own else {"path": data, "val_fraction": 0.0}, channels, image_size, **fields)
-    splits = build_datasets(cfg, progress=False)
-    where = cfg.path or f"{DEFAULT_BUILTIN} (built-in)"
+    section = section if own else {"path": data, "val_fraction": 0.0}
+    splits = eval_splits(section, preprocess)
+    where = section.get("path") or f"{DEFAULT_BUILTIN} (built-in)"
     if split == "val":
         require(splits.val is not None, f"{where} has no held-out split (no val/ folder beside train/"
                 f"{', and the run held nothing out' if own else ''}); use --split all to score all of it")
@@ -329,13 +345,7 @@ def evaluate_checkpoint(checkpoint: str | Path | Classifier, data: str | None = 
     """
     classifier = checkpoint if isinstance(checkpoint, Classifier) else load_classifier(checkpoint, device)
     model, preprocess = classifier.model, transforms_for(classifier.model)
-    if preprocess.config.resize == "crop":  # the datasets decode at the storage size themselves
-        dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels,
-                                                      preprocess.storage_size)
-    else:  # native sizes, each image squashed by `Preprocess.load` as `vitkit predict` does
-        dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess.channels, None,
-                                                      in_memory="never")
-        dataset = preprocessed(dataset, preprocess)
+    dataset, classes, split, where = eval_dataset(classifier.path, data, split, preprocess)
     names = classifier.label_names
     if list(classes) != names[: len(classes)]:
         raise UsageError(f"the data's classes {classes} differ from the checkpoint's labels {names}")

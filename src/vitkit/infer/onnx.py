@@ -46,12 +46,16 @@ log = logging.getLogger(__name__)
 
 def session_options(threads: int | None = None) -> Any:
     """onnxruntime session options for inference: every graph optimisation, `threads` intra-op threads
-    (default: torch's thread count, so both runtimes get the same CPU share)."""
+    (default: torch's thread count, so both runtimes get the same CPU share), and no spin-waiting: by default
+    onnxruntime's idle threads keep spinning after a run, which on 2 cores made the next torch call (decoding,
+    preprocessing, another model) 30–80 ms slower for a ~2% faster back-to-back run
+    (benchmarks/infer_peers.py's method notes)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -123,12 +127,14 @@ class OnnxClassifier(OnnxModel):
     does; `logits` runs a preprocessed batch; `predict` gives `vitkit predict`'s rows for image files."""
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, top_k: int = 5) -> None:
+        """`top_k`: how many classes a call returns unless it says otherwise."""
         super().__init__(path, device, threads)
         if self.task != "classifier":
             raise UsageError(f"{path} holds a vitkit {self.task} model, not a classifier; predict needs a "
                              "classifier (export one with `vitkit export CKPT --format onnx`)")
-        self.batch_size = batch_size
+        require(batch_size >= 1, f"batch_size must be ≥ 1 (got {batch_size})")
+        self.batch_size, self.top_k = batch_size, top_k
 
     @property
     def label_names(self) -> list[str]:
@@ -138,13 +144,14 @@ class OnnxClassifier(OnnxModel):
         """Preprocessed float images (B, C, H, W) → fp32 logits (B, K)."""
         return torch.from_numpy(self.run(images))
 
-    def __call__(self, inputs: Any, top_k: int = 5) -> list:
+    def __call__(self, inputs: Any, top_k: int | None = None) -> list:
         """One image → its top-k ``[{"label", "index", "score"}]``; a list of images → one such list each."""
         images, single = split_inputs(inputs)
+        require(bool(images), "no images given")
         results = []
         for start in range(0, len(images), self.batch_size):
             logits = self.logits(self.preprocess(images[start:start + self.batch_size]))
-            results += top_classes(logits, self.labels, top_k)
+            results += top_classes(logits, self.labels, self.top_k if top_k is None else top_k)
         return results[0] if single else results
 
     def predict(self, images: Sequence[str | Path], top_k: int = 5) -> FileOutputs:

@@ -14,7 +14,8 @@ the default keeps fp32. Accepted images: see `infer.preprocess.INPUTS`.
 
 ``engine="onnx"`` (image-classification only, fp32) runs the model through onnxruntime instead of torch: the
 model is exported once to an ONNX file cached by its config and weights (`infer.onnx.onnx_engine`), and
-images get the same preprocessing and results in the same format.
+images get the same preprocessing and results in the same format. An ``.onnx`` file `vitkit export` wrote can
+be given instead of a checkpoint (image-classification): onnxruntime runs it, no torch model is built.
 """
 
 from __future__ import annotations
@@ -212,8 +213,9 @@ def pipeline(task: str, checkpoint: str | Path | nn.Module, *, device: str | tor
              dtype: str | torch.dtype | None = None, batch_size: int = 8, engine: str = "torch",
              **task_options: Any) -> Pipeline:
     """A `Pipeline` for `task` (one of `TASKS`) on a model, or a checkpoint (anything ``--checkpoint`` takes:
-    a run directory, a checkpoint directory or file, an HF directory); `task_options` become the defaults
-    of every call (e.g. ``top_k=3``). `engine` (`ENGINES`): onnx runs image-classification in onnxruntime."""
+    a run directory, a checkpoint directory or file, an HF directory, or for image-classification an exported
+    ``.onnx`` file); `task_options` become the defaults of every call (e.g. ``top_k=3``). `engine`
+    (`ENGINES`): onnx runs image-classification in onnxruntime."""
     cls = _pipeline_class(task)
     kwargs = dict(device=device, dtype=dtype, batch_size=batch_size, **task_options)
     if engine != "torch":
@@ -222,7 +224,22 @@ def pipeline(task: str, checkpoint: str | Path | nn.Module, *, device: str | tor
         kwargs["engine"] = engine
     if isinstance(checkpoint, nn.Module):
         return cls(checkpoint, **kwargs)
-    require(Path(checkpoint).suffix != ".onnx", f"{checkpoint} is an ONNX file: run it with "
-            "vitkit.infer.onnx.OnnxClassifier (the same results); engine='onnx' takes the checkpoint")
+    if Path(checkpoint).suffix == ".onnx":
+        return onnx_file_pipeline(task, Path(checkpoint), device, dtype, batch_size, task_options)
     return cls.from_checkpoint(checkpoint, **kwargs)
+
+
+def onnx_file_pipeline(task: str, path: Path, device: str | torch.device, dtype: str | torch.dtype | None,
+                       batch_size: int, options: dict[str, Any]) -> Any:
+    """An ONNX file `vitkit export` wrote, as an image-classification pipeline run by onnxruntime
+    (`infer.onnx.OnnxClassifier`: same inputs, same results, no torch model)."""
+    from .onnx import OnnxClassifier
+
+    require(task == "image-classification", f"{path} is an ONNX file: vitkit.pipeline runs ONNX files for "
+            f"image-classification only; for {task}, give the checkpoint it was exported from")
+    require(resolve_dtype(dtype, torch.device("cpu")) == torch.float32,
+            f"an ONNX file runs in float32 only, not {dtype}")
+    unknown = sorted(set(options) - set(ClassificationPipeline.defaults))
+    require(not unknown, f"image-classification takes no option {', '.join(unknown)}; its options: top_k=5")
+    return OnnxClassifier(path, device=str(device), batch_size=batch_size, **options)
 
