@@ -237,8 +237,9 @@ def bound_targets(rows: list[dict[str, Any]], goal: float) -> list[dict[str, Any
     be faster than the fp32 matmuls allow)."""
     out = []
     for row in rows:
-        if row["batch"] != 1 or row.get("p50_ms") is None or not row["model"].startswith(rows[0]["model"]):
-            continue
+        if (row["batch"] != 1 or row.get("p50_ms") is None or row["precision"] == "int8"
+                or not row["model"].startswith(rows[0]["model"])):
+            continue  # int8 matmuls are not bounded by the float peaks measured here
         dtype = "bf16" if row["peak_bf16_tflops"] >= row["peak_fp32_tflops"] else "fp32"
         bound_ms = row["gflops_per_img"] / row[f"peak_{dtype}_tflops"]  # GFLOP / TFLOP/s = ms
         ratio = row["p50_ms"] / bound_ms

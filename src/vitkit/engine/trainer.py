@@ -7,8 +7,9 @@ evaluation, atomic checkpoints with automatic resume, DDP or FSDP2 (``strategy``
 (DIR/metrics.jsonl, progress display).
 
 Objectives must call the model through ``model(...)`` (its forward), so DDP / FSDP can synchronise gradients.
-Host synchronisation per step: one ``.item()`` (the non-finite check), plus one all-reduce of (has a batch,
-stop requested) under torchrun; metrics stay on the device until a log step.
+Host synchronisation per step: one read of (every rank finite, some rank asked to stop), which under torchrun
+is one all-reduce, plus one all-reduce of "every rank has a batch"; metrics stay on the device until a log
+step.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Trainer:
         self.epoch_seconds = 0.0  # training time of the last epoch (this session's part of it after a resume)
         self.train_seconds = 0.0  # training time of the whole run, over all sessions
         self.stop = runtime.StopFlag()
+        self.stop_agreed = False  # every rank agreed to stop (set by the last step's all-reduce)
         self.logger = MetricsLog(self.run.metrics, self.run.tensorboard if cfg.tensorboard else None,
                                  self.dist.is_main)
         self.progress = Progress(self.dist.is_main)
@@ -169,10 +171,11 @@ class Trainer:
         images = images_in_window = 0
         shown_loss = float("nan")  # the progress display's loss, refreshed at log steps (no per-step sync)
         batches = iter(self.train_data.epoch(epoch, start_batch=self.batch_in_epoch))
+        # Every rank agrees to stop before drawing the next batch, so a saved stream position counts trained
+        # batches only: here once, then through each step's non-finite all-reduce (`train_step`).
+        self.stop_agreed = agree_to_step(True, self.stop.requested is not None, self.device)[1]
         while True:
-            # Agree to stop before drawing the next batch, so a saved stream position counts trained
-            # batches only (two tiny all-reduces a step under DDP; none in one process).
-            if agree_to_step(True, self.stop.requested is not None, self.device)[1]:  # every rank stops here
+            if self.stop_agreed:  # every rank stops here
                 self.save()
                 self.interrupted = self.stop.requested or "SIGTERM"
                 return ""
@@ -230,9 +233,12 @@ class Trainer:
         grad_norm = fsdp.full(grad_norm)  # FSDP: a replicated DTensor
         if not self.scaler.is_enabled():  # fp16: overflowing gradients are the scaler's to skip, not errors
             finite = finite * torch.isfinite(grad_norm).float()
-        if self.dist.enabled:
-            finite = (all_reduce_sum(finite.clone()) == self.dist.world_size).float()
-        if finite.item():
+        stop = torch.tensor(float(self.stop.requested is not None), device=self.device)
+        if self.dist.enabled:  # one all-reduce: every rank finite, and whether any rank was asked to stop
+            finite, stop = all_reduce_sum(torch.stack([finite, stop]))
+            finite = (finite == self.dist.world_size).float()
+        all_finite, self.stop_agreed = (bool(v) for v in torch.stack([finite, stop]).tolist())
+        if all_finite:
             self.scaler.step(self.optimizer)  # optimizer.step(), unless fp16 gradients overflowed
             self.scaler.update()
             if self.ema is not None:

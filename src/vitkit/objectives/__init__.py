@@ -19,14 +19,15 @@ class ObjectiveOutput:
 
     Attributes:
         loss: scalar tensor to minimise (backpropagated by the trainer).
-        metrics: batch-mean floats to log (e.g. ``{"acc1": 0.91}``); the trainer averages them over batches
-            weighted by batch size.
+        metrics: batch means to log (e.g. ``{"acc1": 0.91}``), floats or detached scalar tensors left on the
+            device (no host synchronisation: the trainer's `MeanMetrics` reads them at a log step); the
+            trainer averages them over batches weighted by batch size.
         outputs: task outputs (logits, reconstructions, ...) for callers that want them; the trainer ignores
         them.
     """
 
     loss: Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | Tensor] = field(default_factory=dict)
     outputs: Any = None
 
 

@@ -21,14 +21,15 @@ def soft_target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
-def accuracy(logits: Tensor, targets: Tensor, topk: Sequence[int] = (1,)) -> list[float]:
-    """Top-k accuracies in [0, 1] of logits (B, K) against class indices (B,) (soft targets: their argmax)."""
+def accuracy(logits: Tensor, targets: Tensor, topk: Sequence[int] = (1,)) -> list[Tensor]:
+    """Top-k accuracies in [0, 1] of logits (B, K) against class indices (B,) (soft targets: their argmax), as
+    scalar tensors on the logits' device (no host synchronisation)."""
     if targets.ndim == 2:
         targets = targets.argmax(dim=-1)
     k_max = min(max(topk), logits.shape[-1])
     top = logits.topk(k_max, dim=-1).indices  # (B, k_max)
     hits = top.eq(targets[:, None])
-    return [hits[:, : min(k, k_max)].any(dim=-1).float().mean().item() for k in topk]
+    return [hits[:, : min(k, k_max)].any(dim=-1).float().mean() for k in topk]
 
 
 class ClassificationObjective:
@@ -48,7 +49,7 @@ class ClassificationObjective:
         logits = model(images)
         loss = self.loss(logits.float(), targets)
         acc1, acc5 = accuracy(logits.detach(), targets, (1, 5))
-        return ObjectiveOutput(loss, {"loss": loss.item(), "acc1": acc1, "acc5": acc5}, logits)
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "acc1": acc1, "acc5": acc5}, logits)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if targets.ndim == 1:

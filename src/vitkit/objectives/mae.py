@@ -32,4 +32,4 @@ class MAEObjective:
 
     def __call__(self, model: nn.Module, batch: Any) -> ObjectiveOutput:
         out = model(batch_images(batch), mask_ratio=self.mask_ratio)
-        return ObjectiveOutput(out.loss, {"loss": out.loss.item()}, out)
+        return ObjectiveOutput(out.loss, {"loss": out.loss.detach()}, out)

@@ -20,9 +20,9 @@ class MPPObjective:
 
     def __call__(self, model: nn.Module, batch: Any) -> ObjectiveOutput:
         out = model(batch_images(batch))
-        metrics = {"loss": out.loss.item()}
-        if out.target.ndim == 2:  # class targets (B, N)
+        metrics = {"loss": out.loss.detach()}
+        if out.target.ndim == 2:  # class targets (B, N); sums, not boolean indexing (a host sync)
             hit = out.pred.detach().argmax(-1) == out.target
             corrupted = out.corrupted.bool()
-            metrics["acc1"] = hit[corrupted].float().mean().item()
+            metrics["acc1"] = (hit & corrupted).sum() / corrupted.sum().clamp_min(1)
         return ObjectiveOutput(out.loss, metrics, out)

@@ -50,14 +50,14 @@ class SegmentationObjective:
         logits, aux = (out.pred, out.aux) if hasattr(out, "pred") else (out, None)
         logits = _resize(logits, labels.shape[-2:])
         loss = self.cross_entropy(logits, labels)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float | Tensor] = {}
         if aux is not None and self.aux_weight:
             aux_loss = self.cross_entropy(_resize(aux, labels.shape[-2:]), labels)
             loss = loss + self.aux_weight * aux_loss
-            metrics["aux_loss"] = aux_loss.item()
+            metrics["aux_loss"] = aux_loss.detach()
         scores = segmentation_scores(confusion_matrix(logits.detach(), labels, self.num_classes,
                                                       self.ignore_index))
-        return ObjectiveOutput(loss, {"loss": loss.item(), **metrics, **scores}, logits)
+        return ObjectiveOutput(loss, {"loss": loss.detach(), **metrics, **scores}, logits)
 
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
         if not (labels != self.ignore_index).any():  # an all-ignored batch: zero loss, gradient still defined

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from ..config import config_to_dict, flatten_config, replace_config
-from ..data import DataSplits, InMemoryImages, build_datasets, split_indices
+from ..data import DataSplits, ImageFolder, InMemoryImages, build_datasets, split_indices
 from ..data.datasets import resolve_data
 from ..engine.metrics import classification_summary
 from ..engine.trainer import BatchTransform, Trainer
 from ..errors import UsageError, require
-from ..infer.images import FlipTTA, predict_logits
+from ..infer.images import FlipTTA, eval_splits, input_transform, predict_logits
+from ..infer.preprocess import transforms_for
 from ..model_card import METRIC_NAMES, ModelCard, write_model_card
 from ..models import ViTConfig
 from ..models.summary import vit_forward_flops
@@ -111,6 +112,35 @@ def labelled_subset(dataset: Any, fraction: float, seed: int = 0) -> Any:
         index = torch.as_tensor(keep)
         return InMemoryImages(dataset.images[index], dataset.targets[index], dataset.classes)
     return torch.utils.data.Subset(dataset, list(keep))
+
+
+def eval_split(cfg: TrainConfig, splits: DataSplits, model: nn.Module) -> tuple[Any, BatchTransform]:
+    """(held-out images, batch transform) as `vitkit eval RUN` reads them: with the model's evaluation
+    preprocessing (`vitkit.transforms_for`: size, crop_pct or squash, interpolation), so the val figures a
+    run logs, picks its best checkpoint by and summarises are the ones `vitkit eval` reproduces.
+
+    Training decodes every image at the storage size (shorter side to ``data.image_size``, centre square).
+    Where the model reads images otherwise (crop_pct below 1, "squash", another size), the held-out images
+    are decoded again as `eval_splits` decodes them (in memory when the training split is). Streamed
+    WebDataset shards cannot be squashed one by one: for a squash model on shards the storage images are
+    scored, with a warning."""
+    pre = transforms_for(model)
+    transform = input_transform(pre)
+    if splits.val is None or (pre.config.resize == "crop" and pre.storage_size == cfg.data.image_size):
+        return splits.val, transform  # decoded as `vitkit eval` decodes: fit_to_model resamples nothing
+    try:
+        held_out = eval_splits(config_to_dict(cfg.data), pre, in_memory="never").val
+    except UsageError as e:
+        log.warning("the held-out figures use the training storage (centre squares), not the model's "
+                    "preprocessing: %s", e)
+        return splits.val, transform
+    if isinstance(splits.val, InMemoryImages) and isinstance(held_out, ImageFolder):
+        held_out = held_out.load(cfg.data.decode_workers, progress=False)
+    c = pre.config
+    log.info("held-out images decoded as the model reads them (%s, crop_pct %g, %s, %s), not at the "
+             "training storage size %s", c.resize, c.crop_pct, c.interpolation,
+             "×".join(map(str, pre.image_size)), cfg.data.image_size)
+    return held_out, transform
 
 
 def held_out_summary(parts: TaskParts, trainer: Trainer, flip_tta: bool = False) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from ..engine.trainer import Trainer
 from ..models import build_model, get_model_config
 from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
-from .base import TaskParts, held_out_summary, labelled_splits, log, set_cpu_threads
+from .base import TaskParts, eval_split, held_out_summary, labelled_splits, log, set_cpu_threads
 
 
 def build(cfg: TrainConfig) -> TaskParts:
@@ -24,9 +24,11 @@ def build(cfg: TrainConfig) -> TaskParts:
     model_cfg = replace_config(model_cfg, {"image_size": (size, size), "num_classes": splits.num_classes,
                                            "preprocess.label_names": tuple(splits.classes)})
     set_cpu_threads(cfg.threads, model_cfg)
-    train_tf, eval_tf = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
-    return TaskParts(cfg, build_model(model_cfg), ClassificationObjective(), splits.train, splits.val,
-                     train_tf, eval_tf, "acc1", list(splits.classes))
+    model = build_model(model_cfg)
+    train_tf, _ = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
+    val, eval_tf = eval_split(cfg, splits, model)
+    return TaskParts(cfg, model, ClassificationObjective(), splits.train, val, train_tf, eval_tf, "acc1",
+                     list(splits.classes))
 
 
 def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:

@@ -20,7 +20,15 @@ from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
 from ..rundir import model_reference
 from ..weights import load_pretrained
-from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, replace_task, set_cpu_threads
+from .base import (
+    TaskParts,
+    eval_split,
+    held_out_summary,
+    labelled_splits,
+    labelled_subset,
+    replace_task,
+    set_cpu_threads,
+)
 
 
 def load_encoder(checkpoint: str | Path, allow_pickle: tuple[str, ...] = ()) -> VisionTransformer:
@@ -87,8 +95,9 @@ def build(cfg: TrainConfig) -> TaskParts:
                                     **cfg.model_args)
     model.config.preprocess = replace_config(model.config.preprocess, label_names=tuple(splits.classes))
     set_cpu_threads(cfg.threads, model.config)
-    train_tf, eval_tf = classification_transforms(cfg.augment, model.config.preprocess, splits.num_classes)
-    return TaskParts(cfg, model, ClassificationObjective(), train, splits.val, train_tf, eval_tf, "acc1",
+    train_tf, _ = classification_transforms(cfg.augment, model.config.preprocess, splits.num_classes)
+    val, eval_tf = eval_split(cfg, splits, model)
+    return TaskParts(cfg, model, ClassificationObjective(), train, val, train_tf, eval_tf, "acc1",
                      list(splits.classes), {"from": task.init, "pool": task.pool, "train_images": len(train)})
 
 

@@ -14,16 +14,24 @@ from torch import Tensor
 from ..config import replace_config
 from ..data import ImageLoader
 from ..data.transforms import normalize
-from ..engine.augment import classification_transforms, eval_transform_for
+from ..engine.augment import classification_transforms
 from ..engine.distributed import all_gather_rows, init_distributed, local_rank, resolve_device
 from ..engine.runtime import configure_backends
-from ..engine.trainer import Trainer
+from ..engine.trainer import BatchTransform, Trainer
 from ..errors import RunFailure, UsageError
 from ..models.probe import LinearProbe, LinearProbeConfig
 from ..objectives import ClassificationObjective
 from ..runconfig import TrainConfig
 from ..weights import load_pretrained, save_pretrained
-from .base import TaskParts, held_out_summary, labelled_splits, labelled_subset, run_card, set_cpu_threads
+from .base import (
+    TaskParts,
+    eval_split,
+    held_out_summary,
+    labelled_splits,
+    labelled_subset,
+    run_card,
+    set_cpu_threads,
+)
 from .finetune import resolve_encoder
 
 
@@ -42,8 +50,11 @@ class FeatureSet:
 
 @torch.no_grad()
 def extract_features(probe: LinearProbe, dataset: Any, device: torch.device, batch_size: int = 256,
-                     amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> FeatureSet:
+                     amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
+                     transform: BatchTransform | None = None) -> FeatureSet:
     """Pooled features (N, D) float32 and targets (N,) of a labelled image dataset, in dataset order.
+    `transform`: (uint8 images, targets) → (model inputs, targets), e.g. the held-out images' `eval_split`
+    transform; None normalises images already at the model's size.
 
     Under torchrun each process encodes its share of the images (contiguous slices of every batch, as in
     training) on its own device, and the shares are all-gathered: every rank ends with the whole set.
@@ -54,7 +65,11 @@ def extract_features(probe: LinearProbe, dataset: Any, device: torch.device, bat
     loader = ImageLoader(dataset, max(batch_size // world, 1), rank=rank, world_size=world)
     feats, targets = [], []
     for images, labels in loader:
-        images = normalize(images.to(device, non_blocking=True), pre.mean, pre.std)
+        images = images.to(device, non_blocking=True)
+        if transform is None:
+            images = normalize(images, pre.mean, pre.std)
+        else:
+            images, _ = transform((images, None), None)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             feats.append(probe.features(images).float())
         targets.append(labels.to(device))
@@ -87,23 +102,22 @@ def build(cfg: TrainConfig) -> TaskParts:
     set_cpu_threads(cfg.threads, encoder.config)
     info: dict[str, Any] = {"from": task.init, "pool": task.pool, "train_images": len(train),
                             "cached": task.cache}
-    eval_tf = eval_transform_for(encoder.config.preprocess)
+    val, eval_tf = eval_split(cfg, splits, model)
     if not task.cache:  # augmented batches through the frozen encoder; Augment's soft targets smooth labels
-        train_tf, eval_tf = classification_transforms(cfg.augment, encoder.config.preprocess,
-                                                      splits.num_classes)
-        return TaskParts(cfg, model, ClassificationObjective(), train, splits.val, train_tf, eval_tf, "acc1",
+        train_tf, _ = classification_transforms(cfg.augment, encoder.config.preprocess, splits.num_classes)
+        return TaskParts(cfg, model, ClassificationObjective(), train, val, train_tf, eval_tf, "acc1",
                          list(splits.classes), info)
     device, start = resolve_device(cfg.device, local_rank()), time.perf_counter()
     configure_backends(cfg.deterministic, device)
     init_distributed(device)  # the Trainer joins the same group later
     dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
     train_set = extract_features(model, train, device, cfg.batch_size, cfg.amp, dtype)
-    val_set = (extract_features(model, splits.val, device, cfg.batch_size, cfg.amp, dtype)
-               if splits.val else None)
+    val_set = (extract_features(model, val, device, cfg.batch_size, cfg.amp, dtype, eval_tf)
+               if val else None)
     info["feature_seconds"] = round(time.perf_counter() - start, 1)
     # no augmentation here, so label smoothing is the objective's (still applied once)
     return TaskParts(cfg, model, ClassificationObjective(cfg.augment.label_smoothing), train_set, val_set,
-                     None, None, "acc1", list(splits.classes), info, val_images=(splits.val, eval_tf))
+                     None, None, "acc1", list(splits.classes), info, val_images=(val, eval_tf))
 
 
 def summarise(parts: TaskParts, trainer: Trainer, val: dict[str, float]) -> dict[str, Any]:
