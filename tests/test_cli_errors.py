@@ -188,3 +188,22 @@ def test_a_run_refused_before_writing_leaves_no_folder(tmp_path, capsys):
     fails(capsys, ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
                    "--batch-size", "64", "--set", "data.val_fraction=0"], 2, "lower --batch-size")
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_during_start_up_is_one_line(capsys, monkeypatch):
+    """`import vitkit` does not import torch (the public names load on first use), so the `vitkit` script's
+    own import is instant and the seconds of importing torch and the commands happen inside `main`, where a
+    Ctrl-C is "interrupted" and exit 130 rather than a traceback."""
+    code = ("import sys, vitkit; "
+            "print('torch' in sys.modules, callable(vitkit.create_model), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True"]
+
+    import vitkit.cli.main as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["train", "--help"]) == 130
+    assert capsys.readouterr().err == "vitkit: interrupted\n"

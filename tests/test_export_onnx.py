@@ -227,3 +227,24 @@ def test_antialiased_position_resampling_refuses_a_dynamic_export(tmp_path):
     model = _randomise(build_model(ViTConfig(**TINY, num_classes=4, pos_antialias=True)))
     with pytest.raises(UsageError, match="export without --dynamic"):
         export_onnx(model, tmp_path / "m.onnx", dynamic=True)
+
+
+def test_a_failed_export_leaves_the_file_it_replaces(exported, tmp_path, monkeypatch):
+    """The file is written and checked beside the target and moved into place only then: an export that
+    fails (here: the checker) or is interrupted keeps the earlier file byte for byte, and leaves no
+    scratch."""
+    _, good = exported("vit", False)
+    target = tmp_path / "model.onnx"
+    target.write_bytes(good.read_bytes())
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C while checking
+
+    monkeypatch.setattr(onnx.checker, "check_model", broken)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(_model("rope"), target)
+    assert target.read_bytes() == good.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    monkeypatch.undo()
+    assert export_onnx(_model("rope"), target) == target and target.read_bytes() != good.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

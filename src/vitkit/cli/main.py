@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code: 0 done, 1 the run failed (disk, lock, divergence), 2 a usage
     mistake (path, config value, option), 130 / 143 interrupted by SIGINT / SIGTERM (a checkpoint saved)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch and the commands' modules (seconds)
+    except KeyboardInterrupt:
+        print("vitkit: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -29,6 +29,9 @@ import contextlib
 import copy
 import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,8 +213,16 @@ def export_onnx(model: nn.Module | str | Path, path: str | Path, *, dynamic: boo
                                     output_names=[target.output], dynamic_shapes=shapes,
                                     opset_version=opset, verbose=False)
     program.model.metadata_props.update(onnx_metadata(target, dynamic))
-    program.save(str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+    # written and checked in a scratch folder beside `path`, then moved into place: an interrupted or
+    # failed export never leaves a broken file where a good one was (nor a stray external-data file)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        program.save(str(scratch / path.name))
+        onnx.checker.check_model(str(scratch / path.name), full_check=True)
+        for part in sorted(scratch.iterdir(), key=lambda f: f == scratch / path.name):  # the graph last
+            os.replace(part, path.parent / part.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     log.info("exported %s (%s, output %r) to %s", type(model).__name__, target.task, target.output, path)
     return path
 
