@@ -248,3 +248,23 @@ def test_a_failed_export_leaves_the_file_it_replaces(exported, tmp_path, monkeyp
     monkeypatch.undo()
     assert export_onnx(_model("rope"), target) == target and target.read_bytes() != good.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_onnxruntime_providers_follow_the_device(monkeypatch):
+    """`--device cuda:1` runs on that GPU (onnxruntime's device_id), not on GPU 0; what onnxruntime cannot
+    run on is refused in one line."""
+    import onnxruntime as ort
+
+    from vitkit.infer.onnx import providers_for
+
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu)
+    assert providers_for("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert providers_for("cuda") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    for device in ("cpu:1", "cuda:x", "mps"):
+        with pytest.raises(UsageError, match="use --device cpu"):
+            providers_for(device)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(UsageError, match="cannot run on 'cuda:0'"):
+        providers_for("cuda:0")

@@ -59,18 +59,22 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
-def providers_for(device: str) -> list[str]:
-    """onnxruntime execution providers for a ``--device`` value: cpu, cuda, or auto (every available one)."""
+def providers_for(device: str) -> list[Any]:
+    """onnxruntime execution providers for a ``--device`` value: cpu, cuda, cuda:N (that GPU: onnxruntime's
+    ``device_id``), or auto (every available one)."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if device == "auto":
         return available
-    wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(device.split(":")[0])
-    if wanted is None or wanted not in available:
+    kind, _, index = device.partition(":")
+    wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(kind)
+    if wanted is None or wanted not in available or (index and (kind != "cuda" or not index.isdigit())):
         raise UsageError(f"onnxruntime cannot run on {device!r} here (providers: {', '.join(available)}); "
                          "use --device cpu")
-    return [wanted, "CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [wanted]
+    if wanted == "CPUExecutionProvider":
+        return [wanted]
+    return [(wanted, {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
 class OnnxModel:
