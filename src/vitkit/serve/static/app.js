@@ -4,7 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, info: null, pending: 0, done: new Set() };
+// latest: endpoint → the number of its newest request; an older answer arriving later is dropped, so
+// changing an option twice quickly (method, then head) never ends on the first choice's result
+const state = { file: null, info: null, pending: 0, done: new Set(), latest: {} };
 
 function fmtParams(n) {
   if (typeof n !== "number") return "?";
@@ -85,19 +87,22 @@ async function ask(endpoint) {
   const form = new FormData();
   form.append("image", state.file);
   for (const [k, v] of Object.entries(optionsFor(endpoint))) form.append(k, v);
+  const ticket = (state.latest[endpoint] = (state.latest[endpoint] || 0) + 1);
+  const stale = () => ticket !== state.latest[endpoint];
   state.pending += 1;
   document.body.dataset.state = "busy";
   setStatus("running " + endpoint + "…");
   try {
     const response = await fetch("/v1/" + endpoint, { method: "POST", body: form });
     const body = await response.json();
+    if (stale()) return;  // a newer request for this endpoint is on its way: its answer is shown
     if (!response.ok) throw new Error(body.error || response.statusText);
     RENDER[endpoint](body);
     $(endpoint + "-latency").textContent = body.latency_ms.toFixed(1) + " ms";
     state.done.add(endpoint);
     setStatus("done");
   } catch (err) {
-    setStatus(endpoint + ": " + err.message, true);
+    if (!stale()) setStatus(endpoint + ": " + err.message, true);
   } finally {
     state.pending -= 1;
     document.body.dataset.done = Array.from(state.done).sort().join(" ");
