@@ -69,7 +69,7 @@ def main() -> None:
 
     from vitkit.bench import device_name
     from vitkit.data import build_datasets
-    from vitkit.engine.augment import classification_transforms
+    from vitkit.engine.augment import train_transform_for
     from vitkit.engine.distributed import resolve_device
     from vitkit.models import get_model_config
     from vitkit.runconfig import load_train_config
@@ -87,7 +87,7 @@ def main() -> None:
         splits = build_datasets(cfg.data, progress=False)
         model_cfg = get_model_config(cfg.model, num_classes=splits.num_classes, **cfg.model_args)
         set_cpu_threads(cfg.threads, model_cfg)
-        train_tf, _ = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
+        train_tf = train_transform_for(cfg.augment, model_cfg.preprocess, splits.num_classes)
         index = torch.arange(cfg.batch_size) % len(splits.train)
         raw = splits.train.images[index], splits.train.targets[index]
         batch = train_tf(raw, torch.Generator().manual_seed(0))

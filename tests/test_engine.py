@@ -23,7 +23,7 @@ from vitkit.engine import (
     warmup_cosine_lr,
 )
 from vitkit.engine import checkpoint as ckpt
-from vitkit.engine.augment import classification_transforms
+from vitkit.engine.augment import eval_transform_for, train_transform_for
 from vitkit.engine.logs import MetricsLog
 from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.objectives import ClassificationObjective, ObjectiveOutput
@@ -51,7 +51,8 @@ def tiny_cfg(out: Path, **kw) -> TrainConfig:
 def make_trainer(out: Path, model=None, objective=None, **kw) -> Trainer:
     cfg = tiny_cfg(out, **kw)
     model = model or tiny_model()
-    train_tf, eval_tf = classification_transforms(cfg.augment, model.config.preprocess, 3)
+    train_tf = train_transform_for(cfg.augment, model.config.preprocess, 3)
+    eval_tf = eval_transform_for(model.config.preprocess)
     objective = objective or ClassificationObjective()
     return Trainer(model, objective, tiny_data(), tiny_data(24, seed=1), cfg, out,
                    train_transform=train_tf, eval_transform=eval_tf)

@@ -18,19 +18,20 @@ from ..data.transforms import Augment, AugmentConfig, normalize
 Transform = Callable[[Any, torch.Generator], Any]
 
 
-def classification_transforms(augment: AugmentConfig, preprocess: PreprocessConfig, num_classes: int
-                              ) -> tuple[Transform, Transform]:
-    """(train transform, eval transform) for `vitkit.engine.Trainer`."""
+def train_transform_for(augment: AugmentConfig, preprocess: PreprocessConfig, num_classes: int) -> Transform:
+    """The training batch transform for `vitkit.engine.Trainer` (the classification tasks' held-out batches go
+    through `tasks.base.eval_split`'s, the model's evaluation preprocessing)."""
     pipeline = Augment(augment, num_classes=num_classes, mean=preprocess.mean, std=preprocess.std)
 
     def train_transform(batch: Any, generator: torch.Generator) -> Any:
         images, targets = batch
         return pipeline(images, targets, generator)
 
-    return train_transform, eval_transform_for(preprocess)
+    return train_transform
 
 
 def eval_transform_for(preprocess: PreprocessConfig) -> Transform:
+    """Normalisation only: for images already at the model's input size."""
     def eval_transform(batch: Any, generator: torch.Generator) -> Any:
         images, targets = batch
         return normalize(images, preprocess.mean, preprocess.std), targets

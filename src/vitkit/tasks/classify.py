@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import replace_config
-from ..engine.augment import classification_transforms
+from ..engine.augment import train_transform_for
 from ..engine.trainer import Trainer
 from ..models import build_model, get_model_config
 from ..objectives import ClassificationObjective
@@ -25,7 +25,7 @@ def build(cfg: TrainConfig) -> TaskParts:
                                            "preprocess.label_names": tuple(splits.classes)})
     set_cpu_threads(cfg.threads, model_cfg)
     model = build_model(model_cfg)
-    train_tf, _ = classification_transforms(cfg.augment, model_cfg.preprocess, splits.num_classes)
+    train_tf = train_transform_for(cfg.augment, model_cfg.preprocess, splits.num_classes)
     val, eval_tf = eval_split(cfg, splits, model)
     return TaskParts(cfg, model, ClassificationObjective(), splits.train, val, train_tf, eval_tf, "acc1",
                      list(splits.classes))

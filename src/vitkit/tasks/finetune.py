@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..config import replace_config
-from ..engine.augment import classification_transforms
+from ..engine.augment import train_transform_for
 from ..engine.trainer import Trainer
 from ..errors import UsageError, require
 from ..models import build_model, get_model_config
@@ -95,7 +95,7 @@ def build(cfg: TrainConfig) -> TaskParts:
                                     **cfg.model_args)
     model.config.preprocess = replace_config(model.config.preprocess, label_names=tuple(splits.classes))
     set_cpu_threads(cfg.threads, model.config)
-    train_tf, _ = classification_transforms(cfg.augment, model.config.preprocess, splits.num_classes)
+    train_tf = train_transform_for(cfg.augment, model.config.preprocess, splits.num_classes)
     val, eval_tf = eval_split(cfg, splits, model)
     return TaskParts(cfg, model, ClassificationObjective(), train, val, train_tf, eval_tf, "acc1",
                      list(splits.classes), {"from": task.init, "pool": task.pool, "train_images": len(train)})

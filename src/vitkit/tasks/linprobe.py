@@ -14,7 +14,7 @@ from torch import Tensor
 from ..config import replace_config
 from ..data import ImageLoader
 from ..data.transforms import normalize
-from ..engine.augment import classification_transforms
+from ..engine.augment import train_transform_for
 from ..engine.distributed import all_gather_rows, init_distributed, local_rank, resolve_device
 from ..engine.runtime import configure_backends
 from ..engine.trainer import BatchTransform, Trainer
@@ -104,7 +104,7 @@ def build(cfg: TrainConfig) -> TaskParts:
                             "cached": task.cache}
     val, eval_tf = eval_split(cfg, splits, model)
     if not task.cache:  # augmented batches through the frozen encoder; Augment's soft targets smooth labels
-        train_tf, _ = classification_transforms(cfg.augment, encoder.config.preprocess, splits.num_classes)
+        train_tf = train_transform_for(cfg.augment, encoder.config.preprocess, splits.num_classes)
         return TaskParts(cfg, model, ClassificationObjective(), train, val, train_tf, eval_tf, "acc1",
                          list(splits.classes), info)
     device, start = resolve_device(cfg.device, local_rank()), time.perf_counter()
